@@ -1,0 +1,86 @@
+//! Elementwise loops that run in parallel chunks above a size threshold, sequentially below.
+//! Every element is computed independently, so the result never depends on the thread count.
+
+use ndarray::{Array2, ArrayView2, Zip};
+
+use crate::Float;
+
+/// Below this many elements a loop runs on the calling thread.
+const PAR_MIN_LEN: usize = 1 << 15;
+
+/// `out[i] = f(x[i])`.
+pub(crate) fn map1<T: Float>(out: &mut Array2<T>, x: ArrayView2<T>, f: impl Fn(T) -> T + Sync + Send) {
+    let z = Zip::from(out).and(&x);
+    if x.len() >= PAR_MIN_LEN {
+        z.par_for_each(|o, &a| *o = f(a));
+    } else {
+        z.for_each(|o, &a| *o = f(a));
+    }
+}
+
+/// `out[i] = f(x[i], y[i])`.
+pub(crate) fn map2<T: Float>(
+    out: &mut Array2<T>,
+    x: ArrayView2<T>,
+    y: ArrayView2<T>,
+    f: impl Fn(T, T) -> T + Sync + Send,
+) {
+    let z = Zip::from(out).and(&x).and(&y);
+    if x.len() >= PAR_MIN_LEN {
+        z.par_for_each(|o, &a, &b| *o = f(a, b));
+    } else {
+        z.for_each(|o, &a, &b| *o = f(a, b));
+    }
+}
+
+/// `g[i] = f(x[i])` when `first`, `g[i] += f(x[i])` otherwise (gradient accumulation).
+pub(crate) fn acc1<T: Float>(g: &mut Array2<T>, first: bool, x: ArrayView2<T>, f: impl Fn(T) -> T + Sync + Send) {
+    let z = Zip::from(g).and(&x);
+    let body = |o: &mut T, &a: &T| put(o, f(a), first);
+    if x.len() >= PAR_MIN_LEN {
+        z.par_for_each(body);
+    } else {
+        z.for_each(body);
+    }
+}
+
+/// `g[i] (+)= f(x[i], y[i])`.
+pub(crate) fn acc2<T: Float>(
+    g: &mut Array2<T>,
+    first: bool,
+    x: ArrayView2<T>,
+    y: ArrayView2<T>,
+    f: impl Fn(T, T) -> T + Sync + Send,
+) {
+    let z = Zip::from(g).and(&x).and(&y);
+    let body = |o: &mut T, &a: &T, &b: &T| put(o, f(a, b), first);
+    if x.len() >= PAR_MIN_LEN {
+        z.par_for_each(body);
+    } else {
+        z.for_each(body);
+    }
+}
+
+/// `g[i] (+)= f(x[i], y[i], w[i])`.
+pub(crate) fn acc3<T: Float>(
+    g: &mut Array2<T>,
+    first: bool,
+    x: ArrayView2<T>,
+    y: ArrayView2<T>,
+    w: ArrayView2<T>,
+    f: impl Fn(T, T, T) -> T + Sync + Send,
+) {
+    let z = Zip::from(g).and(&x).and(&y).and(&w);
+    let body = |o: &mut T, &a: &T, &b: &T, &c: &T| put(o, f(a, b, c), first);
+    if x.len() >= PAR_MIN_LEN {
+        z.par_for_each(body);
+    } else {
+        z.for_each(body);
+    }
+}
+
+/// Writes or accumulates one gradient element.
+#[inline(always)]
+pub(crate) fn put<T: Float>(dst: &mut T, v: T, first: bool) {
+    *dst = if first { v } else { *dst + v };
+}

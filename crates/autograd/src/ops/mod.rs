@@ -1,0 +1,87 @@
+//! The operations: what each records, computes forward, and sends backward.
+//!
+//! Forward constructors are methods on [`Tape`](crate::Tape), grouped by kind in the
+//! submodules; [`backward`] dispatches a node's gradient to its inputs.
+
+mod elementwise;
+mod linear;
+mod loss;
+mod reduce;
+
+use ndarray::Array2;
+pub use ndarray::Axis;
+
+use crate::Float;
+use crate::tape::{Grads, Values, Var};
+
+pub(crate) use elementwise::Unary;
+
+/// How a node was made, with the input handles and constants its backward needs.
+pub(crate) enum Op<T> {
+    /// A parameter, data, or gradient-check input.
+    Leaf,
+    /// `op(a) * op(b)`, with `op` a transpose when the flag is set.
+    MatMul { a: Var, b: Var, ta: bool, tb: bool },
+    /// `x + bias`, `bias` (1 x n) broadcast over the rows of `x`.
+    AddBias { x: Var, bias: Var },
+    /// `a + b`.
+    Add(Var, Var),
+    /// `a - b`.
+    Sub(Var, Var),
+    /// `a * b`, elementwise.
+    Mul(Var, Var),
+    /// `c * x`.
+    Scale(Var, T),
+    /// An elementwise function of one input.
+    Unary(Var, Unary<T>),
+    /// Sum along an axis or of everything (the gradient broadcasts back either way).
+    Sum(Var),
+    /// Mean of everything.
+    Mean(Var),
+    /// `log(sum(exp(x)))` along an axis, max-subtracted.
+    LogSumExp(Var),
+    /// Per-row `sum(softplus(l) - t * l)`.
+    BernoulliNll { logits: Var, target: Var },
+    /// Per-row Gaussian negative log-likelihood.
+    GaussianNll { mean: Var, logvar: Var, target: Var },
+    /// Elementwise KL(N(mu, exp(logvar)) || N(0, 1)).
+    KlNormal { mu: Var, logvar: Var },
+}
+
+impl<T> Op<T> {
+    /// The input handles, for the requires-grad flag.
+    pub(crate) fn inputs(&self) -> [Option<Var>; 3] {
+        match *self {
+            Op::Leaf => [None; 3],
+            Op::MatMul { a, b, .. } | Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) => [Some(a), Some(b), None],
+            Op::AddBias { x, bias } => [Some(x), Some(bias), None],
+            Op::Scale(x, _) | Op::Unary(x, _) | Op::Sum(x) | Op::Mean(x) | Op::LogSumExp(x) => [Some(x), None, None],
+            Op::BernoulliNll { logits, target } => [Some(logits), Some(target), None],
+            Op::GaussianNll { mean, logvar, target } => [Some(mean), Some(logvar), Some(target)],
+            Op::KlNormal { mu, logvar } => [Some(mu), Some(logvar), None],
+        }
+    }
+}
+
+/// Sends the gradient `g` of a node with value `y` to the inputs that need one.
+pub(crate) fn backward<T: Float>(op: &Op<T>, y: &Array2<T>, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
+    match *op {
+        Op::Leaf => {}
+        Op::MatMul { a, b, ta, tb } => linear::matmul_backward(a, b, ta, tb, g, vals, grads),
+        Op::AddBias { x, bias } => linear::add_bias_backward(x, bias, g, vals, grads),
+        Op::Add(a, b) => elementwise::add_backward(a, b, T::one(), g, vals, grads),
+        Op::Sub(a, b) => elementwise::add_backward(a, b, -T::one(), g, vals, grads),
+        Op::Mul(a, b) => elementwise::mul_backward(a, b, g, vals, grads),
+        Op::Scale(x, c) => elementwise::scale_backward(x, c, g, vals, grads),
+        Op::Unary(x, f) => elementwise::unary_backward(x, f, y, g, vals, grads),
+        Op::Sum(x) => reduce::sum_backward(x, T::one(), g, vals, grads),
+        Op::Mean(x) => {
+            let n = T::from_usize(vals.get(x).len()).unwrap_or_else(T::one);
+            reduce::sum_backward(x, T::one() / n, g, vals, grads)
+        }
+        Op::LogSumExp(x) => reduce::log_sum_exp_backward(x, y, g, vals, grads),
+        Op::BernoulliNll { logits, target } => loss::bernoulli_backward(logits, target, g, vals, grads),
+        Op::GaussianNll { mean, logvar, target } => loss::gaussian_backward(mean, logvar, target, g, vals, grads),
+        Op::KlNormal { mu, logvar } => loss::kl_backward(mu, logvar, g, vals, grads),
+    }
+}

@@ -1,0 +1,151 @@
+//! `gemm`: shape checks, the parallel block split, and the choice of kernel per block.
+
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+
+use crate::Float;
+use crate::skinny::{SKINNY_MAX_N, skinny_gemm};
+
+/// How a product may use threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parallelism {
+    /// One thread: the calling one.
+    Sequential,
+    /// Every thread of the current rayon pool (`rayon::current_num_threads()`).
+    Rayon,
+}
+
+/// Blocks of `C` are multiples of this many rows (or columns): a multiple of every
+/// micro-kernel width of matrixmultiply and of the skinny kernel.
+const ALIGN: usize = 16;
+/// Below this many flops per thread a split costs more in synchronisation than it gains.
+const MIN_FLOPS_PER_PART: usize = 1 << 19;
+
+/// `C = alpha * A * B + beta * C` on every thread of the current rayon pool.
+///
+/// `A` is m x k, `B` is k x n and `C` is m x n; any of them may be a transposed or otherwise
+/// strided view. When `beta` is zero the old contents of `C` are ignored (NaN included).
+///
+/// # Panics
+/// If the shapes do not agree.
+pub fn gemm<T: Float>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, c: ArrayViewMut2<T>) {
+    gemm_with(Parallelism::Rayon, alpha, a, b, beta, c)
+}
+
+/// [`gemm`] with an explicit [`Parallelism`].
+///
+/// # Panics
+/// If the shapes do not agree.
+pub fn gemm_with<T: Float>(
+    par: Parallelism,
+    alpha: T,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    beta: T,
+    c: ArrayViewMut2<T>,
+) {
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert!(
+        k == k2 && c.dim() == (m, n),
+        "gemm: shapes {:?} x {:?} -> {:?} do not agree",
+        a.dim(),
+        b.dim(),
+        c.dim()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == T::zero() {
+        scale(beta, c);
+        return;
+    }
+    // A product with a short output row and a long output column is computed as its
+    // transpose, C^T = B^T A^T, so that the narrow dimension is the skinny kernel's `n`.
+    if m <= SKINNY_MAX_N && n > SKINNY_MAX_N {
+        return gemm_with(par, alpha, b.t(), a.t(), beta, c.reversed_axes());
+    }
+    let threads = match par {
+        Parallelism::Sequential => 1,
+        Parallelism::Rayon => rayon::current_num_threads(),
+    };
+    let parts = plan_parts(m, k, n, threads);
+    if m >= n {
+        split_rows(parts, alpha, a, b, beta, c);
+    } else {
+        split_rows(parts, alpha, b.t(), a.t(), beta, c.reversed_axes());
+    }
+}
+
+/// How many blocks to cut the output into: one per thread, fewer when blocks would be
+/// smaller than a kernel-aligned strip or carry too little work to repay the split.
+fn plan_parts(m: usize, k: usize, n: usize, threads: usize) -> usize {
+    let flops = 2 * m * n * k;
+    let by_work = (flops / MIN_FLOPS_PER_PART).max(1);
+    let by_size = m.max(n).div_ceil(ALIGN);
+    threads.min(by_work).min(by_size).max(1)
+}
+
+/// Splits `C` (and `A` with it) into `parts` row blocks, aligned to [`ALIGN`] rows, and
+/// computes them in parallel with `rayon::join`.
+fn split_rows<T: Float>(parts: usize, alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, c: ArrayViewMut2<T>) {
+    let m = c.nrows();
+    if parts <= 1 {
+        return block_gemm(alpha, a, b, beta, c);
+    }
+    let left = parts / 2;
+    let mid = (m * left / parts).div_ceil(ALIGN) * ALIGN;
+    let mid = mid.clamp(1, m - 1);
+    let (a1, a2) = a.split_at(Axis(0), mid);
+    let (c1, c2) = c.split_at(Axis(0), mid);
+    rayon::join(
+        || split_rows(left, alpha, a1, b, beta, c1),
+        || split_rows(parts - left, alpha, a2, b, beta, c2),
+    );
+}
+
+/// One block on the calling thread: the skinny kernel for narrow outputs, matrixmultiply
+/// otherwise.
+fn block_gemm<T: Float>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mut c: ArrayViewMut2<T>) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    if n <= SKINNY_MAX_N {
+        return skinny_gemm(alpha, a, b, beta, c);
+    }
+    let [rsa, csa] = strides(&a.view());
+    let [rsb, csb] = strides(&b.view());
+    let [rsc, csc] = strides(&c.view());
+    // SAFETY: the pointers and strides come from live views of the checked shapes; `c` is
+    // borrowed mutably, so it cannot overlap `a` or `b`.
+    unsafe {
+        T::gemm_kernel(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            rsc,
+            csc,
+        );
+    }
+}
+
+fn strides<T>(v: &ArrayView2<T>) -> [isize; 2] {
+    let s = v.strides();
+    [s[0], s[1]]
+}
+
+/// `C = beta * C`, with `beta == 0` meaning "overwrite with zeros" (NaN-safe).
+fn scale<T: Float>(beta: T, mut c: ArrayViewMut2<T>) {
+    if beta == T::zero() {
+        c.fill(T::zero());
+    } else if beta != T::one() {
+        c.mapv_inplace(|x| x * beta);
+    }
+}

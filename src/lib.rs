@@ -1,0 +1,6 @@
+//! `vae`: a from-scratch variational autoencoder engine for the CPU.
+//!
+//! This facade re-exports the workspace crates; see `ARCHITECTURE.md` for the map.
+
+pub use vae_autograd as autograd;
+pub use vae_linalg as linalg;
