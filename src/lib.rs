@@ -4,3 +4,7 @@
 
 pub use vae_autograd as autograd;
 pub use vae_linalg as linalg;
+pub use vae_mnist as mnist;
+pub use vae_model as model;
+pub use vae_nn as nn;
+pub use vae_train as train;

@@ -1,0 +1,167 @@
+//! Command-line arguments (clap) and their validation.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+use vae_model::{Likelihood, VaeConfig};
+use vae_nn::Activation;
+
+/// Train and explore variational autoencoders on MNIST.
+///
+/// With no subcommand, `vae-train` trains (it takes the flags of `vae-train train`).
+#[derive(Parser, Debug)]
+#[command(name = "vae-train", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do (default: train).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Training flags, when no subcommand is given.
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a VAE on MNIST (the default).
+    Train(TrainArgs),
+}
+
+/// Flags of `vae-train train`. Defaults are PyTorch's example: 784-400-20, ReLU, Bernoulli
+/// decoder on grey-level pixels, Adam lr 1e-3, batch 128, 10 epochs, seed 1.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Directory holding the MNIST IDX files.
+    #[arg(long, default_value = "data/mnist")]
+    pub data: PathBuf,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
+    pub lr: f64,
+    /// Hidden layer widths of the encoder, comma-separated (the decoder mirrors them).
+    #[arg(long, default_value = "400", value_delimiter = ',', num_args = 0..)]
+    pub hidden: Vec<usize>,
+    /// Latent dimensions.
+    #[arg(long, default_value_t = 20)]
+    pub latent: usize,
+    /// relu, leaky-relu[:SLOPE] (default slope 0.01), sigmoid or tanh.
+    #[arg(long, default_value = "relu")]
+    pub activation: Activation,
+    /// Decoder distribution: bernoulli, gaussian (unit variance: the squared-error loss),
+    /// gaussian:VARIANCE (fixed), or gaussian-learned (one variance per pixel).
+    #[arg(long, default_value = "bernoulli", value_parser = parse_likelihood)]
+    pub likelihood: Likelihood,
+    /// Weight of the KL term (β-VAE); 1 is the ELBO.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub beta: f64,
+    /// Epochs over which the KL weight rises linearly from 0 to β (0: no warm-up).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+    /// Free bits: minimum KL per latent unit, in nats (0: off).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub free_bits: f64,
+    /// Dynamic binarization: each training pixel drawn as Bernoulli(intensity) every epoch.
+    #[arg(long)]
+    pub binarize: bool,
+    /// Seed of every random stream (initialisation, shuffling, noise).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    pub subset: Option<usize>,
+    /// Leave this digit out of the training set (for anomaly detection).
+    #[arg(long)]
+    pub exclude_digit: Option<u8>,
+    /// Where to write the run (default: runs/<UTC time>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+}
+
+fn parse_likelihood(s: &str) -> Result<Likelihood, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "bernoulli" => Ok(Likelihood::Bernoulli),
+        "gaussian" | "mse" => Ok(Likelihood::Gaussian { variance: Some(1.0) }),
+        "gaussian-learned" => Ok(Likelihood::Gaussian { variance: None }),
+        _ => match lower.strip_prefix("gaussian:").map(str::parse::<f64>) {
+            Some(Ok(v)) if v.is_finite() && v > 0.0 => Ok(Likelihood::Gaussian { variance: Some(v) }),
+            Some(_) => Err(format!(
+                "'{s}': the variance after 'gaussian:' must be a positive number"
+            )),
+            None => Err(format!(
+                "'{s}': expected bernoulli, gaussian, gaussian:VARIANCE or gaussian-learned"
+            )),
+        },
+    }
+}
+
+impl TrainArgs {
+    /// Rejects values that are out of range, naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        if self.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if self.hidden.is_empty() {
+            bail!("--hidden is empty: give at least one layer width, e.g. --hidden 400");
+        }
+        if self.hidden.contains(&0) {
+            bail!("--hidden widths must be at least 1, got {:?}", self.hidden);
+        }
+        if self.latent == 0 {
+            bail!("--latent must be at least 1");
+        }
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            bail!("--beta must be 0 or more, got {}", self.beta);
+        }
+        if !(self.warmup.is_finite() && self.warmup >= 0.0) {
+            bail!("--warmup must be 0 or more epochs, got {}", self.warmup);
+        }
+        if !(self.free_bits.is_finite() && self.free_bits >= 0.0) {
+            bail!("--free-bits must be 0 or more nats, got {}", self.free_bits);
+        }
+        if self.threads == Some(0) {
+            bail!("--threads must be at least 1");
+        }
+        if self.subset == Some(0) {
+            bail!("--subset must be at least 1 image");
+        }
+        if let Some(d) = self.exclude_digit
+            && d > 9
+        {
+            bail!("--exclude-digit must be a digit from 0 to 9, got {d}");
+        }
+        Ok(())
+    }
+
+    /// The model architecture these flags describe, for images of `input` pixels.
+    pub fn model_config(&self, input: usize) -> VaeConfig {
+        VaeConfig {
+            input,
+            hidden: self.hidden.clone(),
+            latent: self.latent,
+            activation: self.activation,
+            likelihood: self.likelihood,
+        }
+    }
+}
+
+impl Default for TrainArgs {
+    fn default() -> Self {
+        Cli::parse_from(["vae-train"]).train
+    }
+}

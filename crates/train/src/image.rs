@@ -1,0 +1,122 @@
+//! Pictures: grids of grey-level images as PNG, written atomically.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use ndarray::ArrayView2;
+use vae_model::checkpoint::write_atomic;
+
+/// Pixels of padding between and around tiles (torchvision's `make_grid` default).
+pub const PAD: usize = 2;
+
+/// An 8-bit grey-level picture.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gray {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Row-major pixels.
+    pub pixels: Vec<u8>,
+}
+
+/// `[0, 1]` to a byte, clamping (Gaussian decoders can leave the interval).
+pub fn to_byte(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// Tiles the rows of `images` (each `h x w` pixels in [0, 1]) left to right, top to bottom,
+/// `cols` per row, with [`PAD`] black pixels between and around them.
+pub fn tile(images: ArrayView2<f32>, h: usize, w: usize, cols: usize) -> Gray {
+    let n = images.nrows();
+    let cols = cols.max(1).min(n.max(1));
+    let rows = n.div_ceil(cols).max(1);
+    let width = cols * (w + PAD) + PAD;
+    let height = rows * (h + PAD) + PAD;
+    let mut pixels = vec![0u8; width * height];
+    for (k, img) in images.rows().into_iter().enumerate() {
+        let (r, c) = (k / cols, k % cols);
+        let (y0, x0) = (PAD + r * (h + PAD), PAD + c * (w + PAD));
+        for y in 0..h {
+            for x in 0..w {
+                pixels[(y0 + y) * width + x0 + x] = to_byte(img[y * w + x]);
+            }
+        }
+    }
+    Gray { width, height, pixels }
+}
+
+/// Cuts a picture made by [`tile`] back into its tiles (as bytes), in order.
+pub fn untile(g: &Gray, h: usize, w: usize, n: usize, cols: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|k| {
+            let (r, c) = (k / cols, k % cols);
+            let (y0, x0) = (PAD + r * (h + PAD), PAD + c * (w + PAD));
+            (0..h)
+                .flat_map(|y| (0..w).map(move |x| (y, x)))
+                .map(|(y, x)| g.pixels[(y0 + y) * g.width + x0 + x])
+                .collect()
+        })
+        .collect()
+}
+
+/// Encodes a grey-level picture as PNG.
+pub fn encode_png(g: &Gray) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, g.width as u32, g.height as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header()?;
+        w.write_image_data(&g.pixels)?;
+    }
+    Ok(out)
+}
+
+/// Writes a grey-level picture as a PNG file, atomically.
+pub fn write_png(path: &Path, g: &Gray) -> Result<()> {
+    let bytes = encode_png(g)?;
+    write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads a grey-level 8-bit PNG (as written by [`write_png`]).
+pub fn read_png(path: &Path) -> Result<Gray> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut dec = png::Decoder::new(std::io::BufReader::new(f)).read_info()?;
+    let mut buf = vec![0; dec.output_buffer_size().context("PNG too large")?];
+    let info = dec.next_frame(&mut buf)?;
+    anyhow::ensure!(
+        info.color_type == png::ColorType::Grayscale && info.bit_depth == png::BitDepth::Eight,
+        "{}: not an 8-bit grey-level PNG",
+        path.display()
+    );
+    buf.truncate(info.buffer_size());
+    Ok(Gray {
+        width: info.width as usize,
+        height: info.height as usize,
+        pixels: buf,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array2;
+
+    use super::*;
+
+    #[test]
+    fn tiles_come_back_in_order() {
+        // Seven distinct 3x2 images, tiled three per row.
+        let imgs = Array2::from_shape_fn((7, 6), |(k, p)| ((k * 6 + p) as f32) / 41.0);
+        let g = tile(imgs.view(), 3, 2, 3);
+        assert_eq!((g.width, g.height), (3 * 4 + 2, 3 * 5 + 2));
+        let back = untile(&g, 3, 2, 7, 3);
+        for (k, t) in back.iter().enumerate() {
+            let want: Vec<u8> = imgs.row(k).iter().map(|&v| to_byte(v)).collect();
+            assert_eq!(t, &want, "tile {k}");
+        }
+        let p = std::env::temp_dir().join(format!("vae-tile-{}.png", std::process::id()));
+        write_png(&p, &g).unwrap();
+        assert_eq!(read_png(&p).unwrap(), g);
+    }
+}

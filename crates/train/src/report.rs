@@ -1,0 +1,70 @@
+//! What the user sees while training: a progress bar with images/s on a terminal, plain
+//! lines otherwise, nothing at all when quiet (tests).
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How much to show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Progress bar on a terminal, epoch lines always.
+    Normal,
+    /// Nothing.
+    Quiet,
+}
+
+/// Progress reporting for a training run.
+pub struct Progress {
+    verbosity: Verbosity,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// A reporter; the bar appears only when stderr is a terminal.
+    pub fn new(verbosity: Verbosity) -> Self {
+        Progress { verbosity, bar: None }
+    }
+
+    /// Begins an epoch of `images` images.
+    pub fn start_epoch(&mut self, epoch: usize, epochs: usize, images: usize) {
+        if self.verbosity == Verbosity::Quiet || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::new(images as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} images  {per_sec}  -ELBO {msg}  eta {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        self.bar = Some(bar);
+    }
+
+    /// `n` more images done; `loss` is the running per-image negative ELBO.
+    pub fn advance(&mut self, n: usize, loss: f64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n as u64);
+            bar.set_message(format!("{loss:.2}"));
+        }
+    }
+
+    /// Ends the epoch's bar.
+    pub fn finish_epoch(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// A line for the user (stdout).
+    pub fn line(&self, s: &str) {
+        if self.verbosity == Verbosity::Normal {
+            match &self.bar {
+                Some(bar) => bar.println(s),
+                None => println!("{s}"),
+            }
+        }
+    }
+}

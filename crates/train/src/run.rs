@@ -1,0 +1,196 @@
+//! A run directory: what a training run writes and what later commands read.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use vae_model::LossSums;
+use vae_model::checkpoint::write_atomic;
+
+/// The model checkpoint.
+pub const MODEL: &str = "model.safetensors";
+/// Optimizer state for resuming.
+pub const OPTIMIZER: &str = "optimizer.safetensors";
+/// The training flags, as JSON.
+pub const CONFIG: &str = "config.json";
+/// One row per epoch.
+pub const METRICS: &str = "metrics.csv";
+/// 8x8 prior samples.
+pub const SAMPLES: &str = "samples.png";
+/// Test images over their reconstructions.
+pub const RECONSTRUCTIONS: &str = "reconstructions.png";
+
+/// One epoch's figures, per image, in nats.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Training negative ELBO (averaged over the epoch's batches, as PyTorch reports it).
+    pub train_loss: f64,
+    /// Training reconstruction NLL.
+    pub train_recon: f64,
+    /// Training KL.
+    pub train_kl: f64,
+    /// Test negative ELBO over the whole test set, z sampled.
+    pub test_loss: f64,
+    /// Test reconstruction NLL.
+    pub test_recon: f64,
+    /// Test KL.
+    pub test_kl: f64,
+    /// KL weight at the end of the epoch (β times warm-up).
+    pub kl_weight: f64,
+    /// Seconds spent training (not evaluating).
+    pub train_seconds: f64,
+}
+
+impl EpochMetrics {
+    /// Figures from the epoch's sums.
+    pub fn new(epoch: usize, train: &LossSums, test: &LossSums, kl_weight: f64, train_seconds: f64) -> Self {
+        EpochMetrics {
+            epoch,
+            train_loss: train.neg_elbo(),
+            train_recon: train.recon_per_image(),
+            train_kl: train.kl_per_image(),
+            test_loss: test.neg_elbo(),
+            test_recon: test.recon_per_image(),
+            test_kl: test.kl_per_image(),
+            kl_weight,
+            train_seconds,
+        }
+    }
+}
+
+const CSV_HEADER: &str =
+    "epoch,train_neg_elbo,train_recon,train_kl,test_neg_elbo,test_recon,test_kl,kl_weight,train_seconds\n";
+
+/// Renders metrics as CSV, header included.
+pub fn metrics_csv(rows: &[EpochMetrics]) -> String {
+    let mut s = String::from(CSV_HEADER);
+    for m in rows {
+        let _ = writeln!(
+            s,
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.4}",
+            m.epoch,
+            m.train_loss,
+            m.train_recon,
+            m.train_kl,
+            m.test_loss,
+            m.test_recon,
+            m.test_kl,
+            m.kl_weight,
+            m.train_seconds
+        );
+    }
+    s
+}
+
+/// Parses a metrics file written by [`metrics_csv`].
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<f64> = line
+            .split(',')
+            .map(|v| v.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}: line {} is not numbers", path.display(), i + 1))?;
+        anyhow::ensure!(
+            f.len() == 9,
+            "{}: line {} has {} fields, expected 9",
+            path.display(),
+            i + 1,
+            f.len()
+        );
+        rows.push(EpochMetrics {
+            epoch: f[0] as usize,
+            train_loss: f[1],
+            train_recon: f[2],
+            train_kl: f[3],
+            test_loss: f[4],
+            test_recon: f[5],
+            test_kl: f[6],
+            kl_weight: f[7],
+            train_seconds: f[8],
+        });
+    }
+    Ok(rows)
+}
+
+/// Writes the metrics file atomically.
+pub fn write_metrics(dir: &Path, rows: &[EpochMetrics]) -> Result<()> {
+    let p = dir.join(METRICS);
+    write_atomic(&p, metrics_csv(rows).as_bytes()).with_context(|| format!("writing {}", p.display()))
+}
+
+/// `runs/<UTC time>` (e.g. `runs/20261123-153012`).
+pub fn default_run_dir() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    PathBuf::from("runs").join(format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    ))
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Checks that `dir` is a run directory (it holds a model), naming what is missing.
+pub fn require_run(dir: &Path) -> Result<()> {
+    anyhow::ensure!(dir.is_dir(), "run directory {} does not exist", dir.display());
+    anyhow::ensure!(
+        dir.join(MODEL).is_file(),
+        "{} holds no {MODEL}: not a run directory (train one with `vae-train train --run-dir {}`)",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn metrics_round_trip() {
+        let m = EpochMetrics {
+            epoch: 3,
+            train_loss: 110.5,
+            train_recon: 90.25,
+            train_kl: 20.25,
+            test_loss: 108.0,
+            test_recon: 88.0,
+            test_kl: 20.0,
+            kl_weight: 1.0,
+            train_seconds: 1.5,
+        };
+        let p = std::env::temp_dir().join(format!("vae-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        write_metrics(&p, &[m, m]).unwrap();
+        assert_eq!(read_metrics(&p.join(METRICS)).unwrap(), vec![m, m]);
+    }
+}

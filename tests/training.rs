@@ -1,0 +1,102 @@
+//! End-to-end training on small subsets of the real MNIST (fast enough for CI).
+
+use std::path::PathBuf;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use vae::mnist::Mnist;
+use vae::model::Vae;
+use vae::train::cli::TrainArgs;
+use vae::train::report::{Progress, Verbosity};
+use vae::train::run::EpochMetrics;
+use vae::train::train::{evaluate, train};
+
+fn data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
+}
+
+fn run_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vae-train-it-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Reference configuration on a 2,000-image subset.
+fn args(name: &str) -> TrainArgs {
+    TrainArgs {
+        data: data(),
+        epochs: 1,
+        subset: Some(2000),
+        threads: Some(2),
+        run_dir: Some(run_dir(name)),
+        ..TrainArgs::default()
+    }
+}
+
+fn quiet() -> Progress {
+    Progress::new(Verbosity::Quiet)
+}
+
+#[test]
+fn one_epoch_on_a_subset_lowers_the_test_loss() {
+    let a = args("lowers");
+    // The untrained model, initialised exactly as the run will be.
+    let mnist = Mnist::load(data()).unwrap();
+    let mut rng = StdRng::seed_from_u64(vae::mnist::stream_seed(1, 0, 10));
+    let mut fresh = Vae::<f32>::new(a.model_config(784), &mut rng).unwrap();
+    let before = evaluate(&mut fresh, &mnist.test, &mut StdRng::seed_from_u64(0)).neg_elbo();
+    let out = train(&a, &mut quiet()).unwrap();
+    let after = out.metrics[0].test_loss;
+    eprintln!("test -ELBO: {before:.2} untrained, {after:.2} after one epoch on 2,000 images");
+    assert!(after < 0.6 * before, "{after} is not well below {before}");
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "config.json",
+        "metrics.csv",
+        "samples.png",
+        "reconstructions.png",
+    ] {
+        assert!(out.run_dir.join(f).is_file(), "{f} missing");
+    }
+}
+
+#[test]
+fn beta_weights_the_kl_term() {
+    let kl = |beta: f64, name: &str| {
+        let a = TrainArgs { beta, ..args(name) };
+        let m = train(&a, &mut quiet()).unwrap().metrics[0];
+        (m.train_kl, m.test_kl)
+    };
+    let (b0, b4) = (kl(0.0, "beta0"), kl(4.0, "beta4"));
+    eprintln!("KL with beta 0: {b0:?}, with beta 4: {b4:?}");
+    assert!(
+        b0.1 > 2.0 * b4.1,
+        "beta = 0 should leave a much larger KL than beta = 4: {b0:?} vs {b4:?}"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_metrics() {
+    let strip = |m: &[EpochMetrics]| -> Vec<EpochMetrics> {
+        m.iter()
+            .map(|&r| EpochMetrics {
+                train_seconds: 0.0,
+                ..r
+            })
+            .collect()
+    };
+    let a = train(&args("seed-a"), &mut quiet()).unwrap().metrics;
+    let b = train(&args("seed-b"), &mut quiet()).unwrap().metrics;
+    assert_eq!(strip(&a), strip(&b));
+    let c = train(
+        &TrainArgs {
+            seed: 2,
+            ..args("seed-c")
+        },
+        &mut quiet(),
+    )
+    .unwrap()
+    .metrics;
+    assert_ne!(strip(&a), strip(&c));
+}
