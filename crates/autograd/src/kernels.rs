@@ -84,3 +84,34 @@ pub(crate) fn acc3<T: Float>(
 pub(crate) fn put<T: Float>(dst: &mut T, v: T, first: bool) {
     *dst = if first { v } else { *dst + v };
 }
+
+/// `sum_j f(a[j], b[j])`, accumulated in 16 interleaved lanes (so the loop vectorises) and
+/// then combined in a fixed order: deterministic, and independent of the thread count.
+#[inline(always)]
+pub(crate) fn lane_sum2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
+    const L: usize = 16;
+    let mut acc = [T::zero(); L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for j in 0..L {
+            acc[j] = acc[j] + f(xa[j], xb[j]);
+        }
+    }
+    for (j, (&x, &y)) in ra.iter().zip(rb).enumerate() {
+        acc[j] = acc[j] + f(x, y);
+    }
+    acc.iter().fold(T::zero(), |s, &v| s + v)
+}
+
+/// `out[i] = f(i)` for every element of a contiguous `out`, in parallel chunks when the work
+/// (`work` elements in all) is large enough.
+pub(crate) fn fill_indexed<T: Float>(out: &mut Array2<T>, work: usize, f: impl Fn(usize) -> T + Sync + Send) {
+    use rayon::prelude::*;
+    let out = out.as_slice_mut().expect("a freshly recorded value is contiguous");
+    if work >= PAR_MIN_LEN {
+        out.par_iter_mut().enumerate().for_each(|(i, o)| *o = f(i));
+    } else {
+        out.iter_mut().enumerate().for_each(|(i, o)| *o = f(i));
+    }
+}

@@ -99,3 +99,13 @@ impl Default for Objective {
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+impl std::fmt::Display for Likelihood {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Likelihood::Bernoulli => write!(f, "Bernoulli"),
+            Likelihood::Gaussian { variance: Some(v) } => write!(f, "Gaussian (variance {v})"),
+            Likelihood::Gaussian { variance: None } => write!(f, "Gaussian (learned variance)"),
+        }
+    }
+}

@@ -15,4 +15,4 @@ mod config;
 mod vae;
 
 pub use config::{ConfigError, Likelihood, Objective, VaeConfig};
-pub use vae::{LossSums, Vae};
+pub use vae::{LossSums, Step, Vae};

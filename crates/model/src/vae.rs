@@ -47,6 +47,21 @@ impl LossSums {
     }
 }
 
+/// The nodes of a recorded training step (valid until the tape is next reset).
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    /// Images in the batch.
+    pub images: usize,
+    /// The per-image objective (1 x 1): what `backward` differentiates.
+    pub loss: Var,
+    /// The batch's summed objective.
+    pub total: Var,
+    /// The batch's summed reconstruction NLL.
+    pub recon_sum: Var,
+    /// The elementwise KL (n x latent).
+    pub kl: Var,
+}
+
 /// The nodes of one batch's graph.
 struct Graph {
     /// Per-image reconstruction NLL (n x 1).
@@ -196,14 +211,14 @@ impl<T: Float> Vae<T> {
         Graph { recon, kl }
     }
 
-    /// Forward and backward on a batch: afterwards the tape holds every parameter's gradient
-    /// of the objective per image (for an optimizer's step). Returns the batch's sums.
-    pub fn train_step(&mut self, x: ArrayView2<T>, rng: &mut impl Rng, objective: Objective) -> LossSums {
+    /// Records the training objective on a batch (forward only): the per-image objective
+    /// `(recon + kl_weight * KL') / n`, where KL' is the KL with free bits applied.
+    pub fn forward(&mut self, x: ArrayView2<T>, rng: &mut impl Rng, objective: Objective) -> Step {
         let n = x.nrows();
         let g = self.graph(x, rng);
         let t = &mut self.tape;
         let inv_n = T::c(1.0 / n as f64);
-        let rec_sum = t.sum(g.recon);
+        let recon_sum = t.sum(g.recon);
         let kl_term = if objective.free_bits > 0.0 {
             let per_unit = t.sum_axis(g.kl, Axis(0));
             let mean = t.scale(per_unit, inv_n);
@@ -214,16 +229,34 @@ impl<T: Float> Vae<T> {
             t.sum(g.kl)
         };
         let weighted = t.scale(kl_term, T::c(objective.kl_weight));
-        let total = t.add(rec_sum, weighted);
+        let total = t.add(recon_sum, weighted);
         let loss = t.scale(total, inv_n);
-        t.backward(loss);
-        let kl_sum = self.sum_of(g.kl);
-        LossSums {
+        Step {
             images: n,
-            recon: self.tape.scalar(rec_sum).to_f64().unwrap_or(f64::NAN),
-            kl: kl_sum,
-            objective: self.tape.scalar(total).to_f64().unwrap_or(f64::NAN),
+            loss,
+            total,
+            recon_sum,
+            kl: g.kl,
         }
+    }
+
+    /// The loss sums of a recorded step.
+    pub fn step_sums(&self, step: &Step) -> LossSums {
+        let f = |v: Var| self.tape.scalar(v).to_f64().unwrap_or(f64::NAN);
+        LossSums {
+            images: step.images,
+            recon: f(step.recon_sum),
+            kl: self.sum_of(step.kl),
+            objective: f(step.total),
+        }
+    }
+
+    /// Forward and backward on a batch: afterwards the tape holds every parameter's gradient
+    /// of the per-image objective (for an optimizer's step). Returns the batch's sums.
+    pub fn train_step(&mut self, x: ArrayView2<T>, rng: &mut impl Rng, objective: Objective) -> LossSums {
+        let step = self.forward(x, rng, objective);
+        self.tape.backward(step.loss);
+        self.step_sums(&step)
     }
 
     fn sum_of(&self, v: Var) -> f64 {

@@ -194,7 +194,7 @@ fn describe(model: &Vae<f32>) -> String {
     let c = model.config();
     let hidden: Vec<String> = c.hidden.iter().map(|h| h.to_string()).collect();
     format!(
-        "a {}-{}-{} VAE ({}, {:?} decoder)",
+        "a {}-{}-{} VAE ({}, {} decoder)",
         c.input,
         hidden.join("-"),
         c.latent,

@@ -6,7 +6,7 @@ use ndarray::{Array2, ArrayView2, Zip};
 
 use super::Op;
 use super::elementwise::{sigmoid, softplus};
-use crate::kernels::{acc2, acc3};
+use crate::kernels::{acc2, acc3, fill_indexed, lane_sum2};
 use crate::tape::{Grads, Tape, Values, Var};
 use crate::{Float, LOGVAR_RANGE};
 
@@ -27,11 +27,11 @@ fn clamp_logvar<T: Float>(lv: T) -> (T, bool) {
     }
 }
 
-/// Per-row sums of `f` over the zipped rows.
-fn row_sums<T: Float>(out: &mut Array2<T>, rows: usize, f: impl Fn(usize) -> T) {
-    for (i, o) in out.iter_mut().enumerate().take(rows) {
-        *o = f(i);
-    }
+/// Row `i` of a standard-layout matrix as a slice.
+fn row<'a, T>(a: &ArrayView2<'a, T>, i: usize) -> &'a [T] {
+    let n = a.ncols();
+    let s = a.to_slice().expect("loss inputs are standard-layout matrices");
+    &s[i * n..(i + 1) * n]
 }
 
 impl<T: Float> Tape<T> {
@@ -48,12 +48,8 @@ impl<T: Float> Tape<T> {
         );
         self.record(Op::BernoulliNll { logits, target }, (m, 1), false, |out, v| {
             let (l, t) = (v.get(logits), v.get(target));
-            row_sums(out, m, |i| {
-                let mut s = T::zero();
-                Zip::from(l.row(i))
-                    .and(t.row(i))
-                    .for_each(|&l, &t| s = s + softplus(l) - t * l);
-                s
+            fill_indexed(out, m * n, |i| {
+                lane_sum2(row(&l, i), row(&t, i), |l, t| softplus(l) - t * l)
             })
         })
     }
@@ -81,7 +77,7 @@ impl<T: Float> Tape<T> {
             let lv = lv_raw.broadcast((m, n)).expect("checked above");
             let half = T::c(0.5);
             let c = T::c(LN_2PI);
-            row_sums(out, m, |i| {
+            fill_indexed(out, m * n, |i| {
                 let mut s = T::zero();
                 Zip::from(mu.row(i))
                     .and(t.row(i))

@@ -1,0 +1,70 @@
+//! One training step of the reference VAE (784-400-20, batch 128, Bernoulli decoder): forward
+//! alone, backward alone, and forward + backward + Adam, in images per second, on 1 thread
+//! and on every thread. Run: `cargo bench --bench backward`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ndarray::s;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use vae::mnist::Mnist;
+use vae::model::{Objective, Vae, VaeConfig};
+use vae::nn::{Adam, AdamConfig, Optimizer};
+
+const BATCH: usize = 128;
+
+fn bench(c: &mut Criterion) {
+    let mnist = Mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")).expect("the shipped MNIST");
+    let x = mnist.train.images.slice(s![..BATCH, ..]).to_owned();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut group = c.benchmark_group("vae_step_784-400-20_b128");
+    group
+        .throughput(Throughput::Elements(BATCH as u64))
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    for t in [1, threads] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut vae = Vae::<f32>::new(VaeConfig::reference(), &mut rng).unwrap();
+        let params = vae.params().to_vec();
+        let mut adam = Adam::new(AdamConfig::default(), vae.tape(), &params);
+        let obj = Objective::default();
+        // Each measurement runs its whole loop inside the pool, so that no per-iteration
+        // hand-off is timed.
+        let timed = |iters: u64, f: &mut (dyn FnMut() + Send)| {
+            pool.install(|| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    f();
+                }
+                start.elapsed()
+            })
+        };
+        group.bench_function(BenchmarkId::new("forward", format!("{t}t")), |b| {
+            b.iter_custom(|n| {
+                timed(n, &mut || {
+                    black_box(vae.forward(x.view(), &mut rng, obj));
+                })
+            })
+        });
+        let step = pool.install(|| vae.forward(x.view(), &mut rng, obj));
+        group.bench_function(BenchmarkId::new("backward", format!("{t}t")), |b| {
+            b.iter_custom(|n| timed(n, &mut || vae.tape_mut().backward(black_box(step.loss))))
+        });
+        group.bench_function(BenchmarkId::new("forward+backward+adam", format!("{t}t")), |b| {
+            b.iter_custom(|n| {
+                timed(n, &mut || {
+                    black_box(vae.train_step(x.view(), &mut rng, obj));
+                    adam.step(vae.tape_mut(), &params);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
