@@ -115,3 +115,27 @@ pub(crate) fn fill_indexed<T: Float>(out: &mut Array2<T>, work: usize, f: impl F
         out.iter_mut().enumerate().for_each(|(i, o)| *o = f(i));
     }
 }
+
+/// Calls `f(i, out_row, a_row, b_row)` for every row `i` of three same-shaped,
+/// standard-layout matrices, in parallel chunks of rows when they are large. Row slices let
+/// the body vectorise where a broadcasting `Zip` would not.
+pub(crate) fn rows_acc2<T: Float>(
+    out: &mut Array2<T>,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    f: impl Fn(usize, &mut [T], &[T], &[T]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    let n = a.ncols().max(1);
+    let (a, b) = (
+        a.to_slice().expect("standard layout"),
+        b.to_slice().expect("standard layout"),
+    );
+    let out = out.as_slice_mut().expect("standard layout");
+    let body = |(i, o): (usize, &mut [T])| f(i, o, &a[i * n..(i + 1) * n], &b[i * n..(i + 1) * n]);
+    if out.len() >= PAR_MIN_LEN {
+        out.par_chunks_mut(n).enumerate().for_each(body);
+    } else {
+        out.chunks_mut(n).enumerate().for_each(body);
+    }
+}

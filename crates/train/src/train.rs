@@ -1,5 +1,6 @@
 //! `vae-train train`: the training loop, per-epoch evaluation, checkpoints and pictures.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -103,13 +104,13 @@ fn prepare_run_dir(dir: &Path) -> Result<()> {
 
 fn train_in_pool(args: &TrainArgs, mnist: &Mnist, run_dir: &Path, progress: &mut Progress) -> Result<Outcome> {
     let train_split = match args.exclude_digit {
-        Some(d) => mnist.train.filter(|l| l != d),
-        None => mnist.train.clone(),
+        Some(d) => Cow::Owned(mnist.train.filter(|l| l != d)),
+        None => Cow::Borrowed(&mnist.train),
     };
     let test_split = if args.binarize {
-        binarized(&mnist.test, stream_seed(args.seed, 0, salt::TEST_BINARIZE))
+        Cow::Owned(binarized(&mnist.test, stream_seed(args.seed, 0, salt::TEST_BINARIZE)))
     } else {
-        mnist.test.clone()
+        Cow::Borrowed(&mnist.test)
     };
     let config = args.model_config(train_split.pixels());
     let mut init_rng = StdRng::seed_from_u64(stream_seed(args.seed, 0, salt::INIT));

@@ -6,7 +6,7 @@ use ndarray::{Array2, ArrayView2, Zip};
 
 use super::Op;
 use super::elementwise::{sigmoid, softplus};
-use crate::kernels::{acc2, acc3, fill_indexed, lane_sum2};
+use crate::kernels::{acc2, fill_indexed, lane_sum2, put, rows_acc2};
 use crate::tape::{Grads, Tape, Values, Var};
 use crate::{Float, LOGVAR_RANGE};
 
@@ -123,14 +123,24 @@ pub(super) fn bernoulli_backward<T: Float>(
     grads: &mut Grads<T>,
 ) {
     let (l, t) = (vals.get(logits), vals.get(target));
-    let gb = broadcast_col(g, l.dim());
+    let g = g.as_slice().expect("a per-row gradient is contiguous");
     if vals.wants_grad(logits) {
         let (gl, first) = grads.slot(logits, l.dim());
-        acc3(gl, first, gb, l, t, |g, l, t| g * (sigmoid(l) - t));
+        rows_acc2(gl, l, t, |i, o, l, t| {
+            let gi = g[i];
+            for ((o, &l), &t) in o.iter_mut().zip(l).zip(t) {
+                put(o, gi * (sigmoid(l) - t), first);
+            }
+        });
     }
     if vals.wants_grad(target) {
         let (gt, first) = grads.slot(target, t.dim());
-        acc2(gt, first, gb, l, |g, l| -g * l);
+        rows_acc2(gt, l, t, |i, o, l, _| {
+            let gi = g[i];
+            for (o, &l) in o.iter_mut().zip(l) {
+                put(o, -gi * l, first);
+            }
+        });
     }
 }
 
