@@ -25,7 +25,7 @@ fn run_dir(name: &str) -> PathBuf {
 fn args(name: &str) -> TrainArgs {
     TrainArgs {
         data: data(),
-        epochs: 1,
+        epochs: Some(1),
         subset: Some(2000),
         threads: Some(2),
         run_dir: Some(run_dir(name)),
@@ -51,7 +51,7 @@ fn one_epoch_on_a_subset_lowers_the_test_loss() {
     assert!(after < 0.6 * before, "{after} is not well below {before}");
     for f in [
         "model.safetensors",
-        "optimizer.safetensors",
+        "training_state.safetensors",
         "config.json",
         "metrics.csv",
         "samples.png",

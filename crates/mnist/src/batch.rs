@@ -53,7 +53,7 @@ pub struct Batches<'a> {
     pos: usize,
     pixels: Vec<f32>,
     labels: Vec<u8>,
-    rng: StdRng,
+    epoch: u64,
 }
 
 impl<'a> Batches<'a> {
@@ -70,7 +70,7 @@ impl<'a> Batches<'a> {
             pos: 0,
             pixels: Vec::with_capacity(config.batch_size * split.pixels()),
             labels: Vec::with_capacity(config.batch_size),
-            rng: StdRng::seed_from_u64(0),
+            epoch: 0,
         };
         b.start_epoch(0);
         b
@@ -94,8 +94,19 @@ impl<'a> Batches<'a> {
             self.order
                 .shuffle(&mut StdRng::seed_from_u64(stream_seed(self.config.seed, epoch, 1)));
         }
-        self.rng = StdRng::seed_from_u64(stream_seed(self.config.seed, epoch, 2));
+        self.epoch = epoch;
         self.pos = 0;
+    }
+
+    /// Skips the first `batches` batches of the current epoch (to resume inside an epoch):
+    /// the batches that follow are exactly those an uninterrupted epoch would give.
+    pub fn skip_batches(&mut self, batches: usize) {
+        self.pos = batches.saturating_mul(self.config.batch_size).min(self.order.len());
+    }
+
+    /// Index of the next batch within the epoch.
+    pub fn batch_index(&self) -> usize {
+        self.pos.div_ceil(self.config.batch_size)
     }
 
     /// The next batch of this epoch, or `None` when the epoch is done.
@@ -105,6 +116,10 @@ impl<'a> Batches<'a> {
             return None;
         }
         let end = (start + self.config.batch_size).min(self.order.len());
+        // Each batch has its own binarization stream, so that any batch can be drawn
+        // without drawing those before it.
+        let batch = (start / self.config.batch_size) as u64;
+        let mut rng = StdRng::seed_from_u64(stream_seed(stream_seed(self.config.seed, self.epoch, 2), batch, 0));
         self.pos = end;
         let indices = &self.order[start..end];
         let px = self.split.pixels();
@@ -114,7 +129,6 @@ impl<'a> Batches<'a> {
             let row = self.split.images.row(i);
             let row = row.as_slice().expect("dataset images are contiguous rows");
             if self.config.binarize {
-                let rng = &mut self.rng;
                 self.pixels
                     .extend(row.iter().map(|&p| if rng.random::<f32>() < p { 1.0 } else { 0.0 }));
             } else {

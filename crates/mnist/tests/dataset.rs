@@ -220,3 +220,30 @@ fn dynamic_binarization_draws_anew_each_epoch() {
     b.start_epoch(0);
     assert_eq!(b.next_batch().unwrap().images.to_owned(), e0);
 }
+
+#[test]
+fn skipping_batches_gives_the_rest_of_the_same_epoch() {
+    let m = Mnist::load(data_dir()).unwrap();
+    let s = m.test.head(50);
+    let cfg = BatchConfig {
+        batch_size: 8,
+        shuffle: true,
+        seed: 3,
+        subset: None,
+        binarize: true,
+    };
+    let mut full = Batches::new(&s, cfg);
+    full.start_epoch(2);
+    let mut all = vec![];
+    while let Some(b) = full.next_batch() {
+        all.push((b.indices.to_vec(), b.images.to_owned()));
+    }
+    let mut resumed = Batches::new(&s, cfg);
+    resumed.start_epoch(2);
+    resumed.skip_batches(3);
+    let mut rest = vec![];
+    while let Some(b) = resumed.next_batch() {
+        rest.push((b.indices.to_vec(), b.images.to_owned()));
+    }
+    assert_eq!(rest, all[3..]);
+}

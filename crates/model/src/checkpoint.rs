@@ -65,11 +65,12 @@ pub enum CheckpointError {
     },
 }
 
-/// Writes `bytes` to `path` atomically: a temporary sibling file, flushed to disk, renamed
+/// Writes `bytes` to `path` atomically: a temporary sibling file (`<name>.tmp`, which a
+/// killed writer may leave behind and the next write replaces), flushed to disk, renamed
 /// over `path`, and the directory entry flushed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
     let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
+    tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;

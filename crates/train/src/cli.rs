@@ -30,14 +30,15 @@ pub enum Command {
 
 /// Flags of `vae-train train`. Defaults are PyTorch's example: 784-400-20, ReLU, Bernoulli
 /// decoder on grey-level pixels, Adam lr 1e-3, batch 128, 10 epochs, seed 1.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrainArgs {
     /// Directory holding the MNIST IDX files.
     #[arg(long, default_value = "data/mnist")]
     pub data: PathBuf,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
+    /// Passes over the training set [default: 10]; with --resume, the total to reach
+    /// [default: the run's own].
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Images per batch.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
@@ -84,7 +85,19 @@ pub struct TrainArgs {
     /// Where to write the run (default: runs/<UTC time>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
+    /// Continue the run in this directory exactly where its last checkpoint left off (with
+    /// its own configuration; --epochs and --threads may be given anew).
+    #[arg(long, conflicts_with = "run_dir")]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// Testing aid: poison the batch with this global index (0-based) with a NaN.
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub inject_nan_at: Option<usize>,
 }
+
+/// Epochs when --epochs is not given.
+pub const DEFAULT_EPOCHS: usize = 10;
 
 fn parse_likelihood(s: &str) -> Result<Likelihood, String> {
     let lower = s.trim().to_ascii_lowercase();
@@ -107,7 +120,7 @@ fn parse_likelihood(s: &str) -> Result<Likelihood, String> {
 impl TrainArgs {
     /// Rejects values that are out of range, naming the flag.
     pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 {
+        if self.epochs == Some(0) {
             bail!("--epochs must be at least 1");
         }
         if self.batch_size == 0 {
@@ -146,6 +159,11 @@ impl TrainArgs {
             bail!("--exclude-digit must be a digit from 0 to 9, got {d}");
         }
         Ok(())
+    }
+
+    /// The number of epochs to reach.
+    pub fn total_epochs(&self) -> usize {
+        self.epochs.unwrap_or(DEFAULT_EPOCHS)
     }
 
     /// The model architecture these flags describe, for images of `input` pixels.

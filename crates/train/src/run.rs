@@ -9,8 +9,9 @@ use vae_model::checkpoint::write_atomic;
 
 /// The model checkpoint.
 pub const MODEL: &str = "model.safetensors";
-/// Optimizer state for resuming.
-pub const OPTIMIZER: &str = "optimizer.safetensors";
+/// Everything needed to resume, in one file (so it is replaced in one atomic step): the
+/// weights, Adam's moments and step, the position, the metrics so far, and the flags.
+pub const STATE: &str = "training_state.safetensors";
 /// The training flags, as JSON.
 pub const CONFIG: &str = "config.json";
 /// One row per epoch.

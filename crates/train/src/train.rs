@@ -1,11 +1,18 @@
-//! `vae-train train`: the training loop, per-epoch evaluation, checkpoints and pictures.
+//! `vae-train train`: the training loop, per-epoch evaluation, checkpoints (with exact
+//! resume), Ctrl-C, divergence, and the pictures of a finished run.
+//!
+//! Every random draw is a pure function of (seed, epoch, batch): the shuffle of an epoch,
+//! the binarization and the reparameterisation noise of a batch each come from their own
+//! seeded stream. A checkpoint therefore needs no RNG state, only its position, and a
+//! resumed run continues bitwise exactly.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use ndarray::{Array2, Axis, concatenate, s};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -31,6 +38,29 @@ mod salt {
 /// Images per evaluation batch.
 pub const EVAL_BATCH: usize = 1000;
 
+/// Set (by a Ctrl-C handler) to ask training to stop after the current batch.
+pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+/// Training stopped on request; the checkpoint is in `run_dir`.
+#[derive(Debug)]
+pub struct Interrupted {
+    /// Where the checkpoint was saved.
+    pub run_dir: PathBuf,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted: checkpoint saved in {}; continue with `vae-train train --resume {}`",
+            self.run_dir.display(),
+            self.run_dir.display()
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// What a finished run leaves behind.
 #[derive(Debug)]
 pub struct Outcome {
@@ -38,6 +68,16 @@ pub struct Outcome {
     pub run_dir: PathBuf,
     /// One row per epoch.
     pub metrics: Vec<EpochMetrics>,
+}
+
+/// Where training stands: whole epochs done, batches done in the next one, and that partial
+/// epoch's sums and seconds.
+#[derive(Clone, Debug, Default)]
+struct Position {
+    epochs_done: usize,
+    batches_done: usize,
+    partial: LossSums,
+    partial_seconds: f64,
 }
 
 /// The KL weight at fractional epoch `t` (epochs done, counting the current batch).
@@ -49,6 +89,15 @@ pub fn kl_weight(beta: f64, warmup: f64, t: f64) -> f64 {
     }
 }
 
+/// The RNG of one batch's reparameterisation noise.
+fn batch_rng(seed: u64, epoch: usize, batch: usize) -> StdRng {
+    StdRng::seed_from_u64(stream_seed(
+        stream_seed(seed, epoch as u64, salt::NOISE),
+        batch as u64,
+        0,
+    ))
+}
+
 /// Draws a fixed binarization of a split (for evaluating a model trained on binarized data).
 fn binarized(split: &Split, seed: u64) -> Split {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -56,6 +105,16 @@ fn binarized(split: &Split, seed: u64) -> Split {
     out.images
         .mapv_inplace(|p| if rng.random::<f32>() < p { 1.0 } else { 0.0 });
     out
+}
+
+/// The test split a run evaluates on (binarized once, with a fixed seed, if it trains on
+/// binarized images).
+pub fn test_split<'a>(args: &TrainArgs, mnist: &'a Mnist) -> Cow<'a, Split> {
+    if args.binarize {
+        Cow::Owned(binarized(&mnist.test, stream_seed(args.seed, 0, salt::TEST_BINARIZE)))
+    } else {
+        Cow::Borrowed(&mnist.test)
+    }
 }
 
 /// Sums of the loss over a whole split, in batches of [`EVAL_BATCH`], z sampled.
@@ -77,41 +136,137 @@ pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Sen
     Ok(pool.install(f))
 }
 
-/// Trains as `args` says, reporting through `progress`.
-pub fn train(args: &TrainArgs, progress: &mut Progress) -> Result<Outcome> {
-    args.validate()?;
-    let mnist = Mnist::load(&args.data).with_context(|| {
+/// Loads MNIST from the directory the flags name, saying which flag to fix on failure.
+pub fn load_data(dir: &Path) -> Result<Mnist> {
+    Mnist::load(dir).with_context(|| {
         format!(
             "loading MNIST from {} (give the directory holding the IDX files with --data)",
-            args.data.display()
+            dir.display()
         )
-    })?;
-    let run_dir = args.run_dir.clone().unwrap_or_else(run::default_run_dir);
-    prepare_run_dir(&run_dir)?;
-    with_threads(args.threads, || train_in_pool(args, &mnist, &run_dir, progress))?
+    })
+}
+
+/// Trains as `args` says (or resumes the run `args.resume` names), reporting through
+/// `progress`.
+pub fn train(args: &TrainArgs, progress: &mut Progress) -> Result<Outcome> {
+    args.validate()?;
+    let (args, run_dir, resume) = match &args.resume {
+        Some(dir) => {
+            let (stored, position, metrics) = read_resume_state(dir)?;
+            let args = TrainArgs {
+                epochs: Some(args.epochs.unwrap_or(stored.total_epochs())),
+                threads: args.threads.or(stored.threads),
+                resume: None,
+                inject_nan_at: args.inject_nan_at,
+                run_dir: Some(dir.clone()),
+                ..stored
+            };
+            (args, dir.clone(), Some((position, metrics)))
+        }
+        None => {
+            let dir = args.run_dir.clone().unwrap_or_else(run::default_run_dir);
+            prepare_run_dir(&dir)?;
+            (args.clone(), dir, None)
+        }
+    };
+    args.validate()?;
+    let mnist = load_data(&args.data)?;
+    with_threads(args.threads, || {
+        train_in_pool(&args, &mnist, &run_dir, resume, progress)
+    })?
 }
 
 /// Creates the run directory, refusing to overwrite a finished or interrupted run.
 fn prepare_run_dir(dir: &Path) -> Result<()> {
-    if dir.join(run::MODEL).exists() {
+    if dir.join(run::MODEL).exists() || dir.join(run::STATE).exists() {
         bail!(
-            "{} already holds a trained model; choose another --run-dir (nothing was overwritten)",
+            "{} already holds a trained model; choose another --run-dir, or continue it with --resume {} \
+             (nothing was overwritten)",
+            dir.display(),
             dir.display()
         );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))
 }
 
-fn train_in_pool(args: &TrainArgs, mnist: &Mnist, run_dir: &Path, progress: &mut Progress) -> Result<Outcome> {
+/// Reads a run's training state: its flags, position and metrics.
+fn read_resume_state(dir: &Path) -> Result<(TrainArgs, Position, Vec<EpochMetrics>)> {
+    ensure!(dir.is_dir(), "run directory {} does not exist", dir.display());
+    let path = dir.join(run::STATE);
+    ensure!(
+        path.is_file(),
+        "{} holds no {}: nothing to resume (the run never finished a checkpoint)",
+        dir.display(),
+        run::STATE
+    );
+    let state = checkpoint::load_tensors(&path)?;
+    let meta = |key: &str| -> Result<&String> {
+        state
+            .metadata
+            .get(key)
+            .with_context(|| format!("{}: no '{key}' in the training state", path.display()))
+    };
+    let num = |key: &str| -> Result<f64> {
+        meta(key)?
+            .parse()
+            .with_context(|| format!("{}: '{key}' is not a number", path.display()))
+    };
+    let stored: TrainArgs = serde_json::from_str(meta("train.config")?)
+        .with_context(|| format!("{}: invalid 'train.config'", path.display()))?;
+    let metrics: Vec<EpochMetrics> = serde_json::from_str(meta("train.metrics")?)
+        .with_context(|| format!("{}: invalid 'train.metrics'", path.display()))?;
+    let position = Position {
+        epochs_done: num("epochs_done")? as usize,
+        batches_done: num("batches_done")? as usize,
+        partial: LossSums {
+            images: num("partial.images")? as usize,
+            recon: num("partial.recon")?,
+            kl: num("partial.kl")?,
+            objective: num("partial.objective")?,
+        },
+        partial_seconds: num("partial.seconds")?,
+    };
+    ensure!(
+        metrics.len() == position.epochs_done,
+        "{}: {} epochs of metrics but the position is after epoch {}",
+        path.display(),
+        metrics.len(),
+        position.epochs_done
+    );
+    Ok((stored, position, metrics))
+}
+
+/// Restores the weights and the optimizer's state from a run's training state.
+fn restore(dir: &Path, model: &mut Vae<f32>, adam: &mut Adam<f32>) -> Result<()> {
+    let path = dir.join(run::STATE);
+    let state = checkpoint::load_tensors(&path)?;
+    let named: Vec<_> = model.named_params().to_vec();
+    for (i, (name, v)) in named.iter().enumerate() {
+        let (r, c) = model.tape().dim(*v);
+        *model.tape_mut().param_mut(*v) = state.matrix(&format!("model.{name}"), r, c)?;
+        adam.m[i] = state.matrix(&format!("adam.m.{name}"), r, c)?;
+        adam.v[i] = state.matrix(&format!("adam.v.{name}"), r, c)?;
+    }
+    adam.steps = state
+        .metadata
+        .get("adam.steps")
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{}: missing 'adam.steps'", path.display()))?;
+    Ok(())
+}
+
+fn train_in_pool(
+    args: &TrainArgs,
+    mnist: &Mnist,
+    run_dir: &Path,
+    resume: Option<(Position, Vec<EpochMetrics>)>,
+    progress: &mut Progress,
+) -> Result<Outcome> {
     let train_split = match args.exclude_digit {
         Some(d) => Cow::Owned(mnist.train.filter(|l| l != d)),
         None => Cow::Borrowed(&mnist.train),
     };
-    let test_split = if args.binarize {
-        Cow::Owned(binarized(&mnist.test, stream_seed(args.seed, 0, salt::TEST_BINARIZE)))
-    } else {
-        Cow::Borrowed(&mnist.test)
-    };
+    let test_split = test_split(args, mnist);
     let config = args.model_config(train_split.pixels());
     let mut init_rng = StdRng::seed_from_u64(stream_seed(args.seed, 0, salt::INIT));
     let mut model = Vae::<f32>::new(config, &mut init_rng)?;
@@ -121,6 +276,10 @@ fn train_in_pool(args: &TrainArgs, mnist: &Mnist, run_dir: &Path, progress: &mut
         ..Default::default()
     };
     let mut adam = Adam::new(adam_cfg, model.tape(), &params);
+    let (mut position, mut metrics) = resume.clone().unwrap_or_default();
+    if resume.is_some() {
+        restore(run_dir, &mut model, &mut adam)?;
+    }
     let mut batches = Batches::new(
         &train_split,
         BatchConfig {
@@ -131,10 +290,13 @@ fn train_in_pool(args: &TrainArgs, mnist: &Mnist, run_dir: &Path, progress: &mut
             binarize: args.binarize,
         },
     );
-    write_atomic(&run_dir.join(run::CONFIG), config_json(args).as_bytes())
-        .with_context(|| format!("writing {}", run_dir.join(run::CONFIG).display()))?;
+    let config_path = run_dir.join(run::CONFIG);
+    write_atomic(&config_path, config_json(args).as_bytes())
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let epochs = args.total_epochs();
     progress.line(&format!(
-        "training {} ({} parameters) on {} images, testing on {}; run directory {}",
+        "{} {} ({} parameters) on {} images, testing on {}; run directory {}",
+        if resume.is_some() { "resuming" } else { "training" },
         describe(&model),
         model.num_parameters(),
         batches.images_per_epoch(),
@@ -142,47 +304,78 @@ fn train_in_pool(args: &TrainArgs, mnist: &Mnist, run_dir: &Path, progress: &mut
         run_dir.display()
     ));
     let n_batches = batches.batches_per_epoch();
-    let mut metrics = Vec::new();
-    for epoch in 0..args.epochs {
+    for epoch in position.epochs_done..epochs {
         batches.start_epoch(epoch as u64);
-        let mut rng = StdRng::seed_from_u64(stream_seed(args.seed, epoch as u64, salt::NOISE));
-        progress.start_epoch(epoch + 1, args.epochs, batches.images_per_epoch());
-        let mut sums = LossSums::default();
+        batches.skip_batches(position.batches_done);
+        progress.start_epoch(epoch + 1, epochs, batches.images_per_epoch());
+        progress.advance(position.partial.images, position.partial.neg_elbo());
+        let mut sums = position.partial;
         let mut weight = kl_weight(args.beta, args.warmup, epoch as f64);
         let start = Instant::now();
-        let mut b = 0;
+        let mut b = position.batches_done;
         while let Some(batch) = batches.next_batch() {
-            b += 1;
-            weight = kl_weight(args.beta, args.warmup, epoch as f64 + b as f64 / n_batches as f64);
+            weight = kl_weight(args.beta, args.warmup, epoch as f64 + (b + 1) as f64 / n_batches as f64);
             let objective = Objective {
                 kl_weight: weight,
                 free_bits: args.free_bits,
             };
-            let step = model.train_step(batch.images, &mut rng, objective);
+            let mut rng = batch_rng(args.seed, epoch, b);
+            let step = if args.inject_nan_at == Some(epoch * n_batches + b) {
+                let mut poisoned = batch.images.to_owned();
+                poisoned[[0, 0]] = f32::NAN;
+                model.train_step(poisoned.view(), &mut rng, objective)
+            } else {
+                model.train_step(batch.images, &mut rng, objective)
+            };
+            b += 1;
             if !step.is_finite() {
                 progress.finish_epoch();
-                bail!(diverged_message(epoch + 1, b, &step, run_dir, epoch));
+                bail!(diverged_message(epoch + 1, b, &step, run_dir, &position));
             }
             adam.step(model.tape_mut(), &params);
             sums.add(&step);
             progress.advance(step.images, sums.neg_elbo());
+            if INTERRUPT.load(Ordering::SeqCst) && b < n_batches {
+                progress.finish_epoch();
+                position = Position {
+                    epochs_done: epoch,
+                    batches_done: b,
+                    partial: sums,
+                    partial_seconds: position.partial_seconds + start.elapsed().as_secs_f64(),
+                };
+                save_checkpoint(run_dir, &model, &adam, args, &position, &metrics)?;
+                progress.line(&format!("stopped after batch {b} of epoch {}", epoch + 1));
+                return Err(Interrupted {
+                    run_dir: run_dir.to_path_buf(),
+                }
+                .into());
+            }
         }
-        let seconds = start.elapsed().as_secs_f64();
+        let seconds = position.partial_seconds + start.elapsed().as_secs_f64();
         progress.finish_epoch();
         let mut test_rng = StdRng::seed_from_u64(stream_seed(args.seed, epoch as u64, salt::TEST_NOISE));
         let test = evaluate(&mut model, &test_split, &mut test_rng);
         let m = EpochMetrics::new(epoch + 1, &sums, &test, weight, seconds);
-        progress.line(&epoch_line(&m, args.epochs, sums.images));
+        progress.line(&epoch_line(&m, epochs, sums.images));
         metrics.push(m);
-        save_checkpoint(run_dir, &model, &adam, args, epoch + 1)?;
-        run::write_metrics(run_dir, &metrics)?;
+        position = Position {
+            epochs_done: epoch + 1,
+            ..Position::default()
+        };
+        save_checkpoint(run_dir, &model, &adam, args, &position, &metrics)?;
+        if INTERRUPT.load(Ordering::SeqCst) && epoch + 1 < epochs {
+            return Err(Interrupted {
+                run_dir: run_dir.to_path_buf(),
+            }
+            .into());
+        }
     }
     let mut pic_rng = StdRng::seed_from_u64(stream_seed(args.seed, 0, salt::PICTURES));
     write_pictures(run_dir, &mut model, &test_split, &mut pic_rng)?;
     progress.line(&format!(
         "done: test -ELBO {:.2} nats after {} epochs; wrote {}",
         metrics.last().map_or(f64::NAN, |m| m.test_loss),
-        args.epochs,
+        epochs,
         run_dir.display()
     ));
     Ok(Outcome {
@@ -219,11 +412,13 @@ fn epoch_line(m: &EpochMetrics, epochs: usize, images: usize) -> String {
     )
 }
 
-fn diverged_message(epoch: usize, batch: usize, step: &LossSums, run_dir: &Path, epochs_done: usize) -> String {
-    let kept = if epochs_done > 0 {
+fn diverged_message(epoch: usize, batch: usize, step: &LossSums, run_dir: &Path, last: &Position) -> String {
+    let kept = if last.epochs_done > 0 || last.batches_done > 0 {
         format!(
-            "the last good checkpoint (epoch {epochs_done}) is kept in {}",
-            run_dir.join(run::MODEL).display()
+            "the last good checkpoint (after epoch {}, batch {}) is kept in {}",
+            last.epochs_done,
+            last.batches_done,
+            run_dir.display()
         )
     } else {
         "no checkpoint had been written yet".to_string()
@@ -237,51 +432,60 @@ fn diverged_message(epoch: usize, batch: usize, step: &LossSums, run_dir: &Path,
 
 /// The flags as JSON (the run's configuration file).
 pub fn config_json(args: &TrainArgs) -> String {
-    let v = serde_json::json!({
-        "data": args.data,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "hidden": args.hidden,
-        "latent": args.latent,
-        "activation": args.activation,
-        "likelihood": args.likelihood,
-        "beta": args.beta,
-        "warmup": args.warmup,
-        "free_bits": args.free_bits,
-        "binarize": args.binarize,
-        "seed": args.seed,
-        "threads": args.threads,
-        "subset": args.subset,
-        "exclude_digit": args.exclude_digit,
-    });
-    serde_json::to_string_pretty(&v).expect("JSON")
+    let resolved = TrainArgs {
+        epochs: Some(args.total_epochs()),
+        ..args.clone()
+    };
+    serde_json::to_string_pretty(&resolved).expect("the flags serialise")
 }
 
-/// Saves the optimizer state, then the model (each atomically), stamped with the epoch.
-fn save_checkpoint(dir: &Path, model: &Vae<f32>, adam: &Adam<f32>, args: &TrainArgs, epochs_done: usize) -> Result<()> {
-    let stamp = |m: &mut HashMap<String, String>| {
-        m.insert("epochs_done".into(), epochs_done.to_string());
-    };
-    let names: Vec<&str> = model.named_params().iter().map(|(n, _)| n.as_str()).collect();
-    let mut tensors = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        for (kind, state) in [("m", &adam.m[i]), ("v", &adam.v[i])] {
-            tensors.push((
-                format!("{kind}.{name}"),
-                vec![state.nrows(), state.ncols()],
-                state.iter().copied().collect(),
-            ));
+/// Saves the training state (weights, Adam, position, metrics, flags: one file, one atomic
+/// rename), then the shareable model, then the metrics file. A kill at any moment leaves
+/// each file whole, and the training state always consistent with itself.
+fn save_checkpoint(
+    dir: &Path,
+    model: &Vae<f32>,
+    adam: &Adam<f32>,
+    args: &TrainArgs,
+    pos: &Position,
+    metrics: &[EpochMetrics],
+) -> Result<()> {
+    let mut tensors = checkpoint::model_tensors(model);
+    for (name, _, _) in &mut tensors {
+        name.insert_str(0, "model.");
+    }
+    for (i, (name, _)) in model.named_params().iter().enumerate() {
+        for (kind, state) in [("adam.m", &adam.m[i]), ("adam.v", &adam.v[i])] {
+            let shape = vec![state.nrows(), state.ncols()];
+            tensors.push((format!("{kind}.{name}"), shape, state.iter().copied().collect()));
         }
     }
-    let mut meta = HashMap::new();
-    meta.insert("adam.steps".into(), adam.steps.to_string());
-    stamp(&mut meta);
-    checkpoint::save_tensors(&dir.join(run::OPTIMIZER), &tensors, meta)?;
-    let mut meta = HashMap::new();
-    stamp(&mut meta);
-    meta.insert("vae.train".into(), config_json(args));
-    checkpoint::save(model, &dir.join(run::MODEL), meta)?;
+    let meta: HashMap<String, String> = [
+        ("adam.steps", adam.steps.to_string()),
+        ("epochs_done", pos.epochs_done.to_string()),
+        ("batches_done", pos.batches_done.to_string()),
+        ("partial.images", pos.partial.images.to_string()),
+        ("partial.recon", format!("{:e}", pos.partial.recon)),
+        ("partial.kl", format!("{:e}", pos.partial.kl)),
+        ("partial.objective", format!("{:e}", pos.partial.objective)),
+        ("partial.seconds", format!("{:e}", pos.partial_seconds)),
+        ("train.config", config_json(args)),
+        (
+            "train.metrics",
+            serde_json::to_string(metrics).expect("metrics serialise"),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    checkpoint::save_tensors(&dir.join(run::STATE), &tensors, meta)?;
+    let model_meta = HashMap::from([
+        ("epochs_done".to_string(), pos.epochs_done.to_string()),
+        ("batches_done".to_string(), pos.batches_done.to_string()),
+        ("vae.train".to_string(), config_json(args)),
+    ]);
+    checkpoint::save(model, &dir.join(run::MODEL), model_meta)?;
+    run::write_metrics(dir, metrics)?;
     Ok(())
 }
 

@@ -1,0 +1,195 @@
+//! The `vae-train` binary as a user runs it: exit statuses and messages for bad input,
+//! Ctrl-C with an exact resume, and SIGKILL at random moments never leaving a broken
+//! checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use vae_model::checkpoint;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vae-train");
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vae-proc-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("the binary runs")
+}
+
+/// Runs with `args`, expects a failure whose stderr contains `want`.
+fn fails_with(args: &[&str], want: &str) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(err.contains(want), "{args:?}: stderr {err:?} lacks {want:?}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+}
+
+#[test]
+fn out_of_range_flags_are_refused_by_name() {
+    let d = data();
+    let d = d.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--batch-size", "0"], "--batch-size must be at least 1"),
+        (&["--lr", "0"], "--lr must be a positive number"),
+        (&["--lr", "-0.001"], "--lr must be a positive number"),
+        (&["--latent", "0"], "--latent must be at least 1"),
+        (&["--hidden"], "--hidden is empty"),
+        (&["--hidden", "400,0"], "--hidden widths must be at least 1"),
+        (&["--hidden", "abc"], "--hidden"),
+        (&["--beta", "-1"], "--beta must be 0 or more"),
+        (&["--threads", "0"], "--threads must be at least 1"),
+        (&["--epochs", "0"], "--epochs must be at least 1"),
+        (&["--likelihood", "poisson"], "--likelihood"),
+        (&["--activation", "gelu"], "unknown activation"),
+        (&["--exclude-digit", "12"], "--exclude-digit"),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["train", "--data", d];
+        args.extend_from_slice(flags);
+        fails_with(&args, want);
+    }
+}
+
+#[test]
+fn a_data_directory_without_the_files() {
+    let empty = tmp("empty-data");
+    std::fs::create_dir_all(&empty).unwrap();
+    fails_with(
+        &[
+            "--data",
+            empty.to_str().unwrap(),
+            "--run-dir",
+            tmp("x").to_str().unwrap(),
+        ],
+        "no train images file",
+    );
+}
+
+#[test]
+fn a_run_directory_that_does_not_exist() {
+    fails_with(
+        &["train", "--resume", "/nonexistent/run"],
+        "run directory /nonexistent/run does not exist",
+    );
+}
+
+fn train_args<'a>(dir: &'a str, d: &'a str, epochs: &'a str) -> Vec<&'a str> {
+    vec![
+        "--data",
+        d,
+        "--subset",
+        "3000",
+        "--epochs",
+        epochs,
+        "--threads",
+        "2",
+        "--run-dir",
+        dir,
+    ]
+}
+
+#[test]
+fn ctrl_c_checkpoints_exits_130_and_resumes_exactly() {
+    let d = data();
+    let d = d.to_str().unwrap();
+    let (a, b) = (tmp("int-a"), tmp("int-b"));
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    assert!(run(&train_args(a_s, d, "8")).status.success());
+    // Interrupt the same run part-way, then resume it.
+    let mut child = Command::new(BIN)
+        .args(train_args(b_s, d, "8"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !b.join("model.safetensors").exists() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    if status.success() {
+        eprintln!("the run finished before the interrupt arrived; nothing to resume");
+    } else {
+        assert_eq!(status.code(), Some(130), "{err}");
+        assert!(err.contains("checkpoint saved in"), "{err}");
+        let out = run(&["train", "--resume", b_s]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let w = |p: &Path| checkpoint::load_tensors(&p.join("model.safetensors")).unwrap().tensors;
+    assert!(w(&a) == w(&b), "resumed weights differ from an uninterrupted run");
+}
+
+#[test]
+fn sigkill_at_random_moments_never_breaks_the_checkpoint() {
+    let d = data();
+    let d = d.to_str().unwrap();
+    let dir = tmp("kill");
+    let dir_s = dir.to_str().unwrap();
+    // Tiny epochs (2 batches) so that checkpoints are written most of the time.
+    let base = ["--data", d, "--subset", "256", "--epochs", "100000", "--threads", "1"];
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut loads = 0;
+    for round in 0..20 {
+        let mut args: Vec<&str> = base.to_vec();
+        if round == 0 {
+            args.extend(["--run-dir", dir_s]);
+        } else {
+            args.extend(["--resume", dir_s]);
+        }
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if round == 0 {
+            let start = Instant::now();
+            while !dir.join("model.safetensors").exists() && start.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // Let it get going (loading data takes a moment), then kill it at a random moment.
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if dir.join("model.safetensors").exists() {
+            let (model, meta) = checkpoint::load::<f32>(&dir.join("model.safetensors"))
+                .unwrap_or_else(|e| panic!("round {round}: the checkpoint does not load: {e}"));
+            assert!(model.num_parameters() > 0 && meta.contains_key("epochs_done"));
+            loads += 1;
+        }
+        // Nothing but the run's files and, at most, one temporary file per output.
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let known = [
+                "model.safetensors",
+                "training_state.safetensors",
+                "metrics.csv",
+                "config.json",
+            ];
+            assert!(
+                known.iter().any(|k| name == *k || name == format!("{k}.tmp")),
+                "unexpected file {name}"
+            );
+        }
+    }
+    assert!(loads >= 15, "only {loads} of 20 rounds had a checkpoint to load");
+}
