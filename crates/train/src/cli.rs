@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use vae_model::{Likelihood, VaeConfig};
 use vae_nn::Activation;
 
+use crate::commands;
+
 /// Train and explore variational autoencoders on MNIST.
 ///
 /// With no subcommand, `vae-train` trains (it takes the flags of `vae-train train`).
@@ -26,6 +28,22 @@ pub struct Cli {
 pub enum Command {
     /// Train a VAE on MNIST (the default).
     Train(TrainArgs),
+    /// An n x n grid of images decoded from the prior.
+    Sample(commands::sample::SampleArgs),
+    /// The first test images above their reconstructions.
+    Reconstruct(commands::reconstruct::ReconstructArgs),
+    /// Decodings along the path between the latent means of pairs of test images.
+    Interpolate(commands::interpolate::InterpolateArgs),
+    /// The 2-d latent manifold: decodings of a grid of normal quantiles.
+    Manifold(commands::manifold::ManifoldArgs),
+    /// Scatter plot of the test set's latent means by digit (SVG).
+    Latents(commands::latents::LatentsArgs),
+    /// Training curves from the metrics file (SVG).
+    Plot(commands::plot::PlotArgs),
+    /// Test negative ELBO, importance-sampled -log p(x), active units.
+    Eval(commands::eval::EvalArgs),
+    /// Per-image anomaly scores to CSV, and the AUROC for one digit.
+    Score(commands::score::ScoreArgs),
 }
 
 /// Flags of `vae-train train`. Defaults are PyTorch's example: 784-400-20, ReLU, Bernoulli

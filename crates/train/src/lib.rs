@@ -4,7 +4,10 @@
 //! integration tests can run it in-process.
 
 pub mod cli;
+pub mod commands;
 pub mod image;
 pub mod report;
 pub mod run;
+pub mod stats;
+pub mod svg;
 pub mod train;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 use clap::Parser;
+use anyhow::Result;
 use vae_train::cli::{Cli, Command};
+use vae_train::commands::{eval, interpolate, latents, manifold, plot, reconstruct, sample, score};
 use vae_train::report::{Progress, Verbosity};
 use vae_train::train::{INTERRUPT, Interrupted, train};
 
@@ -22,10 +24,7 @@ fn main() -> ExitCode {
         }
         eprintln!("\ninterrupt: finishing the current batch, then saving a checkpoint (Ctrl-C again to quit at once)");
     });
-    let result = match cli.command {
-        None => train(&cli.train, &mut Progress::new(Verbosity::Normal)).map(|_| ()),
-        Some(Command::Train(args)) => train(&args, &mut Progress::new(Verbosity::Normal)).map(|_| ()),
-    };
+    let result = run(cli);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
@@ -36,5 +35,34 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn wrote(path: std::path::PathBuf) {
+    println!("wrote {}", path.display());
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => train(&cli.train, &mut Progress::new(Verbosity::Normal)).map(|_| ()),
+        Some(Command::Train(a)) => train(&a, &mut Progress::new(Verbosity::Normal)).map(|_| ()),
+        Some(Command::Sample(a)) => sample::sample(&a).map(wrote),
+        Some(Command::Reconstruct(a)) => reconstruct::reconstruct(&a).map(wrote),
+        Some(Command::Interpolate(a)) => interpolate::run(&a).map(wrote),
+        Some(Command::Manifold(a)) => manifold::manifold(&a).map(wrote),
+        Some(Command::Latents(a)) => latents::latents(&a).map(wrote),
+        Some(Command::Plot(a)) => plot::plot(&a).map(wrote),
+        Some(Command::Eval(a)) => eval::eval(&a).map(|e| {
+            println!(
+                "{} test images: -ELBO {:.2} nats, -log p(x) ~ {:.2} nats (IWAE, k = {}, {:.1} s), {} of {} latent units active",
+                e.images, e.neg_elbo, e.neg_log_likelihood, e.k, e.iwae_seconds, e.active_units, e.latent
+            );
+        }),
+        Some(Command::Score(a)) => score::score(&a).map(|s| {
+            println!("wrote {} ({} scores)", s.path.display(), s.scores.len());
+            if let (Some(auc), Some(d)) = (s.auroc, a.anomaly_digit) {
+                println!("AUROC for detecting digit {d} as an anomaly: {auc:.4}");
+            }
+        }),
     }
 }

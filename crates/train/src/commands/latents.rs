@@ -1,0 +1,54 @@
+//! `vae-train latents`: the test set's latent means as a scatter plot coloured by digit
+//! (the first two dimensions of a 2-d latent, else the top two principal components).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use vae_model::checkpoint::write_atomic;
+
+use super::{RunArgs, output};
+use crate::stats::top2;
+use crate::svg::{Series, scatter};
+use crate::train::with_threads;
+
+/// Flags of `vae-train latents`.
+#[derive(Args, Debug, Clone)]
+pub struct LatentsArgs {
+    /// The run.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Output SVG [default: RUN_DIR/latents.svg].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Writes the plot; returns its path.
+pub fn latents(a: &LatentsArgs) -> Result<PathBuf> {
+    let mut run = a.run.load()?;
+    let test = a.run.test_set(&run)?;
+    let (mu, _) = with_threads(a.run.threads, || run.model.encode(test.images.view()))?;
+    let d = mu.ncols();
+    let xy = top2(mu.mapv(f64::from).view());
+    let series: Vec<Series> = (0..10u8)
+        .map(|digit| Series {
+            name: format!("digit {digit}"),
+            points: test
+                .labels
+                .iter()
+                .enumerate()
+                .filter(|&(_, &l)| l == digit)
+                .map(|(i, _)| (xy[[i, 0]], xy[[i, 1]]))
+                .collect(),
+        })
+        .collect();
+    let (title, xl, yl) = if d <= 2 {
+        ("Latent means of the test set", "z1", "z2")
+    } else {
+        ("Latent means of the test set (top two principal components)", "PC 1", "PC 2")
+    };
+    let svg = scatter(&format!("{title}, {d}-d latent"), xl, yl, &series);
+    let out = output(&run.dir, &a.out, "latents.svg");
+    write_atomic(&out, svg.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}

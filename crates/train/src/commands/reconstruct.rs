@@ -1,0 +1,56 @@
+//! `vae-train reconstruct`: the first n test images above their reconstructions (decoded
+//! posterior means), optionally also as CSV numbers.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ndarray::{Axis, concatenate, s};
+use vae_model::checkpoint::write_atomic;
+
+use super::{RunArgs, image_side, output};
+use crate::image::{tile, write_png};
+use crate::train::with_threads;
+
+/// Flags of `vae-train reconstruct`.
+#[derive(Args, Debug, Clone)]
+pub struct ReconstructArgs {
+    /// The run.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// How many test images (from the first).
+    #[arg(long, default_value_t = 8)]
+    pub n: usize,
+    /// Output PNG [default: RUN_DIR/reconstruct.png].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also write the reconstructions' pixel values (one image a row) to this CSV file.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+}
+
+/// Writes the picture (and CSV); returns the picture's path.
+pub fn reconstruct(a: &ReconstructArgs) -> Result<PathBuf> {
+    if a.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    let mut run = a.run.load()?;
+    let side = image_side(&run.model)?;
+    let test = a.run.test_set(&run)?;
+    let n = a.n.min(test.len());
+    let originals = test.images.slice(s![..n, ..]);
+    let recon = with_threads(a.run.threads, || run.model.reconstruct(originals))?;
+    let out = output(&run.dir, &a.out, "reconstruct.png");
+    let both = concatenate![Axis(0), originals, recon];
+    write_png(&out, &tile(both.view(), side, side, n))?;
+    if let Some(csv) = &a.csv {
+        let mut text = String::new();
+        for row in recon.rows() {
+            let vals: Vec<String> = row.iter().map(|v| format!("{v:e}")).collect();
+            let _ = writeln!(text, "{}", vals.join(","));
+        }
+        write_atomic(csv, text.as_bytes()).with_context(|| format!("writing {}", csv.display()))?;
+    }
+    Ok(out)
+}

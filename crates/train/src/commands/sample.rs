@@ -1,0 +1,42 @@
+//! `vae-train sample`: an n x n grid of images decoded from the prior.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::{RunArgs, image_side, output};
+use crate::image::{tile, write_png};
+use crate::train::with_threads;
+
+/// Flags of `vae-train sample`.
+#[derive(Args, Debug, Clone)]
+pub struct SampleArgs {
+    /// The run.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Grid side: n x n samples.
+    #[arg(long, default_value_t = 8)]
+    pub n: usize,
+    /// Seed of the prior draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output PNG [default: RUN_DIR/sample.png].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Writes the grid; returns its path.
+pub fn sample(a: &SampleArgs) -> Result<PathBuf> {
+    if a.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    let mut run = a.run.load()?;
+    let side = image_side(&run.model)?;
+    let out = output(&run.dir, &a.out, "sample.png");
+    let images = with_threads(a.run.threads, || run.model.sample(a.n * a.n, &mut StdRng::seed_from_u64(a.seed)))?;
+    write_png(&out, &tile(images.view(), side, side, a.n))?;
+    Ok(out)
+}
