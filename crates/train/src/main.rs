@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-use clap::Parser;
 use anyhow::Result;
+use clap::Parser;
 use vae_train::cli::{Cli, Command};
 use vae_train::commands::{eval, interpolate, latents, manifold, plot, reconstruct, sample, score};
 use vae_train::report::{Progress, Verbosity};

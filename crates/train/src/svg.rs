@@ -43,7 +43,10 @@ struct Frame {
 
 impl Frame {
     fn new(series: &[Series]) -> Self {
-        let pts = series.iter().flat_map(|s| s.points.iter()).filter(|p| p.0.is_finite() && p.1.is_finite());
+        let pts = series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|p| p.0.is_finite() && p.1.is_finite());
         let (mut x, mut y) = ((f64::INFINITY, f64::NEG_INFINITY), (f64::INFINITY, f64::NEG_INFINITY));
         for &(px, py) in pts {
             x = (x.0.min(px), x.1.max(px));
@@ -203,8 +206,9 @@ mod tests {
 
     #[test]
     fn ticks_are_round_numbers() {
-        assert_eq!(nice_step(10.0, 5.0), 2.0);
-        assert_eq!(nice_step(0.7, 6.0), 0.1);
-        assert_eq!(nice_step(450.0, 6.0), 50.0);
+        for (span, target, want) in [(10.0, 5.0, 2.0), (0.7, 6.0, 0.1), (450.0, 6.0, 50.0)] {
+            let got = nice_step(span, target);
+            assert!((got - want).abs() < 1e-12 * want, "{span}/{target}: {got}");
+        }
     }
 }

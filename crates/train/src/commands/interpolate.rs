@@ -35,10 +35,17 @@ pub struct InterpolateArgs {
 pub fn parse_pairs(s: &str) -> Result<Vec<(usize, usize)>> {
     s.split(',')
         .map(|p| {
-            let (a, b) = p.trim().split_once('-').with_context(|| format!("--pairs: '{p}' is not of the form A-B"))?;
+            let (a, b) = p
+                .trim()
+                .split_once('-')
+                .with_context(|| format!("--pairs: '{p}' is not of the form A-B"))?;
             Ok((
-                a.trim().parse().with_context(|| format!("--pairs: '{a}' is not an index"))?,
-                b.trim().parse().with_context(|| format!("--pairs: '{b}' is not an index"))?,
+                a.trim()
+                    .parse()
+                    .with_context(|| format!("--pairs: '{a}' is not an index"))?,
+                b.trim()
+                    .parse()
+                    .with_context(|| format!("--pairs: '{b}' is not an index"))?,
             ))
         })
         .collect()
@@ -69,7 +76,10 @@ pub fn run(a: &InterpolateArgs) -> Result<PathBuf> {
     let side = image_side(&run.model)?;
     let test = a.run.test_set(&run)?;
     if let Some(&(i, j)) = pairs.iter().find(|&&(i, j)| i.max(j) >= test.len()) {
-        bail!("--pairs: {i}-{j} is out of range (the test set has {} images)", test.len());
+        bail!(
+            "--pairs: {i}-{j} is out of range (the test set has {} images)",
+            test.len()
+        );
     }
     let d = run.model.config().latent;
     let images = with_threads(a.run.threads, || {
@@ -78,7 +88,8 @@ pub fn run(a: &InterpolateArgs) -> Result<PathBuf> {
         for (r, &(i, j)) in pairs.iter().enumerate() {
             for k in 0..a.steps {
                 let t = k as f32 / (a.steps - 1) as f32;
-                z.row_mut(r * a.steps + k).assign(&interpolate(mu.row(i), mu.row(j), t, a.spherical));
+                z.row_mut(r * a.steps + k)
+                    .assign(&interpolate(mu.row(i), mu.row(j), t, a.spherical));
             }
         }
         run.model.decode(z.view())

@@ -45,7 +45,11 @@ pub fn latents(a: &LatentsArgs) -> Result<PathBuf> {
     let (title, xl, yl) = if d <= 2 {
         ("Latent means of the test set", "z1", "z2")
     } else {
-        ("Latent means of the test set (top two principal components)", "PC 1", "PC 2")
+        (
+            "Latent means of the test set (top two principal components)",
+            "PC 1",
+            "PC 2",
+        )
     };
     let svg = scatter(&format!("{title}, {d}-d latent"), xl, yl, &series);
     let out = output(&run.dir, &a.out, "latents.svg");

@@ -23,9 +23,17 @@ pub struct PlotArgs {
 
 /// Writes the plot; returns its path.
 pub fn plot(a: &PlotArgs) -> Result<PathBuf> {
-    ensure!(a.run_dir.is_dir(), "run directory {} does not exist", a.run_dir.display());
+    ensure!(
+        a.run_dir.is_dir(),
+        "run directory {} does not exist",
+        a.run_dir.display()
+    );
     let m = read_metrics(&a.run_dir.join(run::METRICS))?;
-    ensure!(!m.is_empty(), "{}: no epochs recorded yet", a.run_dir.join(run::METRICS).display());
+    ensure!(
+        !m.is_empty(),
+        "{}: no epochs recorded yet",
+        a.run_dir.join(run::METRICS).display()
+    );
     let series = |name: &str, f: fn(&run::EpochMetrics) -> f64| Series {
         name: name.into(),
         points: m.iter().map(|r| (r.epoch as f64, f(r))).collect(),

@@ -36,7 +36,9 @@ pub fn sample(a: &SampleArgs) -> Result<PathBuf> {
     let mut run = a.run.load()?;
     let side = image_side(&run.model)?;
     let out = output(&run.dir, &a.out, "sample.png");
-    let images = with_threads(a.run.threads, || run.model.sample(a.n * a.n, &mut StdRng::seed_from_u64(a.seed)))?;
+    let images = with_threads(a.run.threads, || {
+        run.model.sample(a.n * a.n, &mut StdRng::seed_from_u64(a.seed))
+    })?;
     write_png(&out, &tile(images.view(), side, side, a.n))?;
     Ok(out)
 }
