@@ -206,7 +206,12 @@ mod tests {
 
     #[test]
     fn ticks_are_round_numbers() {
-        for (span, target, want) in [(10.0, 5.0, 2.0), (0.7, 6.0, 0.1), (450.0, 6.0, 50.0)] {
+        for (span, target, want) in [
+            (10.0, 5.0, 2.0),
+            (0.7, 6.0, 0.1),
+            (300.0, 6.0, 50.0),
+            (450.0, 6.0, 100.0),
+        ] {
             let got = nice_step(span, target);
             assert!((got - want).abs() < 1e-12 * want, "{span}/{target}: {got}");
         }
