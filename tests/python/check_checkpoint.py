@@ -1,0 +1,69 @@
+"""Loads a vae-train checkpoint with the `safetensors` package and numpy alone, rebuilds the
+encoder and decoder from the configuration in its header, reconstructs the first test images,
+and compares them with what `vae-train reconstruct --csv` wrote.
+
+Usage: python check_checkpoint.py RUN_DIR RECONSTRUCTIONS_CSV [DATA_DIR]
+Exits non-zero if any pixel differs by more than 1e-5."""
+import gzip
+import json
+import sys
+
+import numpy as np
+from safetensors import safe_open
+
+
+def idx_images(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    return data.reshape(dims[0], -1).astype(np.float32) / 255.0
+
+
+def activation(spec):
+    name, _, arg = spec.partition(":")
+    if name == "relu":
+        return lambda x: np.maximum(x, 0)
+    if name == "leaky-relu":
+        slope = float(arg or 0.01)
+        return lambda x: np.where(x > 0, x, slope * x)
+    if name == "sigmoid":
+        return lambda x: 1 / (1 + np.exp(-x))
+    if name == "tanh":
+        return np.tanh
+    raise SystemExit(f"unknown activation {spec}")
+
+
+def main():
+    run_dir, csv = sys.argv[1], sys.argv[2]
+    data_dir = sys.argv[3] if len(sys.argv) > 3 else "data/mnist"
+    with safe_open(f"{run_dir}/model.safetensors", framework="np") as f:
+        config = json.loads(f.metadata()["vae.config"])
+        t = {k: f.get_tensor(k) for k in f.keys()}
+    act = activation(config["activation"])
+
+    def linear(x, name):  # PyTorch's nn.Linear: x W^T + b, W is [out, in]
+        return x @ t[f"{name}.weight"].T + t[f"{name}.bias"]
+
+    want = np.loadtxt(csv, delimiter=",", dtype=np.float32, ndmin=2)
+    x = idx_images(f"{data_dir}/t10k-images-idx3-ubyte.gz")[: len(want)]
+    h = x
+    for i in range(len(config["hidden"])):
+        h = act(linear(h, f"encoder.{i}"))
+    z = linear(h, "encoder.mu")  # reconstruct = decode(posterior mean)
+    for i in range(len(config["hidden"])):
+        z = act(linear(z, f"decoder.{i}"))
+    out = linear(z, "decoder.out")
+    if config["likelihood"]["kind"] == "bernoulli":
+        out = 1 / (1 + np.exp(-out))
+    err = float(np.abs(out - want).max())
+    print(f"{len(want)} reconstructions, largest difference from vae-train: {err:.2e}")
+    if not err <= 1e-5:
+        raise SystemExit("mismatch")
+
+
+if __name__ == "__main__":
+    main()
