@@ -69,6 +69,9 @@ pub fn gemm_with<T: Float>(
         Parallelism::Rayon => rayon::current_num_threads(),
     };
     let parts = plan_parts(m, k, n, threads);
+    if n <= SKINNY_MAX_N {
+        return skinny_gemm(parts, alpha, a, b, beta, c);
+    }
     if m >= n {
         split_rows(parts, alpha, a, b, beta, c);
     } else {
@@ -103,14 +106,10 @@ fn split_rows<T: Float>(parts: usize, alpha: T, a: ArrayView2<T>, b: ArrayView2<
     );
 }
 
-/// One block on the calling thread: the skinny kernel for narrow outputs, matrixmultiply
-/// otherwise.
+/// One block on the calling thread, by matrixmultiply.
 fn block_gemm<T: Float>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mut c: ArrayViewMut2<T>) {
     let (m, k) = a.dim();
     let n = b.ncols();
-    if n <= SKINNY_MAX_N {
-        return skinny_gemm(alpha, a, b, beta, c);
-    }
     let [rsa, csa] = strides(&a.view());
     let [rsb, csb] = strides(&b.view());
     let [rsc, csc] = strides(&c.view());
