@@ -100,3 +100,23 @@ fn the_same_seed_gives_the_same_metrics() {
     .metrics;
     assert_ne!(strip(&a), strip(&c));
 }
+
+#[test]
+fn results_are_bitwise_identical_across_thread_counts() {
+    let weights = |threads: usize, name: &str| {
+        let a = TrainArgs {
+            threads: Some(threads),
+            subset: Some(1000),
+            ..args(name)
+        };
+        let out = train(&a, &mut quiet()).unwrap();
+        let w = vae::model::checkpoint::load_tensors(&out.run_dir.join("model.safetensors"))
+            .unwrap()
+            .tensors;
+        (w, out.metrics[0].test_loss)
+    };
+    let one = weights(1, "threads-1");
+    for t in [2, 3] {
+        assert!(weights(t, &format!("threads-{t}")) == one, "{t} threads differ from 1");
+    }
+}
