@@ -2,6 +2,7 @@
 //! lines otherwise, nothing at all when quiet (tests).
 
 use std::io::IsTerminal;
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -18,12 +19,19 @@ pub enum Verbosity {
 pub struct Progress {
     verbosity: Verbosity,
     bar: Option<ProgressBar>,
+    started: Instant,
+    done: usize,
 }
 
 impl Progress {
     /// A reporter; the bar appears only when stderr is a terminal.
     pub fn new(verbosity: Verbosity) -> Self {
-        Progress { verbosity, bar: None }
+        Progress {
+            verbosity,
+            bar: None,
+            started: Instant::now(),
+            done: 0,
+        }
     }
 
     /// Begins an epoch of `images` images.
@@ -33,21 +41,23 @@ impl Progress {
         }
         let bar = ProgressBar::new(images as u64);
         bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} images  {per_sec}  -ELBO {msg}  eta {eta}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} images  {msg}  eta {eta}")
+                .expect("a valid template")
+                .progress_chars("=> "),
         );
         bar.set_prefix(format!("{epoch}/{epochs}"));
         self.bar = Some(bar);
+        self.started = Instant::now();
+        self.done = 0;
     }
 
     /// `n` more images done; `loss` is the running per-image negative ELBO.
     pub fn advance(&mut self, n: usize, loss: f64) {
         if let Some(bar) = &self.bar {
             bar.inc(n as u64);
-            bar.set_message(format!("{loss:.2}"));
+            self.done += n;
+            let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{rate:.0} img/s  -ELBO {loss:.2}"));
         }
     }
 
