@@ -51,6 +51,13 @@ impl Progress {
         self.done = 0;
     }
 
+    /// Moves the bar past `n` images done before a resume (not counted in images/s).
+    pub fn skip(&mut self, n: usize) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n as u64);
+        }
+    }
+
     /// `n` more images done; `loss` is the running per-image negative ELBO.
     pub fn advance(&mut self, n: usize, loss: f64) {
         if let Some(bar) = &self.bar {

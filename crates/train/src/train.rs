@@ -308,9 +308,7 @@ fn train_in_pool(
         batches.start_epoch(epoch as u64);
         batches.skip_batches(position.batches_done);
         progress.start_epoch(epoch + 1, epochs, batches.images_per_epoch());
-        if position.partial.images > 0 {
-            progress.advance(position.partial.images, position.partial.neg_elbo());
-        }
+        progress.skip(position.partial.images);
         let mut sums = position.partial;
         let mut weight = kl_weight(args.beta, args.warmup, epoch as f64);
         let start = Instant::now();
