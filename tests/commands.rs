@@ -53,6 +53,7 @@ fn run_args(dir: &std::path::Path) -> RunArgs {
         run_dir: dir.to_path_buf(),
         data: None,
         threads: Some(2),
+        max_data_bytes: None,
     }
 }
 
@@ -80,6 +81,7 @@ fn sample_tiles_the_prior_draws_in_order() {
         run: run_args(&dir),
         n: 4,
         seed: 9,
+        scale: None,
         out: Some(out.clone()),
     };
     assert_eq!(sample(&a).unwrap(), out);
@@ -96,6 +98,7 @@ fn reconstruct_puts_test_images_over_their_reconstructions() {
     let a = ReconstructArgs {
         run: run_args(&dir),
         n: 5,
+        scale: None,
         out: None,
         csv: Some(csv.clone()),
     };
@@ -129,6 +132,7 @@ fn interpolate_runs_from_one_latent_mean_to_the_other() {
             pairs: "0-1,2-3".into(),
             steps: 6,
             spherical,
+            scale: None,
             out: None,
         };
         let g = read_png(&vae::train::commands::interpolate::run(&a).unwrap()).unwrap();
@@ -155,6 +159,7 @@ fn manifold_decodes_the_quantile_grid() {
     let a = ManifoldArgs {
         run: run_args(&dir),
         n: 5,
+        scale: None,
         out: None,
     };
     let g = read_png(&manifold(&a).unwrap()).unwrap();
@@ -169,6 +174,7 @@ fn manifold_decodes_the_quantile_grid() {
     let err = manifold(&ManifoldArgs {
         run: run_args(&tiny(3)),
         n: 5,
+        scale: None,
         out: None,
     })
     .unwrap_err();

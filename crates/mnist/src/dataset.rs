@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use ndarray::Array2;
 
 use crate::DatasetError;
-use crate::idx::{self, Idx, IdxData};
+use crate::idx::{self, Idx, IdxData, Limits};
 
 /// One split of the dataset: `n` images of `rows x cols` pixels and their labels.
 #[derive(Clone, Debug)]
@@ -36,17 +36,32 @@ impl Mnist {
 
     /// Loads both splits from `dir`, which must hold `train-images`, `train-labels`,
     /// `t10k-images` and `t10k-labels` files named `<stem>-idx3-ubyte` or `<stem>.idx3-ubyte`
-    /// (`idx1` for labels), each optionally gzip-compressed and ending in `.gz`.
+    /// (`idx1` for labels), each optionally gzip-compressed and ending in `.gz`, within the
+    /// default [`Limits`].
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, DatasetError> {
+        Self::load_with(dir, &Limits::default())
+    }
+
+    /// Loads both splits from `dir` (as [`Mnist::load`]) within `limits`, and checks that the
+    /// train and test images have the same size.
+    pub fn load_with(dir: impl AsRef<Path>, limits: &Limits) -> Result<Self, DatasetError> {
         let dir = dir.as_ref();
-        let train = Split::load(
-            &find(dir, "train-images", "idx3", "train images")?,
+        let train_images = find(dir, "train-images", "idx3", "train images")?;
+        let test_images = find(dir, "t10k-images", "idx3", "test images")?;
+        let train = Split::load_with(
+            &train_images,
             &find(dir, "train-labels", "idx1", "train labels")?,
+            limits,
         )?;
-        let test = Split::load(
-            &find(dir, "t10k-images", "idx3", "test images")?,
-            &find(dir, "t10k-labels", "idx1", "test labels")?,
-        )?;
+        let test = Split::load_with(&test_images, &find(dir, "t10k-labels", "idx1", "test labels")?, limits)?;
+        if (train.rows, train.cols) != (test.rows, test.cols) {
+            return Err(DatasetError::ImageSizeMismatch {
+                train: train_images,
+                train_size: (train.rows, train.cols),
+                test: test_images,
+                test_size: (test.rows, test.cols),
+            });
+        }
         Ok(Mnist { train, test })
     }
 }
@@ -74,9 +89,14 @@ fn describe(idx: &Idx) -> String {
 
 impl Split {
     /// Loads one split from an image file (3-d, unsigned bytes) and a label file (1-d,
-    /// unsigned bytes) that must agree in count.
+    /// unsigned bytes) that must agree in count, within the default [`Limits`].
     pub fn load(images: &Path, labels: &Path) -> Result<Self, DatasetError> {
-        let img = idx::read(images)?;
+        Self::load_with(images, labels, &Limits::default())
+    }
+
+    /// Loads one split (as [`Split::load`]) within `limits`.
+    pub fn load_with(images: &Path, labels: &Path, limits: &Limits) -> Result<Self, DatasetError> {
+        let img = idx::read_with(images, limits)?;
         let (n, rows, cols, pixels) = match (&img.dims[..], &img.data) {
             (&[n, rows, cols], IdxData::U8(px)) => (n, rows, cols, px),
             _ => {
@@ -87,7 +107,7 @@ impl Split {
                 });
             }
         };
-        let lab = idx::read(labels)?;
+        let lab = idx::read_with(labels, limits)?;
         let label_vec = match (&lab.dims[..], lab.data) {
             (&[_], IdxData::U8(v)) => v,
             (_, data) => {
@@ -125,6 +145,15 @@ impl Split {
     /// Whether the split holds no images.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// The distinct labels present, in increasing order (the classes of the split).
+    pub fn classes(&self) -> Vec<u8> {
+        let mut seen = [false; 256];
+        for &l in &self.labels {
+            seen[l as usize] = true;
+        }
+        (0..=255u8).filter(|&l| seen[l as usize]).collect()
     }
 
     /// Pixels per image.

@@ -61,6 +61,20 @@ pub enum IdxError {
         /// The declared dimensions.
         dims: Vec<usize>,
     },
+    /// The header declares more data than the reader may hold (see `idx::Limits`).
+    #[error(
+        "{path}: the header declares dimensions {dims:?}, {declared} bytes of data, more than the limit of {limit} bytes; refused before reading the body"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The declared dimensions.
+        dims: Vec<usize>,
+        /// Declared data bytes.
+        declared: u64,
+        /// The limit in force.
+        limit: u64,
+    },
     /// The body ends before the declared size.
     #[error("{path}: truncated: the header declares {expected} data bytes, the file holds {found}")]
     Truncated {
@@ -116,6 +130,21 @@ pub enum DatasetError {
         expected: &'static str,
         /// What the header says.
         found: String,
+    },
+    /// The train and test images differ in size.
+    #[error(
+        "{train} holds {}x{} images but {test} holds {}x{} images: the two splits must have the same image size",
+        train_size.0, train_size.1, test_size.0, test_size.1
+    )]
+    ImageSizeMismatch {
+        /// The training image file.
+        train: PathBuf,
+        /// Its image size (rows, cols).
+        train_size: (usize, usize),
+        /// The test image file.
+        test: PathBuf,
+        /// Its image size (rows, cols).
+        test_size: (usize, usize),
     },
     /// Images and labels of a split differ in count.
     #[error("{images} holds {n_images} images but {labels} holds {n_labels} labels")]

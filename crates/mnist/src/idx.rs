@@ -3,7 +3,7 @@
 //! first two bytes (1f 8b), never from the name.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use byteorder::{BigEndian, ByteOrder, ReadBytesExt, WriteBytesExt};
@@ -12,9 +12,6 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 
 use crate::IdxError;
-
-/// Deflate cannot expand data by more than about 1032:1: decompression stops there.
-const MAX_GZIP_RATIO: u64 = 1100;
 
 /// The element types IDX defines, with their type codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,29 +149,225 @@ impl Header {
     }
 }
 
-/// Reads an IDX file, plain or gzip-compressed.
-pub fn read(path: impl AsRef<Path>) -> Result<Idx, IdxError> {
-    let path = path.as_ref();
-    let bytes = fs::read(path).map_err(|source| IdxError::Io {
-        path: path.into(),
-        source,
-    })?;
-    decode(&bytes, path)
+/// How much an untrusted file may make the reader allocate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest element data (in bytes, as the header declares it) a file may hold. A
+    /// header declaring more is refused before anything is read past it or inflated.
+    pub max_data_bytes: u64,
 }
 
-/// Decodes an IDX file held in memory; `path` only names it in errors.
-pub fn decode(bytes: &[u8], path: &Path) -> Result<Idx, IdxError> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        decode_gzip(bytes, path)
-    } else {
-        decode_plain(bytes, path)
+impl Limits {
+    /// The default bound on a file's data: 2 GiB (MNIST's largest file holds 47 MB).
+    pub const DEFAULT_MAX_DATA_BYTES: u64 = 2 << 30;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_data_bytes: Self::DEFAULT_MAX_DATA_BYTES,
+        }
     }
 }
 
-/// Reads the header from `r`; `UnexpectedEof` means the header is cut short.
-fn read_header(r: &mut impl Read, path: &Path, map: impl Fn(io::Error) -> IdxError) -> Result<Header, IdxError> {
+/// Reads an IDX file, plain or gzip-compressed, within the default [`Limits`].
+pub fn read(path: impl AsRef<Path>) -> Result<Idx, IdxError> {
+    read_with(path, &Limits::default())
+}
+
+/// Reads an IDX file, plain or gzip-compressed, holding at most the header's declared data
+/// size (+1 byte to detect trailing data) in memory, and refusing a declared size above
+/// `limits` before reading (or inflating) the body.
+pub fn read_with(path: impl AsRef<Path>, limits: &Limits) -> Result<Idx, IdxError> {
+    let path = path.as_ref();
+    let io_err = |source| IdxError::Io {
+        path: path.into(),
+        source,
+    };
+    let file = fs::File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    decode_reader(io::BufReader::new(file), Some(len), path, limits)
+}
+
+/// Decodes an IDX file held in memory, within the default [`Limits`]; `path` only names it
+/// in errors.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<Idx, IdxError> {
+    decode_with(bytes, path, &Limits::default())
+}
+
+/// Decodes an IDX file held in memory within `limits`; `path` only names it in errors.
+pub fn decode_with(bytes: &[u8], path: &Path, limits: &Limits) -> Result<Idx, IdxError> {
+    decode_reader(bytes, Some(bytes.len() as u64), path, limits)
+}
+
+/// Decodes from a buffered reader of the whole file (`len` bytes long when known).
+fn decode_reader(mut r: impl BufRead, len: Option<u64>, path: &Path, limits: &Limits) -> Result<Idx, IdxError> {
+    let start = r.fill_buf().map_err(|source| IdxError::Io {
+        path: path.into(),
+        source,
+    })?;
+    if start.starts_with(&[0x1f, 0x8b]) {
+        decode_stream(Counted::new(MultiGzDecoder::new(r)), None, path, limits, true)
+    } else {
+        decode_stream(Counted::new(r), len, path, limits, false)
+    }
+}
+
+/// A reader that counts the bytes it has delivered and remembers whether it failed (so that
+/// the end of the data can be told from a damaged stream).
+struct Counted<R> {
+    inner: R,
+    count: u64,
+    failed: bool,
+}
+
+impl<R> Counted<R> {
+    fn new(inner: R) -> Self {
+        Counted {
+            inner,
+            count: 0,
+            failed: false,
+        }
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf).inspect_err(|_| self.failed = true)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Parses a (decompressed) IDX stream: the header, then exactly the declared data, then
+/// nothing. `len` is the stream's length when known (a plain file), which lets a wrong size
+/// be reported without reading the body; `gzip` says how to name read errors.
+fn decode_stream<R: Read>(
+    mut r: Counted<R>,
+    len: Option<u64>,
+    path: &Path,
+    limits: &Limits,
+    gzip: bool,
+) -> Result<Idx, IdxError> {
+    let read_err = |source: io::Error| {
+        if gzip {
+            IdxError::Gzip {
+                path: path.into(),
+                source,
+            }
+        } else {
+            IdxError::Io {
+                path: path.into(),
+                source,
+            }
+        }
+    };
+    let header = match read_header(&mut r, path, |e, read, failed| {
+        if e.kind() == io::ErrorKind::UnexpectedEof && !failed {
+            IdxError::NoHeader {
+                path: path.into(),
+                len: read as usize,
+            }
+        } else {
+            read_err(e)
+        }
+    }) {
+        Ok(h) => h,
+        Err(e) => return Err(blame_stream(&mut r, e, gzip, path)),
+    };
+    let expected = match header.data_bytes(path) {
+        Ok(n) if n > limits.max_data_bytes => Err(IdxError::TooLarge {
+            path: path.into(),
+            dims: header.dims.clone(),
+            declared: n,
+            limit: limits.max_data_bytes,
+        }),
+        other => other,
+    }
+    .map_err(|e| blame_stream(&mut r, e, gzip, path))?;
+    if let Some(len) = len {
+        let found = len.saturating_sub(r.count);
+        if found < expected {
+            return Err(IdxError::Truncated {
+                path: path.into(),
+                expected,
+                found,
+            });
+        }
+        if found > expected {
+            return Err(IdxError::TrailingData {
+                path: path.into(),
+                expected,
+            });
+        }
+    }
+    let mut body = Vec::new();
+    body.try_reserve_exact(expected as usize)
+        .map_err(|_| IdxError::TooLarge {
+            path: path.into(),
+            dims: header.dims.clone(),
+            declared: expected,
+            limit: limits.max_data_bytes,
+        })?;
+    // The reserved capacity is only touched as data really arrives.
+    (&mut r).take(expected).read_to_end(&mut body).map_err(read_err)?;
+    let found = body.len() as u64;
+    if found < expected {
+        return Err(IdxError::Truncated {
+            path: path.into(),
+            expected,
+            found,
+        });
+    }
+    // One more byte, or the end of the stream (where gzip checks its CRC).
+    let mut probe = [0u8; 1];
+    let more = loop {
+        match r.read(&mut probe) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other.map_err(read_err)?,
+        }
+    };
+    if more > 0 {
+        return Err(IdxError::TrailingData {
+            path: path.into(),
+            expected,
+        });
+    }
+    Ok(Idx {
+        data: convert(header.element_type, &body),
+        dims: header.dims,
+    })
+}
+
+/// Decompressed bytes inspected after a bad header, to tell a damaged gzip stream (which
+/// is reported as such) from an intact one holding a bad header.
+const CORRUPTION_PROBE: u64 = 64 << 20;
+
+/// The error to report for a bad header `e`: for gzip, a damaged stream if the next
+/// [`CORRUPTION_PROBE`] bytes (read through a fixed buffer, never kept) show it to be one.
+fn blame_stream(r: &mut impl Read, e: IdxError, gzip: bool, path: &Path) -> IdxError {
+    if gzip
+        && !matches!(e, IdxError::Gzip { .. })
+        && let Err(source) = io::copy(&mut r.take(CORRUPTION_PROBE), &mut io::sink())
+    {
+        return IdxError::Gzip {
+            path: path.into(),
+            source,
+        };
+    }
+    e
+}
+
+/// Reads the header from `r`; `err` turns a read error (with the bytes read so far, and
+/// whether the underlying stream failed) into
+/// the error to report (`UnexpectedEof` without a failed read means the header is cut short).
+fn read_header<R: Read>(
+    r: &mut Counted<R>,
+    path: &Path,
+    err: impl Fn(io::Error, u64, bool) -> IdxError,
+) -> Result<Header, IdxError> {
     let mut magic = [0u8; 4];
-    r.read_exact(&mut magic).map_err(&map)?;
+    r.read_exact(&mut magic).map_err(|e| err(e, r.count, r.failed))?;
     if magic[0] != 0 || magic[1] != 0 {
         return Err(IdxError::BadMagic {
             path: path.into(),
@@ -187,56 +380,10 @@ fn read_header(r: &mut impl Read, path: &Path, map: impl Fn(io::Error) -> IdxErr
     })?;
     let mut dims = Vec::with_capacity(magic[3] as usize);
     for _ in 0..magic[3] {
-        dims.push(r.read_u32::<BigEndian>().map_err(&map)? as usize);
+        let d = r.read_u32::<BigEndian>().map_err(|e| err(e, r.count, r.failed))?;
+        dims.push(d as usize);
     }
     Ok(Header { element_type, dims })
-}
-
-fn header_eof(path: &Path, len: usize) -> impl Fn(io::Error) -> IdxError + '_ {
-    move |_| IdxError::NoHeader { path: path.into(), len }
-}
-
-fn decode_plain(bytes: &[u8], path: &Path) -> Result<Idx, IdxError> {
-    let mut r = bytes;
-    let header = read_header(&mut r, path, header_eof(path, bytes.len()))?;
-    let expected = header.data_bytes(path)?;
-    let found = r.len() as u64;
-    if found < expected {
-        return Err(IdxError::Truncated {
-            path: path.into(),
-            expected,
-            found,
-        });
-    }
-    if found > expected {
-        return Err(IdxError::TrailingData {
-            path: path.into(),
-            expected,
-        });
-    }
-    Ok(Idx {
-        data: convert(header.element_type, r),
-        dims: header.dims,
-    })
-}
-
-fn decode_gzip(bytes: &[u8], path: &Path) -> Result<Idx, IdxError> {
-    // Decompress everything first, so that a damaged stream is reported as such (its
-    // checksum is only checked at the end), then parse as a plain file. Memory grows only as
-    // data really decompresses, and never past what deflate can expand the file to.
-    let cap = (bytes.len() as u64).saturating_mul(MAX_GZIP_RATIO);
-    let isize_hint = bytes.len().checked_sub(4).map_or(0, |at| {
-        u32::from_le_bytes(bytes[at..].try_into().expect("4 bytes")) as u64
-    });
-    let mut out = Vec::with_capacity(isize_hint.min(cap) as usize);
-    MultiGzDecoder::new(bytes)
-        .take(cap)
-        .read_to_end(&mut out)
-        .map_err(|source| IdxError::Gzip {
-            path: path.into(),
-            source,
-        })?;
-    decode_plain(&out, path)
 }
 
 /// Big-endian bytes to typed elements (the length is a checked multiple of the size).

@@ -15,3 +15,4 @@ pub mod idx;
 pub use batch::{Batch, BatchConfig, Batches, stream_seed};
 pub use dataset::{Mnist, Split};
 pub use error::{DatasetError, IdxError};
+pub use idx::Limits;

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use vae_mnist::IdxError;
 use vae_mnist::idx::{self, Idx, IdxData};
+use vae_mnist::{IdxError, Limits};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vae-mnist-test-{}", std::process::id()));
@@ -103,7 +103,8 @@ fn zero_dimension() {
 
 #[test]
 fn absurd_dimensions_in_a_small_file() {
-    // Four billion 28x28 images claimed by a 1 KiB gzip file: refused before allocating.
+    // Four billion 28x28 images claimed by a 1 KiB gzip file: refused from the header alone,
+    // before the body is inflated or anything is allocated for it.
     let mut body = header(0x08, &[4_000_000_000, 28, 28]);
     body.extend(std::iter::repeat_n(0u8, 1024));
     let (p, r) = read_bytes("absurd.gz", &gz(&body));
@@ -111,9 +112,9 @@ fn absurd_dimensions_in_a_small_file() {
     assert!(
         matches!(
             e,
-            IdxError::Truncated {
-                expected: 3_136_000_000_000,
-                found: 1024,
+            IdxError::TooLarge {
+                declared: 3_136_000_000_000,
+                limit: Limits::DEFAULT_MAX_DATA_BYTES,
                 ..
             }
         ),
@@ -123,12 +124,54 @@ fn absurd_dimensions_in_a_small_file() {
     let (_, r) = read_bytes("absurd", &body);
     assert!(matches!(
         r.unwrap_err(),
-        IdxError::Truncated {
-            expected: 3_136_000_000_000,
-            found: 1024,
+        IdxError::TooLarge {
+            declared: 3_136_000_000_000,
             ..
         }
     ));
+}
+
+#[test]
+fn a_declared_size_within_the_limit_but_not_present() {
+    // 100 MB declared, 1 KiB present: the plain file is refused from its length, the gzip
+    // one when its stream ends.
+    let mut body = header(0x08, &[100_000, 1000]);
+    body.extend(std::iter::repeat_n(0u8, 1024));
+    for (name, bytes) in [("short", body.clone()), ("short.gz", gz(&body))] {
+        let (_, r) = read_bytes(name, &bytes);
+        assert!(
+            matches!(
+                r.unwrap_err(),
+                IdxError::Truncated {
+                    expected: 100_000_000,
+                    found: 1024,
+                    ..
+                }
+            ),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_lower_limit_is_enforced() {
+    let mut b = header(0x08, &[10, 10]);
+    b.extend(std::iter::repeat_n(7u8, 100));
+    let limits = Limits { max_data_bytes: 99 };
+    let e = idx::decode_with(&gz(&b), Path::new("tight.gz"), &limits).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            IdxError::TooLarge {
+                declared: 100,
+                limit: 99,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let ok = idx::decode_with(&gz(&b), Path::new("fits.gz"), &Limits { max_data_bytes: 100 }).unwrap();
+    assert_eq!(ok.dims, vec![10, 10]);
 }
 
 #[test]

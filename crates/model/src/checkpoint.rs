@@ -16,6 +16,15 @@ use crate::{Vae, VaeConfig};
 /// The metadata key holding the model's [`VaeConfig`] as JSON.
 pub const CONFIG_KEY: &str = "vae.config";
 
+/// The metadata key holding the checksums, as a JSON object: the CRC-32 (IEEE, as in gzip
+/// and zlib; 8 hex digits) of each tensor's little-endian bytes by tensor name, and of the
+/// other metadata under [`METADATA_ENTRY`].
+pub const CHECKSUM_KEY: &str = "vae.crc32";
+
+/// The entry of [`CHECKSUM_KEY`] covering the other metadata: the CRC-32 of every
+/// `key=value` pair but the checksums' own, sorted by key, each followed by a newline.
+pub const METADATA_ENTRY: &str = "__metadata__";
+
 /// Why a checkpoint could not be written or read; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -50,6 +59,18 @@ pub enum CheckpointError {
         path: PathBuf,
         /// The tensor.
         name: String,
+    },
+    /// Stored data does not match its checksum: the file was damaged after it was written.
+    #[error("{path}: {what} does not match its checksum (stored {stored}, computed {computed}): the file is damaged")]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// What failed: `tensor 'NAME'` or `the header metadata`.
+        what: String,
+        /// The stored checksum.
+        stored: String,
+        /// The checksum of the data as read.
+        computed: String,
     },
     /// A tensor has the wrong shape or type.
     #[error("{path}: tensor '{name}' is {got}, expected {want}")]
@@ -92,12 +113,44 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
 /// A named f32 tensor and its shape as stored.
 pub type Tensor = (String, Vec<usize>, Vec<f32>);
 
-/// Serialises tensors and string metadata as safetensors and writes them atomically.
+/// The CRC-32 of `bytes` as 8 hex digits.
+fn crc32(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
+}
+
+/// The CRC-32 of the metadata other than the checksums (see [`METADATA_ENTRY`]).
+fn metadata_crc(metadata: &HashMap<String, String>) -> String {
+    let mut keys: Vec<&String> = metadata.keys().filter(|k| *k != CHECKSUM_KEY).collect();
+    keys.sort();
+    let mut h = crc32fast::Hasher::new();
+    for k in keys {
+        h.update(k.as_bytes());
+        h.update(b"=");
+        h.update(metadata[k].as_bytes());
+        h.update(b"\n");
+    }
+    format!("{:08x}", h.finalize())
+}
+
+/// Serialises tensors and string metadata as safetensors, with the checksum of every
+/// tensor and of the metadata under [`CHECKSUM_KEY`], and writes them atomically.
 pub fn save_tensors(path: &Path, tensors: &[Tensor], metadata: HashMap<String, String>) -> Result<(), CheckpointError> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, data)| data.iter().flat_map(|v| v.to_le_bytes()).collect())
         .collect();
+    let mut metadata = metadata;
+    metadata.remove(CHECKSUM_KEY);
+    let mut sums: std::collections::BTreeMap<&str, String> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, _, _), b)| (name.as_str(), crc32(b)))
+        .collect();
+    sums.insert(METADATA_ENTRY, metadata_crc(&metadata));
+    metadata.insert(
+        CHECKSUM_KEY.into(),
+        serde_json::to_string(&sums).expect("checksums serialise"),
+    );
     let views = tensors
         .iter()
         .zip(&bytes)
@@ -128,6 +181,9 @@ pub struct Loaded {
     pub metadata: HashMap<String, String>,
     /// Tensors: name to (shape, values).
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Whether the file carried checksums (all of which matched). Files written before
+    /// checksums were added load with `false`; callers should warn that they are unverified.
+    pub verified: bool,
 }
 
 impl Loaded {
@@ -155,7 +211,8 @@ impl Loaded {
     }
 }
 
-/// Reads a safetensors file whose tensors are all f32.
+/// Reads a safetensors file whose tensors are all f32, verifying its checksums when it has
+/// them (a tensor or the metadata that fails is named in the error).
 pub fn load_tensors(path: &Path) -> Result<Loaded, CheckpointError> {
     let bytes = fs::read(path).map_err(|source| CheckpointError::Io {
         path: path.into(),
@@ -167,8 +224,41 @@ pub fn load_tensors(path: &Path) -> Result<Loaded, CheckpointError> {
     };
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let sums: Option<HashMap<String, String>> = match metadata.get(CHECKSUM_KEY) {
+        Some(json) => {
+            Some(serde_json::from_str(json).map_err(|e| format(format!("invalid '{CHECKSUM_KEY}' metadata: {e}")))?)
+        }
+        None => None,
+    };
+    let mismatch = |what: String, stored: &str, computed: String| CheckpointError::Checksum {
+        path: path.into(),
+        what,
+        stored: stored.into(),
+        computed,
+    };
+    if let Some(sums) = &sums {
+        let stored = sums.get(METADATA_ENTRY).map_or("none", String::as_str);
+        let computed = metadata_crc(&metadata);
+        if stored != computed {
+            return Err(mismatch("the header metadata".into(), stored, computed));
+        }
+        if let Some(name) = sums.keys().find(|k| *k != METADATA_ENTRY && st.tensor(k).is_err()) {
+            return Err(CheckpointError::Missing {
+                path: path.into(),
+                name: name.clone(),
+            });
+        }
+    }
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
+        if let Some(sums) = &sums {
+            let stored = sums.get(&name).map_or("none", String::as_str);
+            let computed = crc32(view.data());
+            if stored != computed {
+                return Err(mismatch(format!("tensor '{name}'"), stored, computed));
+            }
+        }
         if view.dtype() != Dtype::F32 {
             return Err(CheckpointError::Mismatch {
                 path: path.into(),
@@ -186,8 +276,9 @@ pub fn load_tensors(path: &Path) -> Result<Loaded, CheckpointError> {
     }
     Ok(Loaded {
         path: path.into(),
-        metadata: meta.metadata().clone().unwrap_or_default(),
+        metadata,
         tensors,
+        verified: sums.is_some(),
     })
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
+use vae_mnist::Limits;
 use vae_model::{Likelihood, VaeConfig};
 use vae_nn::Activation;
 
@@ -97,9 +98,18 @@ pub struct TrainArgs {
     /// Train on the first N training images only.
     #[arg(long)]
     pub subset: Option<usize>,
-    /// Leave this digit out of the training set (for anomaly detection).
+    /// Leave the images with this label out of the training set (for anomaly detection).
     #[arg(long)]
     pub exclude_digit: Option<u8>,
+    /// Refuse any IDX file whose header declares more data than this many bytes (checked
+    /// before its body is read or inflated).
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_DATA_BYTES)]
+    #[serde(default = "default_max_data_bytes")]
+    pub max_data_bytes: u64,
+    /// Magnify the pictures of the run N times [default: enough for tiles of 28 pixels].
+    #[arg(long)]
+    #[serde(default)]
+    pub scale: Option<usize>,
     /// Where to write the run (default: runs/<UTC time>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -108,10 +118,19 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "run_dir")]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
+    /// Start afresh in a --run-dir that holds an unfinished run (one that never wrote its
+    /// first checkpoint). Never applies to a directory holding a checkpoint.
+    #[arg(long, conflicts_with = "resume")]
+    #[serde(skip)]
+    pub overwrite: bool,
     /// Testing aid: poison the batch with this global index (0-based) with a NaN.
     #[arg(long, hide = true)]
     #[serde(skip)]
     pub inject_nan_at: Option<usize>,
+}
+
+fn default_max_data_bytes() -> u64 {
+    Limits::DEFAULT_MAX_DATA_BYTES
 }
 
 /// Epochs when --epochs is not given.
@@ -171,17 +190,23 @@ impl TrainArgs {
         if self.subset == Some(0) {
             bail!("--subset must be at least 1 image");
         }
-        if let Some(d) = self.exclude_digit
-            && d > 9
-        {
-            bail!("--exclude-digit must be a digit from 0 to 9, got {d}");
+        if self.max_data_bytes == 0 {
+            bail!("--max-data-bytes must be at least 1");
         }
+        crate::image::scale_for(self.scale, 1, 1)?;
         Ok(())
     }
 
     /// The number of epochs to reach.
     pub fn total_epochs(&self) -> usize {
         self.epochs.unwrap_or(DEFAULT_EPOCHS)
+    }
+
+    /// The reading limits these flags set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_data_bytes: self.max_data_bytes,
+        }
     }
 
     /// The model architecture these flags describe, for images of `input` pixels.

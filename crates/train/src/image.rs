@@ -20,6 +20,38 @@ pub struct Gray {
     pub pixels: Vec<u8>,
 }
 
+/// The side, in pixels, a tile should at least have on screen.
+pub const MIN_TILE: usize = 28;
+
+/// The picture scale for `h x w` images: `given`, else the smallest integer factor that
+/// makes a tile at least [`MIN_TILE`] pixels on its longer side (1 for MNIST).
+pub fn scale_for(given: Option<usize>, h: usize, w: usize) -> Result<usize> {
+    match given {
+        Some(0) => anyhow::bail!("--scale must be at least 1"),
+        Some(s) if s > 64 => anyhow::bail!("--scale must be at most 64, got {s}"),
+        Some(s) => Ok(s),
+        None => Ok(MIN_TILE.div_ceil(h.max(w).max(1)).max(1)),
+    }
+}
+
+impl Gray {
+    /// The picture magnified `s` times (each pixel an `s x s` block).
+    pub fn upscaled(&self, s: usize) -> Gray {
+        if s <= 1 {
+            return self.clone();
+        }
+        let (width, height) = (self.width * s, self.height * s);
+        let mut pixels = Vec::with_capacity(width * height);
+        for row in self.pixels.chunks_exact(self.width.max(1)) {
+            let wide: Vec<u8> = row.iter().flat_map(|&p| std::iter::repeat_n(p, s)).collect();
+            for _ in 0..s {
+                pixels.extend_from_slice(&wide);
+            }
+        }
+        Gray { width, height, pixels }
+    }
+}
+
 /// `[0, 1]` to a byte, clamping (Gaussian decoders can leave the interval).
 pub fn to_byte(v: f32) -> u8 {
     (v.clamp(0.0, 1.0) * 255.0).round() as u8
@@ -118,5 +150,22 @@ mod tests {
         let p = std::env::temp_dir().join(format!("vae-tile-{}.png", std::process::id()));
         write_png(&p, &g).unwrap();
         assert_eq!(read_png(&p).unwrap(), g);
+    }
+
+    #[test]
+    fn small_images_are_magnified_to_a_visible_tile() {
+        assert_eq!(scale_for(None, 28, 28).unwrap(), 1);
+        assert_eq!(scale_for(None, 8, 8).unwrap(), 4);
+        assert_eq!(scale_for(None, 27, 27).unwrap(), 2);
+        assert_eq!(scale_for(Some(3), 28, 28).unwrap(), 3);
+        assert!(scale_for(Some(0), 8, 8).is_err());
+        let g = Gray {
+            width: 2,
+            height: 1,
+            pixels: vec![1, 2],
+        };
+        let u = g.upscaled(2);
+        assert_eq!((u.width, u.height), (4, 2));
+        assert_eq!(u.pixels, vec![1, 1, 2, 2, 1, 1, 2, 2]);
     }
 }

@@ -153,6 +153,32 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// The files a run that never wrote its first checkpoint leaves in `dir` (its configuration,
+/// metrics, and temporary files of interrupted writes); empty if there are none.
+pub fn unfinished_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            p.is_file() && (name == CONFIG || name == METRICS || name.ends_with(".tmp"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Warns (on stderr) that a checkpoint carries no checksums, so damage cannot be detected.
+pub fn warn_unverified(path: &Path) {
+    eprintln!(
+        "warning: {} carries no checksums (it was written by an older version); its data cannot be verified",
+        path.display()
+    );
+}
+
 /// Checks that `dir` is a run directory (it holds a model), naming what is missing.
 pub fn require_run(dir: &Path) -> Result<()> {
     anyhow::ensure!(dir.is_dir(), "run directory {} does not exist", dir.display());

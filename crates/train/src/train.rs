@@ -16,13 +16,13 @@ use anyhow::{Context, Result, bail, ensure};
 use ndarray::{Array2, Axis, concatenate, s};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use vae_mnist::{BatchConfig, Batches, Mnist, Split, stream_seed};
+use vae_mnist::{BatchConfig, Batches, DatasetError, IdxError, Limits, Mnist, Split, stream_seed};
 use vae_model::checkpoint::{self, write_atomic};
 use vae_model::{LossSums, Objective, Vae};
 use vae_nn::{Adam, AdamConfig, Optimizer};
 
 use crate::cli::TrainArgs;
-use crate::image::{tile, write_png};
+use crate::image::{scale_for, tile, write_png};
 use crate::report::Progress;
 use crate::run::{self, EpochMetrics};
 
@@ -136,13 +136,16 @@ pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Sen
     Ok(pool.install(f))
 }
 
-/// Loads MNIST from the directory the flags name, saying which flag to fix on failure.
-pub fn load_data(dir: &Path) -> Result<Mnist> {
-    Mnist::load(dir).with_context(|| {
-        format!(
-            "loading MNIST from {} (give the directory holding the IDX files with --data)",
-            dir.display()
-        )
+/// Loads MNIST from the directory the flags name within `limits`, saying which flag to fix
+/// on failure.
+pub fn load_data(dir: &Path, limits: &Limits) -> Result<Mnist> {
+    Mnist::load_with(dir, limits).map_err(|e| {
+        let hint = if matches!(e, DatasetError::Idx(IdxError::TooLarge { .. })) {
+            "raise --max-data-bytes if the file is genuine"
+        } else {
+            "give the directory holding the IDX files with --data"
+        };
+        anyhow::Error::new(e).context(format!("loading MNIST from {} ({hint})", dir.display()))
     })
 }
 
@@ -165,26 +168,52 @@ pub fn train(args: &TrainArgs, progress: &mut Progress) -> Result<Outcome> {
         }
         None => {
             let dir = args.run_dir.clone().unwrap_or_else(run::default_run_dir);
-            prepare_run_dir(&dir)?;
+            prepare_run_dir(&dir, args.overwrite)?;
             (args.clone(), dir, None)
         }
     };
     args.validate()?;
-    let mnist = load_data(&args.data)?;
+    let mnist = load_data(&args.data, &args.limits())?;
     with_threads(args.threads, || {
         train_in_pool(&args, &mnist, &run_dir, resume, progress)
     })?
 }
 
-/// Creates the run directory, refusing to overwrite a finished or interrupted run.
-fn prepare_run_dir(dir: &Path) -> Result<()> {
+/// Creates the run directory, refusing to overwrite a finished or interrupted run. A run
+/// that never wrote its first checkpoint is started afresh only with `overwrite`.
+fn prepare_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
     if dir.join(run::MODEL).exists() || dir.join(run::STATE).exists() {
         bail!(
             "{} already holds a trained model; choose another --run-dir, or continue it with --resume {} \
-             (nothing was overwritten)",
+             (nothing was overwritten{})",
             dir.display(),
-            dir.display()
+            dir.display(),
+            if overwrite {
+                "; --overwrite never applies to a directory holding a checkpoint"
+            } else {
+                ""
+            }
         );
+    }
+    let leftovers = run::unfinished_files(dir);
+    if !leftovers.is_empty() {
+        if !overwrite {
+            bail!(
+                "{} holds a run that never finished its first checkpoint ({}), so there is nothing to \
+                 resume; start it again in place with `vae-train train --run-dir {} --overwrite` and your \
+                 flags, or choose another --run-dir",
+                dir.display(),
+                leftovers
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                dir.display()
+            );
+        }
+        for f in &leftovers {
+            std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
+        }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))
 }
@@ -195,11 +224,21 @@ fn read_resume_state(dir: &Path) -> Result<(TrainArgs, Position, Vec<EpochMetric
     let path = dir.join(run::STATE);
     ensure!(
         path.is_file(),
-        "{} holds no {}: nothing to resume (the run never finished a checkpoint)",
+        "{} holds no {}: nothing to resume (the run never finished its first checkpoint); start it \
+         again with `vae-train train --run-dir {} --overwrite` and its flags{}",
         dir.display(),
-        run::STATE
+        run::STATE,
+        dir.display(),
+        if dir.join(run::CONFIG).is_file() {
+            format!(" (they are in {})", dir.join(run::CONFIG).display())
+        } else {
+            String::new()
+        }
     );
     let state = checkpoint::load_tensors(&path)?;
+    if !state.verified {
+        run::warn_unverified(&path);
+    }
     let meta = |key: &str| -> Result<&String> {
         state
             .metadata
@@ -263,7 +302,15 @@ fn train_in_pool(
     progress: &mut Progress,
 ) -> Result<Outcome> {
     let train_split = match args.exclude_digit {
-        Some(d) => Cow::Owned(mnist.train.filter(|l| l != d)),
+        Some(d) => {
+            let classes = mnist.train.classes();
+            ensure!(
+                classes.contains(&d),
+                "--exclude-digit {d}: no training image has label {d} (labels present: {})",
+                list(&classes)
+            );
+            Cow::Owned(mnist.train.filter(|l| l != d))
+        }
         None => Cow::Borrowed(&mnist.train),
     };
     let test_split = test_split(args, mnist);
@@ -371,7 +418,7 @@ fn train_in_pool(
         }
     }
     let mut pic_rng = StdRng::seed_from_u64(stream_seed(args.seed, 0, salt::PICTURES));
-    write_pictures(run_dir, &mut model, &test_split, &mut pic_rng)?;
+    write_pictures(run_dir, &mut model, &test_split, args.scale, &mut pic_rng)?;
     progress.line(&format!(
         "done: test -ELBO {:.2} nats after {} epochs; wrote {}",
         metrics.last().map_or(f64::NAN, |m| m.test_loss),
@@ -382,6 +429,11 @@ fn train_in_pool(
         run_dir: run_dir.to_path_buf(),
         metrics,
     })
+}
+
+/// Labels as a comma-separated list.
+pub fn list(labels: &[u8]) -> String {
+    labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn describe(model: &Vae<f32>) -> String {
@@ -491,16 +543,23 @@ fn save_checkpoint(
 
 /// The pictures of a finished run: 8x8 prior samples, and 8 test images over their
 /// reconstructions.
-fn write_pictures(dir: &Path, model: &mut Vae<f32>, test: &Split, rng: &mut impl Rng) -> Result<()> {
+fn write_pictures(
+    dir: &Path,
+    model: &mut Vae<f32>,
+    test: &Split,
+    scale: Option<usize>,
+    rng: &mut impl Rng,
+) -> Result<()> {
     let (h, w) = (test.rows, test.cols);
+    let scale = scale_for(scale, h, w)?;
     let samples = model.sample(64, rng);
-    write_png(&dir.join(run::SAMPLES), &tile(samples.view(), h, w, 8))?;
+    write_png(&dir.join(run::SAMPLES), &tile(samples.view(), h, w, 8).upscaled(scale))?;
     let originals = test.images.slice(s![..8.min(test.len()), ..]);
     let recon = model.reconstruct(originals);
     let both: Array2<f32> = concatenate![Axis(0), originals, recon];
     write_png(
         &dir.join(run::RECONSTRUCTIONS),
-        &tile(both.view(), h, w, originals.nrows()),
+        &tile(both.view(), h, w, originals.nrows()).upscaled(scale),
     )?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use clap::Args;
 use ndarray::{Array1, Array2, ArrayView1};
 
 use super::{RunArgs, image_side, output};
-use crate::image::{tile, write_png};
+use crate::image::{scale_for, tile, write_png};
 use crate::train::with_threads;
 
 /// Flags of `vae-train interpolate`.
@@ -26,6 +26,9 @@ pub struct InterpolateArgs {
     /// Follow the great circle (spherical interpolation) instead of the straight line.
     #[arg(long)]
     pub spherical: bool,
+    /// Magnify the picture N times [default: enough for tiles of at least 28 pixels].
+    #[arg(long)]
+    pub scale: Option<usize>,
     /// Output PNG [default: RUN_DIR/interpolate.png].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -74,6 +77,7 @@ pub fn run(a: &InterpolateArgs) -> Result<PathBuf> {
     let pairs = parse_pairs(&a.pairs)?;
     let mut run = a.run.load()?;
     let side = image_side(&run.model)?;
+    let scale = scale_for(a.scale, side, side)?;
     let test = a.run.test_set(&run)?;
     if let Some(&(i, j)) = pairs.iter().find(|&&(i, j)| i.max(j) >= test.len()) {
         bail!(
@@ -95,6 +99,6 @@ pub fn run(a: &InterpolateArgs) -> Result<PathBuf> {
         run.model.decode(z.view())
     })?;
     let out = output(&run.dir, &a.out, "interpolate.png");
-    write_png(&out, &tile(images.view(), side, side, a.steps))?;
+    write_png(&out, &tile(images.view(), side, side, a.steps).upscaled(scale))?;
     Ok(out)
 }

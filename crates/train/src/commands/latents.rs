@@ -30,7 +30,9 @@ pub fn latents(a: &LatentsArgs) -> Result<PathBuf> {
     let (mu, _) = with_threads(a.run.threads, || run.model.encode(test.images.view()))?;
     let d = mu.ncols();
     let xy = top2(mu.mapv(f64::from).view());
-    let series: Vec<Series> = (0..10u8)
+    let series: Vec<Series> = test
+        .classes()
+        .into_iter()
         .map(|digit| Series {
             name: format!("digit {digit}"),
             points: test

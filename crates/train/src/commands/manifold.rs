@@ -8,7 +8,7 @@ use clap::Args;
 use ndarray::Array2;
 
 use super::{RunArgs, image_side, output};
-use crate::image::{tile, write_png};
+use crate::image::{scale_for, tile, write_png};
 use crate::stats::inverse_normal_cdf;
 use crate::train::with_threads;
 
@@ -21,6 +21,9 @@ pub struct ManifoldArgs {
     /// Grid side.
     #[arg(long, default_value_t = 20)]
     pub n: usize,
+    /// Magnify the picture N times [default: enough for tiles of at least 28 pixels].
+    #[arg(long)]
+    pub scale: Option<usize>,
     /// Output PNG [default: RUN_DIR/manifold.png].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -46,9 +49,10 @@ pub fn manifold(a: &ManifoldArgs) -> Result<PathBuf> {
         );
     }
     let side = image_side(&run.model)?;
+    let scale = scale_for(a.scale, side, side)?;
     let z = Array2::from_shape_fn((a.n * a.n, 2), |(k, j)| grid_point(k / a.n, k % a.n, a.n)[j]);
     let images = with_threads(a.run.threads, || run.model.decode(z.view()))?;
     let out = output(&run.dir, &a.out, "manifold.png");
-    write_png(&out, &tile(images.view(), side, side, a.n))?;
+    write_png(&out, &tile(images.view(), side, side, a.n).upscaled(scale))?;
     Ok(out)
 }

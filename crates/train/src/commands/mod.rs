@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use vae_mnist::Split;
+use vae_mnist::{Limits, Split};
 use vae_model::Vae;
 use vae_model::checkpoint;
 
@@ -35,6 +35,9 @@ pub struct RunArgs {
     /// Worker threads [default: every core].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Refuse IDX files declaring more data than this many bytes [default: the run's own].
+    #[arg(long)]
+    pub max_data_bytes: Option<u64>,
 }
 
 /// A trained run: its model and the flags it was trained with.
@@ -54,7 +57,11 @@ impl RunArgs {
             bail!("--threads must be at least 1");
         }
         run::require_run(&self.run_dir)?;
-        let (model, _) = checkpoint::load::<f32>(&self.run_dir.join(run::MODEL))?;
+        let model_path = self.run_dir.join(run::MODEL);
+        let (model, meta) = checkpoint::load::<f32>(&model_path)?;
+        if !meta.contains_key(checkpoint::CHECKSUM_KEY) {
+            run::warn_unverified(&model_path);
+        }
         let cfg_path = self.run_dir.join(run::CONFIG);
         let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
         let config: TrainArgs = serde_json::from_str(&text)
@@ -69,7 +76,10 @@ impl RunArgs {
     /// The test split the run was evaluated on (binarized the same way, if it was).
     pub fn test_set(&self, run: &Run) -> Result<Split> {
         let dir = self.data.as_ref().unwrap_or(&run.config.data);
-        let mnist = load_data(dir)?;
+        let limits = Limits {
+            max_data_bytes: self.max_data_bytes.unwrap_or(run.config.max_data_bytes),
+        };
+        let mnist = load_data(dir, &limits)?;
         let pixels = run.model.config().input;
         if mnist.test.pixels() != pixels {
             bail!(

@@ -10,7 +10,7 @@ use ndarray::{Axis, concatenate, s};
 use vae_model::checkpoint::write_atomic;
 
 use super::{RunArgs, image_side, output};
-use crate::image::{tile, write_png};
+use crate::image::{scale_for, tile, write_png};
 use crate::train::with_threads;
 
 /// Flags of `vae-train reconstruct`.
@@ -22,6 +22,9 @@ pub struct ReconstructArgs {
     /// How many test images (from the first).
     #[arg(long, default_value_t = 8)]
     pub n: usize,
+    /// Magnify the picture N times [default: enough for tiles of at least 28 pixels].
+    #[arg(long)]
+    pub scale: Option<usize>,
     /// Output PNG [default: RUN_DIR/reconstruct.png].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -37,13 +40,14 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<PathBuf> {
     }
     let mut run = a.run.load()?;
     let side = image_side(&run.model)?;
+    let scale = scale_for(a.scale, side, side)?;
     let test = a.run.test_set(&run)?;
     let n = a.n.min(test.len());
     let originals = test.images.slice(s![..n, ..]);
     let recon = with_threads(a.run.threads, || run.model.reconstruct(originals))?;
     let out = output(&run.dir, &a.out, "reconstruct.png");
     let both = concatenate![Axis(0), originals, recon];
-    write_png(&out, &tile(both.view(), side, side, n))?;
+    write_png(&out, &tile(both.view(), side, side, n).upscaled(scale))?;
     if let Some(csv) = &a.csv {
         let mut text = String::new();
         for row in recon.rows() {

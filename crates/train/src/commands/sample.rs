@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::{RunArgs, image_side, output};
-use crate::image::{tile, write_png};
+use crate::image::{scale_for, tile, write_png};
 use crate::train::with_threads;
 
 /// Flags of `vae-train sample`.
@@ -23,6 +23,9 @@ pub struct SampleArgs {
     /// Seed of the prior draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Magnify the picture N times [default: enough for tiles of at least 28 pixels].
+    #[arg(long)]
+    pub scale: Option<usize>,
     /// Output PNG [default: RUN_DIR/sample.png].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -35,10 +38,11 @@ pub fn sample(a: &SampleArgs) -> Result<PathBuf> {
     }
     let mut run = a.run.load()?;
     let side = image_side(&run.model)?;
+    let scale = scale_for(a.scale, side, side)?;
     let out = output(&run.dir, &a.out, "sample.png");
     let images = with_threads(a.run.threads, || {
         run.model.sample(a.n * a.n, &mut StdRng::seed_from_u64(a.seed))
     })?;
-    write_png(&out, &tile(images.view(), side, side, a.n))?;
+    write_png(&out, &tile(images.view(), side, side, a.n).upscaled(scale))?;
     Ok(out)
 }

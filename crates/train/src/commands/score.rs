@@ -13,7 +13,7 @@ use vae_model::checkpoint::write_atomic;
 
 use super::{RunArgs, output};
 use crate::stats::auroc;
-use crate::train::{EVAL_BATCH, with_threads};
+use crate::train::{EVAL_BATCH, list, with_threads};
 
 /// Which score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -63,13 +63,17 @@ pub fn score(a: &ScoreArgs) -> Result<Scores> {
     if a.k == 0 {
         bail!("--k must be at least 1");
     }
-    if let Some(d) = a.anomaly_digit
-        && d > 9
-    {
-        bail!("--anomaly-digit must be a digit from 0 to 9, got {d}");
-    }
     let mut run = a.run.load()?;
     let test = a.run.test_set(&run)?;
+    if let Some(d) = a.anomaly_digit {
+        let classes = test.classes();
+        if !classes.contains(&d) || classes.len() < 2 {
+            bail!(
+                "--anomaly-digit {d}: the test set must hold images of label {d} and of others (labels present: {})",
+                list(&classes)
+            );
+        }
+    }
     let scores = with_threads(a.run.threads, || {
         let mut rng = StdRng::seed_from_u64(a.seed);
         let mut scores = Vec::with_capacity(test.len());
