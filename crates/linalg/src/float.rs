@@ -7,6 +7,8 @@ use std::iter::Sum;
 use ndarray::{LinalgScalar, ScalarOperand};
 use num_traits::{Float as NumFloat, FromPrimitive};
 
+use crate::simd::Scalar;
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
@@ -26,6 +28,7 @@ pub trait Float:
     + Send
     + Sync
     + sealed::Sealed
+    + crate::simd::Dispatch
     + 'static
 {
     /// Single-threaded strided GEMM `C = alpha*A*B + beta*C` (`A` is m x k, `B` k x n).
@@ -58,9 +61,9 @@ pub trait Float:
     /// Converts an `f64` constant to this type (rounding to nearest for `f32`).
     fn c(x: f64) -> Self;
 
-    /// The logistic function `1 / (1 + exp(-x))`, stable for large |x|. For `f32` a
-    /// branch-free polynomial form the compiler vectorises (relative error below 3e-7); for
-    /// `f64` the standard library's `exp`.
+    /// The logistic function `1 / (1 + exp(-x))`, stable for large |x|. For `f32` the
+    /// polynomial form of the SIMD kernels (relative error below 3e-7, the same bits at
+    /// every level); for `f64` the standard library's `exp`.
     #[inline(always)]
     fn sigmoid(self) -> Self {
         let e = (-self.abs()).exp();
@@ -68,20 +71,10 @@ pub trait Float:
         if self >= Self::zero() { s } else { e * s }
     }
 
-    /// `ln(1 + exp(x))`, stable for large |x|; vectorisable for `f32` like [`Float::sigmoid`].
+    /// `ln(1 + exp(x))`, stable for large |x|; for `f32` as the SIMD kernels compute it.
     #[inline(always)]
     fn softplus(self) -> Self {
         self.max(Self::zero()) + (-self.abs()).exp().ln_1p()
-    }
-
-    /// `self * b + c`, fused when the target has FMA, otherwise a multiply and an add.
-    #[inline(always)]
-    fn fmadd(self, b: Self, c: Self) -> Self {
-        if cfg!(target_feature = "fma") {
-            self.mul_add(b, c)
-        } else {
-            self * b + c
-        }
     }
 }
 
@@ -140,48 +133,15 @@ macro_rules! impl_float {
 impl_float!(f32, matrixmultiply::sgemm, SCRATCH_F32, {
     #[inline(always)]
     fn sigmoid(self) -> f32 {
-        let e = exp_nonpositive_f32(-self.abs());
-        let s = 1.0 / (1.0 + e);
-        if self >= 0.0 { s } else { e * s }
+        crate::simd::sigmoid(Scalar(self)).0
     }
 
     #[inline(always)]
     fn softplus(self) -> f32 {
-        self.max(0.0) + ln_1p_unit_f32(exp_nonpositive_f32(-self.abs()))
+        crate::simd::softplus(Scalar(self)).0
     }
 });
 impl_float!(f64, matrixmultiply::dgemm, SCRATCH_F64, {});
-
-/// `exp(x)` for `x <= 0`, branch-free so that loops over it vectorise: `x = k ln 2 + r` with
-/// |r| <= ln 2 / 2, a degree-7 Taylor polynomial for `e^r` (truncation below 1e-8), and
-/// `2^k` built in the exponent bits. Inputs below -87 return about 1e-38 instead of a
-/// subnormal or zero.
-#[inline(always)]
-fn exp_nonpositive_f32(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.clamp(-87.0, 0.0);
-    let k = (x * std::f32::consts::LOG2_E).round();
-    let r = (-k).fmadd(LN2_LO, (-k).fmadd(LN2_HI, x));
-    let mut p = 1.0 / 5040.0;
-    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = p.fmadd(r, c);
-    }
-    p * f32::from_bits(((k as i32 + 127) as u32) << 23)
-}
-
-/// `ln(1 + u)` for `u` in [0, 1], branch-free: `2 atanh(s)` with `s = u / (2 + u)` in
-/// [0, 1/3], by its odd series to s^15 (truncation below 2e-9).
-#[inline(always)]
-fn ln_1p_unit_f32(u: f32) -> f32 {
-    let s = u / (2.0 + u);
-    let s2 = s * s;
-    let mut p = 2.0 / 15.0;
-    for c in [2.0 / 13.0, 2.0 / 11.0, 2.0 / 9.0, 2.0 / 7.0, 2.0 / 5.0, 2.0 / 3.0, 2.0] {
-        p = p.fmadd(s2, c);
-    }
-    p * s
-}
 
 #[cfg(test)]
 mod tests {

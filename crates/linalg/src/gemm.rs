@@ -3,7 +3,7 @@
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 use crate::Float;
-use crate::skinny::{SKINNY_MAX_N, skinny_gemm};
+use crate::skinny::{SKINNY_MAX, skinny_gemm};
 
 /// How a product may use threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +61,7 @@ pub fn gemm_with<T: Float>(
     }
     // A product with a short output row and a long output column is computed as its
     // transpose, C^T = B^T A^T, so that the narrow dimension is the skinny kernel's `n`.
-    if m <= SKINNY_MAX_N && n > SKINNY_MAX_N {
+    if m <= SKINNY_MAX && n > SKINNY_MAX {
         return gemm_with(par, alpha, b.t(), a.t(), beta, c.reversed_axes());
     }
     let threads = match par {
@@ -69,7 +69,7 @@ pub fn gemm_with<T: Float>(
         Parallelism::Rayon => rayon::current_num_threads(),
     };
     let parts = plan_parts(m, k, n, threads);
-    if n <= SKINNY_MAX_N {
+    if n <= SKINNY_MAX || k <= SKINNY_MAX {
         return skinny_gemm(parts, alpha, a, b, beta, c);
     }
     if m >= n {

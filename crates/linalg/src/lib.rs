@@ -10,9 +10,11 @@
 //! Every element of `C` is reduced over `k` in the same order whatever the thread count, so
 //! results are bitwise identical for 1 or many threads.
 
+pub mod elementwise;
 mod float;
 mod gemm;
 mod reference;
+pub mod simd;
 mod skinny;
 
 pub use float::Float;

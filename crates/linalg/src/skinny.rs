@@ -1,17 +1,37 @@
-//! The direct kernel for products with a narrow output (`n <= 32`), such as a VAE's latent
-//! layers (128 x 400 times 400 x 20). matrixmultiply packs the tall operand into panels and
-//! pads `n` up to its micro-kernel width, which at these shapes costs as much as the product;
-//! this kernel packs only the small `B` (k x n, zero-padded to a multiple of 8 columns) and
-//! streams `A` straight from memory, keeping a `MR x NP` block of `C` in registers.
+//! The direct kernel for products with a narrow output (`n <= 32`, a VAE's latent layers:
+//! 128 x 400 times 400 x 20) or a short inner dimension (`k <= 32`: 128 x 20 times 20 x 400).
+//! matrixmultiply packs both operands into panels and pads to its micro-kernel, which at
+//! these shapes costs as much as the product; this kernel packs only `B` (k x n, zero-padded
+//! to whole column blocks), streams `A` straight from memory, and keeps an `MR x NP` block of
+//! `C` in registers, written with explicit SIMD (`simd::Vector::mul_add`) at the level in
+//! force.
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use num_traits::Zero;
 
 use crate::Float;
+use crate::simd::{self, Kernel, Level, Vector};
 
-/// The widest output the skinny kernel takes.
-pub(crate) const SKINNY_MAX_N: usize = 32;
+/// The widest output, or the shortest inner dimension, the skinny kernel takes.
+pub(crate) const SKINNY_MAX: usize = 32;
 
-/// `C = alpha * A * B + beta * C` for `n <= SKINNY_MAX_N`, with the rows of `C` split into
+/// The width of one packed column block of `B` for an `n`-column product: a whole number of
+/// vectors of the level in force, at most [`SKINNY_MAX`].
+fn block_width<T: Float>(level: Level, n: usize) -> usize {
+    let lanes = if std::mem::size_of::<T>() == 4 && level == Level::Avx512 {
+        16
+    } else {
+        8
+    };
+    if n <= SKINNY_MAX {
+        n.div_ceil(lanes).max(1) * lanes
+    } else {
+        // Wide outputs (small k): blocks of 3 (AVX2) or 2 (AVX-512) vectors.
+        if lanes == 16 { 32 } else { 24 }
+    }
+}
+
+/// `C = alpha * A * B + beta * C` for `n <= 32` or `k <= 32`, with the rows of `C` split into
 /// `parts` blocks run in parallel. `B` is packed once, on the calling thread, and shared.
 pub(crate) fn skinny_gemm<T: Float>(
     parts: usize,
@@ -21,110 +41,168 @@ pub(crate) fn skinny_gemm<T: Float>(
     beta: T,
     c: ArrayViewMut2<T>,
 ) {
-    let n = b.ncols();
-    debug_assert!(n <= SKINNY_MAX_N);
-    match n.div_ceil(8) {
-        0 | 1 => packed::<T, 8, 8>(parts, alpha, a, b, beta, c),
-        2 => packed::<T, 16, 6>(parts, alpha, a, b, beta, c),
-        3 => packed::<T, 24, 4>(parts, alpha, a, b, beta, c),
-        _ => packed::<T, 32, 4>(parts, alpha, a, b, beta, c),
-    }
-}
-
-/// Packs `B` into a `k x NP` row-major panel (zero-padded), then runs the row blocks.
-fn packed<T: Float, const NP: usize, const MR: usize>(
-    parts: usize,
-    alpha: T,
-    a: ArrayView2<T>,
-    b: ArrayView2<T>,
-    beta: T,
-    c: ArrayViewMut2<T>,
-) {
-    let k = a.ncols();
-    T::with_scratch(k * NP, |panel| {
-        for (row, dst) in b.rows().into_iter().zip(panel.chunks_exact_mut(NP)) {
-            let (head, tail) = dst.split_at_mut(row.len());
-            head.iter_mut().zip(row.iter()).for_each(|(d, &s)| *d = s);
-            tail.fill(T::zero());
+    let (k, n) = b.dim();
+    let level = simd::level();
+    let w = block_width::<T>(level, n);
+    let blocks = n.div_ceil(w);
+    T::with_scratch(blocks * k * w, |panel| {
+        // Block `jb` holds columns jb*w .. jb*w + w of B as k rows of w values.
+        for (jb, dst) in panel.chunks_exact_mut(k * w).enumerate() {
+            let cols = jb * w..(jb * w + w).min(n);
+            for (p, row) in dst.chunks_exact_mut(w).enumerate() {
+                let (head, tail) = row.split_at_mut(cols.len());
+                for (d, j) in head.iter_mut().zip(cols.clone()) {
+                    *d = b[[p, j]];
+                }
+                tail.fill(T::zero());
+            }
         }
-        split::<T, NP, MR>(parts, alpha, a, panel, beta, c);
+        split(level, parts, alpha, a, panel, w, beta, c);
     });
 }
 
-/// Splits the rows of `A` and `C` into `parts` blocks (multiples of `MR` rows) for rayon.
-fn split<T: Float, const NP: usize, const MR: usize>(
+/// Splits the rows of `A` and `C` into `parts` blocks (multiples of 16 rows) for rayon.
+#[allow(clippy::too_many_arguments)]
+fn split<T: Float>(
+    level: Level,
     parts: usize,
     alpha: T,
     a: ArrayView2<T>,
     panel: &[T],
+    w: usize,
     beta: T,
     c: ArrayViewMut2<T>,
 ) {
     let m = a.nrows();
-    if parts <= 1 || m < 2 * MR {
-        return run::<T, NP, MR>(alpha, a, panel, beta, c);
+    if parts <= 1 || m < 32 {
+        return simd::dispatch_at(
+            level,
+            Block {
+                alpha,
+                a,
+                panel,
+                w,
+                beta,
+                c,
+            },
+        );
     }
     let left = parts / 2;
-    let mid = ((m * left / parts).div_ceil(MR) * MR).clamp(1, m - 1);
+    let mid = ((m * left / parts).div_ceil(16) * 16).clamp(1, m - 1);
     let (a1, a2) = a.split_at(Axis(0), mid);
     let (c1, c2) = c.split_at(Axis(0), mid);
     rayon::join(
-        || split::<T, NP, MR>(left, alpha, a1, panel, beta, c1),
-        || split::<T, NP, MR>(parts - left, alpha, a2, panel, beta, c2),
+        || split(level, left, alpha, a1, panel, w, beta, c1),
+        || split(level, parts - left, alpha, a2, panel, w, beta, c2),
     );
 }
 
-/// Sweeps `A` in blocks of `MR` rows against the packed panel, single-threaded.
-fn run<T: Float, const NP: usize, const MR: usize>(
+/// One row block of the product on the calling thread, at the level in force.
+struct Block<'a, T> {
     alpha: T,
-    a: ArrayView2<T>,
-    panel: &[T],
+    a: ArrayView2<'a, T>,
+    panel: &'a [T],
+    w: usize,
     beta: T,
-    mut c: ArrayViewMut2<T>,
-) {
-    let m = a.nrows();
-    let mut i0 = 0;
-    while i0 < m {
-        let rows = MR.min(m - i0);
-        let mut acc = [[T::zero(); NP]; MR];
-        if rows == MR {
-            micro::<T, NP, MR>(&a, i0, panel, &mut acc);
-        } else {
-            for r in 0..rows {
-                micro::<T, NP, 1>(&a, i0 + r, panel, (&mut acc[r..r + 1]).try_into().unwrap());
-            }
+    c: ArrayViewMut2<'a, T>,
+}
+
+impl<T: Float> Kernel<T> for Block<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        // Register blocking per vector width: about 12 accumulators with 16 registers,
+        // 24 with AVX-512's 32.
+        match (V::LANES, self.w / V::LANES) {
+            (16, 1) => sweep::<V, 1, 12>(self),
+            (16, _) => sweep::<V, 2, 12>(self),
+            (8, 1) => sweep::<V, 1, 8>(self),
+            (8, 2) => sweep::<V, 2, 6>(self),
+            (8, 3) => sweep::<V, 3, 4>(self),
+            (8, _) => sweep::<V, 4, 3>(self),
+            (_, 8) => sweep::<V, 8, 4>(self),
+            (_, 16) => sweep::<V, 16, 4>(self),
+            (_, 24) => sweep::<V, 24, 4>(self),
+            (_, _) => sweep::<V, 32, 4>(self),
         }
-        for (r, acc_row) in acc.iter().enumerate().take(rows) {
-            let mut c_row = c.row_mut(i0 + r);
-            for (j, cj) in c_row.iter_mut().enumerate() {
-                *cj = if beta == T::zero() {
-                    alpha * acc_row[j]
-                } else {
-                    alpha * acc_row[j] + beta * *cj
-                };
-            }
-        }
-        i0 += rows;
     }
 }
 
-/// `acc[r][:] += sum_p A[i0 + r, p] * panel[p, :]` for `r < MR`.
+/// Sweeps `A` in blocks of `MR` rows against every column block of the panel.
 #[inline(always)]
-fn micro<T: Float, const NP: usize, const MR: usize>(
-    a: &ArrayView2<T>,
+fn sweep<V: Vector, const NV: usize, const MR: usize>(blk: Block<'_, V::E>) {
+    let Block {
+        alpha,
+        a,
+        panel,
+        w,
+        beta,
+        mut c,
+    } = blk;
+    let (m, k) = a.dim();
+    let n = c.ncols();
+    debug_assert_eq!(w, NV * V::LANES);
+    let zero = V::E::zero();
+    for (jb, block) in panel.chunks_exact(k * w).enumerate() {
+        let j0 = jb * w;
+        let cols = w.min(n - j0);
+        let mut i0 = 0;
+        while i0 < m {
+            let rows = MR.min(m - i0);
+            let mut acc = [[V::splat(zero); NV]; MR];
+            if rows == MR {
+                micro::<V, NV, MR>(&a, i0, block, &mut acc);
+            } else {
+                for (r, acc_row) in acc.iter_mut().enumerate().take(rows) {
+                    let mut one = [[V::splat(zero); NV]; 1];
+                    micro::<V, NV, 1>(&a, i0 + r, block, &mut one);
+                    *acc_row = one[0];
+                }
+            }
+            let mut out = [zero; 32];
+            for (r, acc_row) in acc.iter().enumerate().take(rows) {
+                for (q, v) in acc_row.iter().enumerate() {
+                    // SAFETY: q * LANES + LANES <= w <= 32.
+                    unsafe { v.store(out.as_mut_ptr().add(q * V::LANES)) };
+                }
+                let mut c_row = c.row_mut(i0 + r);
+                for (j, &v) in out.iter().enumerate().take(cols) {
+                    let cj = &mut c_row[j0 + j];
+                    *cj = if beta == zero {
+                        alpha * v
+                    } else {
+                        alpha * v + beta * *cj
+                    };
+                }
+            }
+            i0 += rows;
+        }
+    }
+}
+
+/// `acc[r][:] += sum_p A[i0 + r, p] * block[p, :]` for `r < MR`.
+#[inline(always)]
+fn micro<V: Vector, const NV: usize, const MR: usize>(
+    a: &ArrayView2<V::E>,
     i0: usize,
-    panel: &[T],
-    acc: &mut [[T; NP]; MR],
+    block: &[V::E],
+    acc: &mut [[V; NV]; MR],
 ) {
     let k = a.ncols();
+    let w = NV * V::LANES;
     let [rsa, csa] = [a.strides()[0], a.strides()[1]];
     let base = a.as_ptr();
-    for (p, brow) in panel.chunks_exact(NP).enumerate().take(k) {
+    for p in 0..k {
+        let mut b = [V::splat(V::E::zero()); NV];
+        for (q, bq) in b.iter_mut().enumerate() {
+            // SAFETY: p < k, so row p of the block holds w = NV * LANES values.
+            *bq = unsafe { V::load(block.as_ptr().add(p * w + q * V::LANES)) };
+        }
         for (r, acc_row) in acc.iter_mut().enumerate() {
             // SAFETY: i0 + r < m and p < k, inside the view `a`.
-            let av = unsafe { *base.offset((i0 + r) as isize * rsa + p as isize * csa) };
-            for j in 0..NP {
-                acc_row[j] = av.fmadd(brow[j], acc_row[j]);
+            let av = V::splat(unsafe { *base.offset((i0 + r) as isize * rsa + p as isize * csa) });
+            for q in 0..NV {
+                acc_row[q] = av.mul_add(b[q], acc_row[q]);
             }
         }
     }

@@ -1,16 +1,15 @@
 //! Optimizers: Adam (as PyTorch computes it) and plain SGD, updating parameters in place.
 
-use ndarray::{Array2, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 use vae_autograd::{Float, Tape, Var};
+use vae_linalg::elementwise::adam;
+use vae_linalg::simd::AdamStep;
 
 /// Updates parameters from the gradients of the last backward sweep.
 pub trait Optimizer<T: Float> {
     /// One update of `params` (parameters the sweep did not reach are left alone).
     fn step(&mut self, tape: &mut Tape<T>, params: &[Var]);
 }
-
-/// Below this many elements an update runs on the calling thread.
-const PAR_MIN_LEN: usize = 1 << 15;
 
 /// Adam's hyper-parameters (PyTorch's defaults but for `lr`, which has none there).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,29 +38,59 @@ impl Default for AdamConfig {
     }
 }
 
-/// Adam with bias correction, computed in the same order as `torch.optim.Adam`.
+/// Adam with bias correction, computed in the same order as `torch.optim.Adam`. The moments
+/// of every parameter live in one flat buffer each; a step runs the fused SIMD kernel
+/// (`vae_linalg::simd::AdamUpdate`: weight, gradient and both moments in one pass) over each
+/// parameter, a large one cut into one contiguous chunk per thread. A step allocates nothing.
 #[derive(Clone, Debug)]
 pub struct Adam<T> {
     /// Hyper-parameters.
     pub config: AdamConfig,
     /// Updates done so far.
     pub steps: u64,
-    /// First moments, one per parameter in the order given to `step`.
-    pub m: Vec<Array2<T>>,
-    /// Second moments.
-    pub v: Vec<Array2<T>>,
+    /// First moments of every parameter, concatenated in the order given to `new`.
+    pub m: Vec<T>,
+    /// Second moments, laid out as `m`.
+    pub v: Vec<T>,
+    /// Shape of each parameter, and where its moments start.
+    layout: Vec<((usize, usize), usize)>,
 }
 
 impl<T: Float> Adam<T> {
     /// Fresh state (zero moments) for `params`.
     pub fn new(config: AdamConfig, tape: &Tape<T>, params: &[Var]) -> Self {
-        let zeros = || params.iter().map(|&p| Array2::zeros(tape.dim(p))).collect();
+        let mut layout = Vec::with_capacity(params.len());
+        let mut total = 0;
+        for &p in params {
+            let dim = tape.dim(p);
+            layout.push((dim, total));
+            total += dim.0 * dim.1;
+        }
         Adam {
             config,
             steps: 0,
-            m: zeros(),
-            v: zeros(),
+            m: vec![T::zero(); total],
+            v: vec![T::zero(); total],
+            layout,
         }
+    }
+
+    /// The first and second moments of parameter `i` (in the order given to `new`).
+    pub fn moments(&self, i: usize) -> (ArrayView2<'_, T>, ArrayView2<'_, T>) {
+        let (dim, at) = self.layout[i];
+        let r = at..at + dim.0 * dim.1;
+        let m = ArrayView2::from_shape(dim, &self.m[r.clone()]).expect("laid out by new");
+        let v = ArrayView2::from_shape(dim, &self.v[r]).expect("laid out by new");
+        (m, v)
+    }
+
+    /// The moments of parameter `i`, mutably (to restore a checkpoint).
+    pub fn moments_mut(&mut self, i: usize) -> (ArrayViewMut2<'_, T>, ArrayViewMut2<'_, T>) {
+        let (dim, at) = self.layout[i];
+        let r = at..at + dim.0 * dim.1;
+        let m = ArrayViewMut2::from_shape(dim, &mut self.m[r.clone()]).expect("laid out by new");
+        let v = ArrayViewMut2::from_shape(dim, &mut self.v[r]).expect("laid out by new");
+        (m, v)
     }
 }
 
@@ -69,34 +98,33 @@ impl<T: Float> Optimizer<T> for Adam<T> {
     fn step(&mut self, tape: &mut Tape<T>, params: &[Var]) {
         assert_eq!(
             params.len(),
-            self.m.len(),
+            self.layout.len(),
             "Adam: state is for {} parameters",
-            self.m.len()
+            self.layout.len()
         );
         self.steps += 1;
         let c = self.config;
         let t = self.steps as i32;
-        let step_size = T::c(c.lr / (1.0 - c.beta1.powi(t)));
-        let bc2_sqrt = T::c((1.0 - c.beta2.powi(t)).sqrt());
-        let (b1, b2, eps, wd) = (T::c(c.beta1), T::c(c.beta2), T::c(c.eps), T::c(c.weight_decay));
-        let (one_b1, one_b2) = (T::one() - b1, T::one() - b2);
-        for (i, &p) in params.iter().enumerate() {
+        let h = AdamStep {
+            step_size: T::c(c.lr / (1.0 - c.beta1.powi(t))),
+            bc2_sqrt: T::c((1.0 - c.beta2.powi(t)).sqrt()),
+            beta1: T::c(c.beta1),
+            beta2: T::c(c.beta2),
+            eps: T::c(c.eps),
+            weight_decay: T::c(c.weight_decay),
+        };
+        for (&p, &(dim, at)) in params.iter().zip(&self.layout) {
             let (value, grad) = tape.param_and_grad_mut(p);
             let Some(grad) = grad else { continue };
-            let update = |w: &mut T, &g: &T, m: &mut T, v: &mut T| {
-                let g = if c.weight_decay != 0.0 { g + wd * *w } else { g };
-                *m = b1 * *m + one_b1 * g;
-                *v = b2 * *v + one_b2 * g * g;
-                let denom = v.sqrt() / bc2_sqrt + eps;
-                *w = *w - step_size * (*m / denom);
-            };
-            let parallel = value.len() >= PAR_MIN_LEN;
-            let z = Zip::from(value).and(grad).and(&mut self.m[i]).and(&mut self.v[i]);
-            if parallel {
-                z.par_for_each(update);
-            } else {
-                z.for_each(update);
-            }
+            assert_eq!(value.dim(), dim, "Adam: a parameter changed shape");
+            let r = at..at + value.len();
+            adam(
+                value.as_slice_mut().expect("parameters are contiguous"),
+                grad.as_slice().expect("gradients are contiguous"),
+                &mut self.m[r.clone()],
+                &mut self.v[r],
+                h,
+            );
         }
     }
 }

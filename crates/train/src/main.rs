@@ -43,6 +43,8 @@ fn wrote(path: std::path::PathBuf) {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // A VAE_SIMD the CPU cannot honour is refused here, not silently ignored.
+    vae_linalg::simd::level_from_env().map_err(anyhow::Error::msg)?;
     match cli.command {
         None => train(&cli.train, &mut Progress::new(Verbosity::Normal)).map(|_| ()),
         Some(Command::Train(a)) => train(&a, &mut Progress::new(Verbosity::Normal)).map(|_| ()),

@@ -283,8 +283,9 @@ fn restore(dir: &Path, model: &mut Vae<f32>, adam: &mut Adam<f32>) -> Result<()>
     for (i, (name, v)) in named.iter().enumerate() {
         let (r, c) = model.tape().dim(*v);
         *model.tape_mut().param_mut(*v) = state.matrix(&format!("model.{name}"), r, c)?;
-        adam.m[i] = state.matrix(&format!("adam.m.{name}"), r, c)?;
-        adam.v[i] = state.matrix(&format!("adam.v.{name}"), r, c)?;
+        let (mut m, mut v) = adam.moments_mut(i);
+        m.assign(&state.matrix(&format!("adam.m.{name}"), r, c)?);
+        v.assign(&state.matrix(&format!("adam.v.{name}"), r, c)?);
     }
     adam.steps = state
         .metadata
@@ -342,12 +343,14 @@ fn train_in_pool(
         .with_context(|| format!("writing {}", config_path.display()))?;
     let epochs = args.total_epochs();
     progress.line(&format!(
-        "{} {} ({} parameters) on {} images, testing on {}; run directory {}",
+        "{} {} ({} parameters) on {} images, testing on {}; {} threads, SIMD {}; run directory {}",
         if resume.is_some() { "resuming" } else { "training" },
         describe(&model),
         model.num_parameters(),
         batches.images_per_epoch(),
         test_split.len(),
+        rayon::current_num_threads(),
+        vae_linalg::simd::level(),
         run_dir.display()
     ));
     let n_batches = batches.batches_per_epoch();
@@ -507,7 +510,8 @@ fn save_checkpoint(
         name.insert_str(0, "model.");
     }
     for (i, (name, _)) in model.named_params().iter().enumerate() {
-        for (kind, state) in [("adam.m", &adam.m[i]), ("adam.v", &adam.v[i])] {
+        let (m, v) = adam.moments(i);
+        for (kind, state) in [("adam.m", m), ("adam.v", v)] {
             let shape = vec![state.nrows(), state.ncols()];
             tensors.push((format!("{kind}.{name}"), shape, state.iter().copied().collect()));
         }

@@ -62,6 +62,20 @@ fn out_of_range_flags_are_refused_by_name() {
 }
 
 #[test]
+fn an_unusable_simd_level_is_refused() {
+    let out = Command::new(BIN)
+        .env("VAE_SIMD", "sse9")
+        .args(["sample", "--run-dir", "/nonexistent"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("VAE_SIMD") && err.contains("avx512, avx2 or scalar"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_data_directory_without_the_files() {
     let empty = tmp("empty-data");
     std::fs::create_dir_all(&empty).unwrap();

@@ -1,99 +1,29 @@
 //! Elementwise ops: add, sub, mul, scale, neg, and the functions of one input
 //! (exp, log, square, activations, softplus, clamp).
 
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
+use vae_linalg::elementwise::{binary, scale, unary, unary_grad};
+use vae_linalg::simd::Binary;
 
 use super::Op;
 use crate::Float;
-use crate::kernels::{acc1, acc2, acc3, map1, map2};
 use crate::tape::{Grads, Tape, Values, Var};
 
-/// An elementwise function of one input.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Unary<T> {
-    Exp,
-    Log,
-    Square,
-    Relu,
-    LeakyRelu(T),
-    Sigmoid,
-    Tanh,
-    Softplus,
-    ClampMin(T),
+/// An elementwise function of one input (the SIMD kernels' own enum).
+pub(crate) use vae_linalg::simd::Unary;
+
+/// A value's elements as a slice (every value and gradient on the tape is contiguous).
+pub(crate) fn sl<T>(a: ArrayView2<'_, T>) -> &[T] {
+    a.to_slice().expect("tape values are standard-layout matrices")
 }
 
-/// The logistic function, stable for large |x| (vectorised for f32).
-#[inline(always)]
-pub(crate) fn sigmoid<T: Float>(x: T) -> T {
-    Float::sigmoid(x)
-}
-
-/// `log(1 + exp(x))`, stable for large |x| (vectorised for f32).
-#[inline(always)]
-pub(crate) fn softplus<T: Float>(x: T) -> T {
-    Float::softplus(x)
-}
-
-impl<T: Float> Unary<T> {
-    #[inline(always)]
-    fn forward(self, x: T) -> T {
-        match self {
-            Unary::Exp => x.exp(),
-            Unary::Log => x.ln(),
-            Unary::Square => x * x,
-            Unary::Relu => x.max(T::zero()),
-            Unary::LeakyRelu(s) => {
-                if x > T::zero() {
-                    x
-                } else {
-                    s * x
-                }
-            }
-            Unary::Sigmoid => sigmoid(x),
-            Unary::Tanh => x.tanh(),
-            Unary::Softplus => softplus(x),
-            Unary::ClampMin(c) => x.max(c),
-        }
-    }
-
-    /// d(output)/d(input) times the upstream gradient `g`, from the input `x` and output `y`.
-    #[inline(always)]
-    fn backward(self, g: T, x: T, y: T) -> T {
-        let zero = T::zero();
-        match self {
-            Unary::Exp => g * y,
-            Unary::Log => g / x,
-            Unary::Square => (g + g) * x,
-            Unary::Relu => {
-                if x > zero {
-                    g
-                } else {
-                    zero
-                }
-            }
-            Unary::LeakyRelu(s) => {
-                if x > zero {
-                    g
-                } else {
-                    s * g
-                }
-            }
-            Unary::Sigmoid => g * y * (T::one() - y),
-            Unary::Tanh => g * (T::one() - y * y),
-            Unary::Softplus => g * sigmoid(x),
-            Unary::ClampMin(c) => {
-                if x > c {
-                    g
-                } else {
-                    zero
-                }
-            }
-        }
-    }
+/// A buffer's elements as a mutable slice.
+pub(crate) fn sl_mut<T>(a: &mut Array2<T>) -> &mut [T] {
+    a.as_slice_mut().expect("tape buffers are standard-layout matrices")
 }
 
 impl<T: Float> Tape<T> {
-    fn binary(&mut self, op: Op<T>, a: Var, b: Var, name: &str, f: impl Fn(T, T) -> T + Sync + Send) -> Var {
+    fn binary(&mut self, op: Op<T>, a: Var, b: Var, name: &str, kind: Binary) -> Var {
         let dim = self.dim(a);
         assert_eq!(
             dim,
@@ -101,34 +31,36 @@ impl<T: Float> Tape<T> {
             "{name}: shapes differ ({dim:?} and {:?})",
             self.dim(b)
         );
-        self.record(op, dim, false, |out, v| map2(out, v.get(a), v.get(b), f))
+        self.record(op, dim, false, |out, v| {
+            binary(kind, sl(v.get(a)), sl(v.get(b)), sl_mut(out), false)
+        })
     }
 
     fn unary(&mut self, x: Var, f: Unary<T>) -> Var {
         self.record(Op::Unary(x, f), self.dim(x), false, |out, v| {
-            map1(out, v.get(x), |a| f.forward(a))
+            unary(f, sl(v.get(x)), sl_mut(out))
         })
     }
 
     /// `a + b` (same shapes).
     pub fn add(&mut self, a: Var, b: Var) -> Var {
-        self.binary(Op::Add(a, b), a, b, "add", |x, y| x + y)
+        self.binary(Op::Add(a, b), a, b, "add", Binary::Add)
     }
 
     /// `a - b` (same shapes).
     pub fn sub(&mut self, a: Var, b: Var) -> Var {
-        self.binary(Op::Sub(a, b), a, b, "sub", |x, y| x - y)
+        self.binary(Op::Sub(a, b), a, b, "sub", Binary::Sub)
     }
 
     /// `a * b`, elementwise (same shapes).
     pub fn mul(&mut self, a: Var, b: Var) -> Var {
-        self.binary(Op::Mul(a, b), a, b, "mul", |x, y| x * y)
+        self.binary(Op::Mul(a, b), a, b, "mul", Binary::Mul)
     }
 
     /// `c * x`.
     pub fn scale(&mut self, x: Var, c: T) -> Var {
         self.record(Op::Scale(x, c), self.dim(x), false, |out, v| {
-            map1(out, v.get(x), |a| c * a)
+            scale(c, sl(v.get(x)), sl_mut(out), false)
         })
     }
 
@@ -184,31 +116,33 @@ impl<T: Float> Tape<T> {
 }
 
 pub(super) fn add_backward<T: Float>(a: Var, b: Var, sign_b: T, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
+    let gs = g.as_slice().expect("gradients are contiguous");
     if vals.wants_grad(a) {
         let (ga, first) = grads.slot(a, g.dim());
-        acc1(ga, first, g.view(), |v| v);
+        scale(T::one(), gs, sl_mut(ga), !first);
     }
     if vals.wants_grad(b) {
         let (gb, first) = grads.slot(b, g.dim());
-        acc1(gb, first, g.view(), |v| sign_b * v);
+        scale(sign_b, gs, sl_mut(gb), !first);
     }
 }
 
 pub(super) fn mul_backward<T: Float>(a: Var, b: Var, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
+    let gs = g.as_slice().expect("gradients are contiguous");
     if vals.wants_grad(a) {
         let (ga, first) = grads.slot(a, g.dim());
-        acc2(ga, first, g.view(), vals.get(b), |gv, bv| gv * bv);
+        binary(Binary::Mul, gs, sl(vals.get(b)), sl_mut(ga), !first);
     }
     if vals.wants_grad(b) {
         let (gb, first) = grads.slot(b, g.dim());
-        acc2(gb, first, g.view(), vals.get(a), |gv, av| gv * av);
+        binary(Binary::Mul, gs, sl(vals.get(a)), sl_mut(gb), !first);
     }
 }
 
 pub(super) fn scale_backward<T: Float>(x: Var, c: T, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
     if vals.wants_grad(x) {
         let (gx, first) = grads.slot(x, g.dim());
-        acc1(gx, first, g.view(), |v| c * v);
+        scale(c, g.as_slice().expect("gradients are contiguous"), sl_mut(gx), !first);
     }
 }
 
@@ -222,8 +156,8 @@ pub(super) fn unary_backward<T: Float>(
 ) {
     if vals.wants_grad(x) {
         let (gx, first) = grads.slot(x, g.dim());
-        acc3(gx, first, g.view(), vals.get(x), y.view(), |gv, xv, yv| {
-            f.backward(gv, xv, yv)
-        });
+        let gs = g.as_slice().expect("gradients are contiguous");
+        let ys = y.as_slice().expect("values are contiguous");
+        unary_grad(f, gs, sl(vals.get(x)), ys, sl_mut(gx), !first);
     }
 }

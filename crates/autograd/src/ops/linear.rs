@@ -1,11 +1,11 @@
 //! Matrix product and row-broadcast bias: the dense layer's two halves.
 
-use ndarray::{ArrayView2, Zip};
-use vae_linalg::gemm;
+use ndarray::ArrayView2;
+use vae_linalg::{elementwise, gemm};
 
 use super::Op;
+use super::elementwise::{sl, sl_mut};
 use crate::Float;
-use crate::kernels::put;
 use crate::tape::{Grads, Tape, Values, Var};
 
 fn op<T>(v: ArrayView2<'_, T>, transpose: bool) -> ArrayView2<'_, T> {
@@ -46,11 +46,7 @@ impl<T: Float> Tape<T> {
             self.dim(bias)
         );
         self.record(Op::AddBias { x, bias }, (m, n), false, |out, v| {
-            let b = v.get(bias);
-            Zip::from(out)
-                .and(&v.get(x))
-                .and_broadcast(&b)
-                .for_each(|o, &xv, &bv| *o = xv + bv);
+            elementwise::add_bias(sl(v.get(x)), sl(v.get(bias)), sl_mut(out))
         })
     }
 }
@@ -95,23 +91,13 @@ pub(super) fn add_bias_backward<T: Float>(
     vals: &Values<T>,
     grads: &mut Grads<T>,
 ) {
+    let gs = g.as_slice().expect("gradients are contiguous");
     if vals.wants_grad(x) {
         let (gx, first) = grads.slot(x, g.dim());
-        crate::kernels::acc1(gx, first, g.view(), |v| v);
+        elementwise::scale(T::one(), gs, sl_mut(gx), !first);
     }
     if vals.wants_grad(bias) {
         let (gb, first) = grads.slot(bias, (1, g.ncols()));
-        column_sums_into(gb, first, g.view());
-    }
-}
-
-/// `dst[0, j] (+)= sum_i src[i, j]`, rows added in order (deterministic).
-pub(crate) fn column_sums_into<T: Float>(dst: &mut ndarray::Array2<T>, first: bool, src: ArrayView2<T>) {
-    let mut d = dst.row_mut(0);
-    if first {
-        d.fill(T::zero());
-    }
-    for row in src.rows() {
-        Zip::from(&mut d).and(&row).for_each(|o, &s| put(o, s, false));
+        elementwise::column_sums(gs, sl_mut(gb), !first);
     }
 }

@@ -6,7 +6,7 @@ use ndarray::{Array2, Axis};
 use super::Op;
 use crate::Float;
 use crate::kernels::{acc1, acc3};
-use crate::ops::linear::column_sums_into;
+use crate::ops::elementwise::{sl, sl_mut};
 use crate::tape::{Grads, Tape, Values, Var};
 
 /// The shape left after reducing `dim` along `axis` (kept 2-D).
@@ -26,7 +26,7 @@ impl<T: Float> Tape<T> {
         self.record(Op::Sum(x), dim, false, |out, v| {
             let xv = v.get(x);
             if axis.index() == 0 {
-                column_sums_into(out, true, xv);
+                vae_linalg::elementwise::column_sums(sl(xv), sl_mut(out), false);
             } else {
                 for (o, row) in out.iter_mut().zip(xv.rows()) {
                     *o = row.iter().fold(T::zero(), |s, &a| s + a);

@@ -1,0 +1,211 @@
+//! The elementwise kernels of `simd` over contiguous slices, split across rayon's pool in
+//! contiguous chunks (one per thread) when they are long enough to repay it. Every element
+//! is computed independently, and row reductions stay within a row, so results never depend
+//! on the thread count.
+
+use rayon::prelude::*;
+
+use crate::Float;
+use crate::simd::{
+    AdamStep, AdamUpdate, AddBias, BernoulliGrad, BernoulliRows, Binary, BinaryMap, ColumnSums, GaussianGrad,
+    GaussianRows, KlGradLogvar, KlNormal, Unary, UnaryGrad, UnaryMap, dispatch,
+};
+
+/// Below this many elements a kernel runs on the calling thread.
+pub const PAR_MIN_LEN: usize = 1 << 15;
+
+/// How many contiguous chunks of `align`-element units to cut `len` elements of work into.
+fn chunk(len: usize, work: usize, align: usize) -> usize {
+    let parts = if work < PAR_MIN_LEN {
+        1
+    } else {
+        rayon::current_num_threads().min(work / (PAR_MIN_LEN / 4)).max(1)
+    };
+    let units = len.div_ceil(align.max(1));
+    units.div_ceil(parts).max(1) * align.max(1)
+}
+
+/// Runs `f` on matching chunks of `out` and `ins` (chunk length a multiple of `align`), in
+/// parallel when the work is large.
+fn split<T: Float, const K: usize>(
+    out: &mut [T],
+    ins: [&[T]; K],
+    align: usize,
+    f: impl Fn(&mut [T], [&[T]; K]) + Sync + Send,
+) {
+    let len = chunk(out.len(), out.len(), align);
+    if len >= out.len() {
+        return f(out, ins);
+    }
+    out.par_chunks_mut(len).enumerate().for_each(|(i, o)| {
+        let r = i * len..i * len + o.len();
+        f(o, core::array::from_fn(|j| &ins[j][r.clone()]));
+    });
+}
+
+/// `out = f(x)`.
+pub fn unary<T: Float>(f: Unary<T>, x: &[T], out: &mut [T]) {
+    split(out, [x], 16, |out, [x]| dispatch(UnaryMap { f, x, out }));
+}
+
+/// `out (+)= g * f'(x)`, from the forward input `x` and output `y`.
+pub fn unary_grad<T: Float>(f: Unary<T>, g: &[T], x: &[T], y: &[T], out: &mut [T], acc: bool) {
+    split(out, [g, x, y], 16, |out, [g, x, y]| {
+        dispatch(UnaryGrad { f, g, x, y, out, acc })
+    });
+}
+
+/// `out (+)= a op b`.
+pub fn binary<T: Float>(op: Binary, a: &[T], b: &[T], out: &mut [T], acc: bool) {
+    split(out, [a, b], 16, |out, [a, b]| {
+        dispatch(BinaryMap { op, a, b, out, acc })
+    });
+}
+
+/// `out (+)= c * x`.
+pub fn scale<T: Float>(c: T, x: &[T], out: &mut [T], acc: bool) {
+    if acc {
+        split(out, [x], 16, |out, [x]| {
+            dispatch(UnaryGrad {
+                f: Unary::Scale(c),
+                g: x,
+                x,
+                y: x,
+                out,
+                acc,
+            })
+        });
+    } else {
+        unary(Unary::Scale(c), x, out);
+    }
+}
+
+/// `out[i, :] = x[i, :] + bias` for a row-major `x` of `bias.len()` columns.
+pub fn add_bias<T: Float>(x: &[T], bias: &[T], out: &mut [T]) {
+    let n = bias.len().max(1);
+    let len = chunk(out.len() / n, out.len(), 1) * n;
+    if len >= out.len() {
+        return dispatch(AddBias { x, bias, out });
+    }
+    out.par_chunks_mut(len)
+        .zip(x.par_chunks(len))
+        .for_each(|(out, x)| dispatch(AddBias { x, bias, out }));
+}
+
+/// `dst (+)= sum over the rows of src` (row-major, `dst.len()` columns), rows in order.
+pub fn column_sums<T: Float>(src: &[T], dst: &mut [T], acc: bool) {
+    dispatch(ColumnSums { src, dst, acc });
+}
+
+/// Per row: `sum_j softplus(l) - t * l` (the Bernoulli negative log-likelihood of targets
+/// `t` in [0, 1] under logits `l`; `n` columns).
+pub fn bernoulli_nll_rows<T: Float>(logits: &[T], target: &[T], n: usize, out: &mut [T]) {
+    let rows = chunk(out.len(), logits.len(), 1);
+    if rows >= out.len() {
+        return dispatch(BernoulliRows { logits, target, n, out });
+    }
+    let len = rows * n.max(1);
+    out.par_chunks_mut(rows)
+        .zip(logits.par_chunks(len).zip(target.par_chunks(len)))
+        .for_each(|(out, (logits, target))| dispatch(BernoulliRows { logits, target, n, out }));
+}
+
+/// `out[i, j] (+)= g[i] * (sigmoid(l[i, j]) - t[i, j])`.
+pub fn bernoulli_nll_grad<T: Float>(g: &[T], logits: &[T], target: &[T], out: &mut [T], acc: bool) {
+    let n = logits.len() / g.len().max(1);
+    let rows = chunk(g.len(), logits.len(), 1);
+    let len = rows * n.max(1);
+    if len >= out.len() {
+        return dispatch(BernoulliGrad {
+            g,
+            logits,
+            target,
+            out,
+            acc,
+        });
+    }
+    out.par_chunks_mut(len)
+        .zip(g.par_chunks(rows))
+        .zip(logits.par_chunks(len).zip(target.par_chunks(len)))
+        .for_each(|((out, g), (logits, target))| {
+            dispatch(BernoulliGrad {
+                g,
+                logits,
+                target,
+                out,
+                acc,
+            })
+        });
+}
+
+/// Per row: the Gaussian negative log-likelihood (see [`GaussianRows`]).
+pub fn gaussian_nll_rows<T: Float>(mean: &[T], target: &[T], logvar: &[T], n: usize, range: (T, T), out: &mut [T]) {
+    dispatch(GaussianRows {
+        mean,
+        target,
+        logvar,
+        n,
+        range,
+        out,
+    });
+}
+
+/// One gradient of the Gaussian negative log-likelihood (see [`GaussianGrad`]; `wrt`: 0 the
+/// mean, 1 the target, 2 the log-variance).
+#[allow(clippy::too_many_arguments)]
+pub fn gaussian_nll_grad<T: Float>(
+    g: &[T],
+    mean: &[T],
+    target: &[T],
+    logvar: &[T],
+    n: usize,
+    range: (T, T),
+    wrt: usize,
+    out: &mut [T],
+    acc: bool,
+) {
+    dispatch(GaussianGrad {
+        g,
+        mean,
+        target,
+        logvar,
+        n,
+        range,
+        wrt,
+        out,
+        acc,
+    });
+}
+
+/// Elementwise KL divergence of N(mu, exp(lv)) from N(0, 1) (see [`KlNormal`]).
+pub fn kl_normal<T: Float>(mu: &[T], logvar: &[T], range: (T, T), out: &mut [T]) {
+    split(out, [mu, logvar], 16, |out, [mu, logvar]| {
+        dispatch(KlNormal { mu, logvar, range, out })
+    });
+}
+
+/// The KL term's gradient with respect to the log-variance (see [`KlGradLogvar`]).
+pub fn kl_normal_grad_logvar<T: Float>(g: &[T], logvar: &[T], range: (T, T), out: &mut [T], acc: bool) {
+    split(out, [g, logvar], 16, |out, [g, logvar]| {
+        dispatch(KlGradLogvar {
+            g,
+            logvar,
+            range,
+            out,
+            acc,
+        })
+    });
+}
+
+/// One Adam update of `w` from its gradient `g` and moments `m`, `v` (see [`AdamUpdate`]),
+/// in contiguous chunks across the pool.
+pub fn adam<T: Float>(w: &mut [T], g: &[T], m: &mut [T], v: &mut [T], h: AdamStep<T>) {
+    let len = chunk(w.len(), w.len(), 16);
+    if len >= w.len() {
+        return dispatch(AdamUpdate { w, g, m, v, h });
+    }
+    w.par_chunks_mut(len)
+        .zip(g.par_chunks(len))
+        .zip(m.par_chunks_mut(len).zip(v.par_chunks_mut(len)))
+        .for_each(|((w, g), (m, v))| dispatch(AdamUpdate { w, g, m, v, h }));
+}

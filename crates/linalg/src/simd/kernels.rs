@@ -1,0 +1,857 @@
+//! The elementwise kernels of a VAE step, each written once over [`Vector`]: activations and
+//! their derivatives, bias add and column sums, the Bernoulli and Gaussian loss rows, the KL
+//! term, and Adam. None uses fused multiply-add, and every reduction adds in 16 fixed lanes
+//! combined in a fixed order, so a kernel gives bitwise the same result at every level.
+//! Each is called on contiguous slices; splitting across threads is the caller's
+//! (`crate::elementwise`).
+
+use num_traits::Zero;
+
+use super::{Kernel, Vector};
+use crate::Float;
+
+/// Lanes of every row reduction (a multiple of every vector width).
+pub const REDUCE_LANES: usize = 16;
+
+#[inline(always)]
+fn c<V: Vector>(x: f64) -> V {
+    V::splat(V::E::c(x))
+}
+
+/// A lanewise function of `K` inputs: what [`zip`] and [`lane_sum`] apply. (A trait with
+/// `#[inline(always)]` methods rather than a closure: a closure is compiled on its own,
+/// without the caller's `#[target_feature]`, and would leave every intrinsic a call.)
+pub trait Lanewise<V: Vector, const K: usize> {
+    /// The function.
+    fn apply(&self, x: [V; K]) -> V;
+}
+
+/// Defines a [`Lanewise`] function with up to three constant parameters (`[T; 3]`).
+macro_rules! lanewise {
+    ($(#[$doc:meta])* $name:ident, $k:literal, |$p:pat_param, [$($a:ident),*]| $body:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name<T>(pub [T; 3]);
+
+        impl<V: Vector> Lanewise<V, $k> for $name<V::E> {
+            #[inline(always)]
+            #[allow(unused_variables)]
+            fn apply(&self, [$($a),*]: [V; $k]) -> V {
+                let $p = [V::splat(self.0[0]), V::splat(self.0[1]), V::splat(self.0[2])];
+                $body
+            }
+        }
+    };
+}
+
+/// Parameters `[a, b, c]` of a [`lanewise!`] function.
+#[inline(always)]
+fn p<T: Float>(a: T, b: T, c: T) -> [T; 3] {
+    [a, b, c]
+}
+
+/// No parameters.
+#[inline(always)]
+fn p0<T: Float>() -> [T; 3] {
+    [T::zero(); 3]
+}
+
+/// Loads `K` vectors at element `i` of each input.
+///
+/// # Safety
+/// Every input must hold `i + LANES` values.
+#[inline(always)]
+unsafe fn load_k<V: Vector, const K: usize>(ins: &[&[V::E]; K], i: usize) -> [V; K] {
+    let mut a = [V::splat(V::E::zero()); K];
+    for j in 0..K {
+        // SAFETY: the caller's contract.
+        a[j] = unsafe { V::load(ins[j].as_ptr().add(i)) };
+    }
+    a
+}
+
+/// `out[i] = f(ins[0][i], ..)`, or `out[i] += f(..)` when `acc`. The tail shorter than a
+/// vector runs through zero-padded buffers, so every element sees the same arithmetic.
+#[inline(always)]
+fn zip<V: Vector, const K: usize>(ins: [&[V::E]; K], out: &mut [V::E], acc: bool, f: &impl Lanewise<V, K>) {
+    let n = out.len();
+    for x in &ins {
+        assert_eq!(x.len(), n, "kernel operands differ in length");
+    }
+    let l = V::LANES;
+    let mut i = 0;
+    while i + l <= n {
+        // SAFETY: i + l <= n, the length of every operand.
+        unsafe {
+            let mut r = f.apply(load_k(&ins, i));
+            if acc {
+                r = V::load(out.as_ptr().add(i)).add(r);
+            }
+            r.store(out.as_mut_ptr().add(i));
+        }
+        i += l;
+    }
+    if i < n {
+        let rem = n - i;
+        let zero = V::E::zero();
+        let mut bufs = [[zero; REDUCE_LANES]; K];
+        for (b, x) in bufs.iter_mut().zip(&ins) {
+            b[..rem].copy_from_slice(&x[i..]);
+        }
+        let padded: [&[V::E]; K] = core::array::from_fn(|j| &bufs[j][..]);
+        let mut o = [zero; REDUCE_LANES];
+        o[..rem].copy_from_slice(&out[i..]);
+        // SAFETY: the buffers hold REDUCE_LANES >= LANES values.
+        unsafe {
+            let mut r = f.apply(load_k(&padded, 0));
+            if acc {
+                r = V::load(o.as_ptr()).add(r);
+            }
+            r.store(o.as_mut_ptr());
+        }
+        out[i..].copy_from_slice(&o[..rem]);
+    }
+}
+
+/// `sum_i f(ins[0][i], ..)` in [`REDUCE_LANES`] interleaved lanes (element `i` goes to lane
+/// `i % 16`), the lanes then added in order 0..16.
+#[inline(always)]
+fn lane_sum<V: Vector, const K: usize>(ins: [&[V::E]; K], f: &impl Lanewise<V, K>) -> V::E {
+    let n = ins[0].len();
+    for x in &ins {
+        assert_eq!(x.len(), n, "kernel operands differ in length");
+    }
+    let (l, per) = (V::LANES, REDUCE_LANES / V::LANES);
+    let zero = V::E::zero();
+    let mut acc = [V::splat(zero); REDUCE_LANES];
+    let mut i = 0;
+    while i + REDUCE_LANES <= n {
+        for (q, a) in acc.iter_mut().enumerate().take(per) {
+            // SAFETY: i + q * l + l <= i + 16 <= n.
+            let v = unsafe { f.apply(load_k(&ins, i + q * l)) };
+            *a = a.add(v);
+        }
+        i += REDUCE_LANES;
+    }
+    if i < n {
+        let rem = n - i;
+        let mut bufs = [[zero; REDUCE_LANES]; K];
+        for (b, x) in bufs.iter_mut().zip(&ins) {
+            b[..rem].copy_from_slice(&x[i..]);
+        }
+        let padded: [&[V::E]; K] = core::array::from_fn(|j| &bufs[j][..]);
+        let mut index = [zero; REDUCE_LANES];
+        for (j, x) in index.iter_mut().enumerate() {
+            *x = V::E::c(j as f64);
+        }
+        let limit = V::splat(V::E::c(rem as f64));
+        for (q, a) in acc.iter_mut().enumerate().take(per) {
+            // SAFETY: the buffers hold 16 values and q * l + l <= 16.
+            unsafe {
+                let v = f.apply(load_k(&padded, q * l));
+                let idx = V::load(index.as_ptr().add(q * l));
+                *a = a.add(V::select_gt(limit, idx, v, V::splat(zero)));
+            }
+        }
+    }
+    let mut lanes = [zero; REDUCE_LANES];
+    for (q, a) in acc.iter().enumerate().take(per) {
+        // SAFETY: q * l + l <= 16.
+        unsafe { a.store(lanes.as_mut_ptr().add(q * l)) };
+    }
+    lanes.iter().fold(zero, |s, &v| s + v)
+}
+
+/// The logistic function `1 / (1 + exp(-x))`, stable for large |x|.
+#[inline(always)]
+pub fn sigmoid<V: Vector>(x: V) -> V {
+    let e = x.abs().neg().exp();
+    let s = c::<V>(1.0).div(c::<V>(1.0).add(e));
+    V::select_gt(c(0.0), x, e.mul(s), s)
+}
+
+/// `ln(1 + exp(x))`, stable for large |x|.
+#[inline(always)]
+pub fn softplus<V: Vector>(x: V) -> V {
+    c::<V>(0.0).max(x).add(x.abs().neg().exp().ln_1p_unit())
+}
+
+/// `tanh(x)`: an odd Taylor polynomial to x^11 below |x| = 0.3 (truncation below 1e-9
+/// relative), `(1 - e) / (1 + e)` with `e = exp(-2|x|)` above, the sign restored.
+#[inline(always)]
+pub fn tanh<V: Vector>(x: V) -> V {
+    let a = x.abs();
+    let e = a.mul(c(-2.0)).exp();
+    let big = c::<V>(1.0).sub(e).div(c::<V>(1.0).add(e));
+    let a2 = a.mul(a);
+    let mut p = c::<V>(-1382.0 / 155_925.0);
+    for k in [62.0 / 2835.0, -17.0 / 315.0, 2.0 / 15.0, -1.0 / 3.0, 1.0] {
+        p = p.mul(a2).add(c(k));
+    }
+    let y = V::select_gt(c(0.3), a, a.mul(p), big);
+    V::select_gt(c(0.0), x, y.neg(), y)
+}
+
+lanewise!(
+    /// `exp(x)`.
+    ExpF, 1, |_, [x]| x.exp()
+);
+lanewise!(
+    /// `ln(x)`.
+    LogF, 1, |_, [x]| x.ln()
+);
+lanewise!(
+    /// `x * x`.
+    SquareF, 1, |_, [x]| x.mul(x)
+);
+lanewise!(
+    /// `max(0, x)` (NaN propagates).
+    ReluF, 1, |[zero, _, _], [x]| zero.max(x)
+);
+lanewise!(
+    /// `x` if positive, else `s * x`.
+    LeakyReluF, 1, |[s, zero, _], [x]| V::select_gt(x, zero, x, x.mul(s))
+);
+lanewise!(
+    /// The logistic function.
+    SigmoidF, 1, |_, [x]| sigmoid(x)
+);
+lanewise!(
+    /// `tanh(x)`.
+    TanhF, 1, |_, [x]| tanh(x)
+);
+lanewise!(
+    /// `ln(1 + exp(x))`.
+    SoftplusF, 1, |_, [x]| softplus(x)
+);
+lanewise!(
+    /// `max(c, x)`.
+    ClampMinF, 1, |[m, _, _], [x]| m.max(x)
+);
+lanewise!(
+    /// `s * x`.
+    ScaleF, 1, |[s, _, _], [x]| s.mul(x)
+);
+lanewise!(
+    /// `x`.
+    CopyF, 1, |_, [x]| x
+);
+lanewise!(
+    /// `g * y` (exp's derivative from its output).
+    ExpG, 3, |_, [g, x, y]| g.mul(y)
+);
+lanewise!(
+    /// `g / x`.
+    LogG, 3, |_, [g, x, y]| g.div(x)
+);
+lanewise!(
+    /// `(g + g) * x`.
+    SquareG, 3, |_, [g, x, y]| g.add(g).mul(x)
+);
+lanewise!(
+    /// `g` where `x > 0`, else 0.
+    ReluG, 3, |[zero, _, _], [g, x, y]| V::select_gt(x, zero, g, zero)
+);
+lanewise!(
+    /// `g` where `x > 0`, else `s * g`.
+    LeakyReluG, 3, |[s, zero, _], [g, x, y]| V::select_gt(x, zero, g, s.mul(g))
+);
+lanewise!(
+    /// `g * y * (1 - y)`.
+    SigmoidG, 3, |[one, _, _], [g, x, y]| g.mul(y).mul(one.sub(y))
+);
+lanewise!(
+    /// `g * (1 - y * y)`.
+    TanhG, 3, |[one, _, _], [g, x, y]| g.mul(one.sub(y.mul(y)))
+);
+lanewise!(
+    /// `g * sigmoid(x)`.
+    SoftplusG, 3, |_, [g, x, y]| g.mul(sigmoid(x))
+);
+lanewise!(
+    /// `g` where `x > c`, else 0.
+    ClampMinG, 3, |[m, zero, _], [g, x, y]| V::select_gt(x, m, g, zero)
+);
+lanewise!(
+    /// `s * g`.
+    ScaleG, 3, |[s, _, _], [g, x, y]| s.mul(g)
+);
+lanewise!(
+    /// `a + b`.
+    AddF, 2, |_, [a, b]| a.add(b)
+);
+lanewise!(
+    /// `a - b`.
+    SubF, 2, |_, [a, b]| a.sub(b)
+);
+lanewise!(
+    /// `a * b`.
+    MulF, 2, |_, [a, b]| a.mul(b)
+);
+lanewise!(
+    /// `softplus(l) - t * l`: one pixel's Bernoulli negative log-likelihood.
+    BernoulliF, 2, |_, [l, t]| softplus(l).sub(t.mul(l))
+);
+lanewise!(
+    /// `g * (sigmoid(l) - t)`.
+    BernoulliG, 2, |[g, _, _], [l, t]| g.mul(sigmoid(l).sub(t))
+);
+lanewise!(
+    /// `0.5 (ln 2 pi + lv + (t - m)^2 exp(-lv))`, `lv` clamped to `[lo, hi]`.
+    GaussianF, 3, |[lo, hi, _], [m, t, lv]| {
+        let lv = clamp(lv, lo, hi);
+        let d = t.sub(m);
+        c::<V>(0.5).mul(c::<V>(1.837_877_066_409_345_5).add(lv).add(d.mul(d).mul(lv.neg().exp())))
+    }
+);
+lanewise!(
+    /// `gs (t - m) exp(-lv)`: the mean's (gs = -g) or target's (gs = g) gradient.
+    GaussianMeanG, 3, |[gs, lo, hi], [m, t, lv]| gs.mul(t.sub(m)).mul(clamp(lv, lo, hi).neg().exp())
+);
+lanewise!(
+    /// `g 0.5 (1 - (t - m)^2 exp(-lv))`, zero where `lv` was clamped.
+    GaussianLogvarG, 3, |[g, lo, hi], [m, t, lv]| {
+        let l = clamp(lv, lo, hi);
+        let d = t.sub(m);
+        inside(lv, lo, hi, g.mul(c(0.5)).mul(c::<V>(1.0).sub(d.mul(d).mul(l.neg().exp()))))
+    }
+);
+lanewise!(
+    /// `-0.5 (1 + lv - mu^2 - exp(lv))`, `lv` clamped.
+    KlF, 2, |[lo, hi, _], [m, lv]| {
+        let lv = clamp(lv, lo, hi);
+        c::<V>(-0.5).mul(c::<V>(1.0).add(lv).sub(m.mul(m)).sub(lv.exp()))
+    }
+);
+lanewise!(
+    /// `g 0.5 (exp(lv) - 1)`, zero where `lv` was clamped.
+    KlLogvarG, 2, |[lo, hi, _], [g, lv]| {
+        let l = clamp(lv, lo, hi);
+        inside(lv, lo, hi, g.mul(c(0.5)).mul(l.exp().sub(c(1.0))))
+    }
+);
+
+/// An elementwise function of one input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary<T> {
+    /// `exp(x)`.
+    Exp,
+    /// `ln(x)`.
+    Log,
+    /// `x * x`.
+    Square,
+    /// `max(x, 0)` (NaN propagates); the derivative at 0 is 0.
+    Relu,
+    /// `x` for positive `x`, `slope * x` otherwise.
+    LeakyRelu(T),
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// `ln(1 + exp(x))`.
+    Softplus,
+    /// `max(x, c)`; the derivative at `x == c` is 0.
+    ClampMin(T),
+    /// `c * x`.
+    Scale(T),
+}
+
+/// `out = f(x)`.
+pub struct UnaryMap<'a, T> {
+    /// The function.
+    pub f: Unary<T>,
+    /// Input.
+    pub x: &'a [T],
+    /// Output, as long as `x`.
+    pub out: &'a mut [T],
+}
+
+impl<T: Float> Kernel<T> for UnaryMap<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let UnaryMap { f, x, out } = self;
+        let (zero, one) = (T::zero(), T::one());
+        match f {
+            Unary::Exp => zip::<V, _>([x], out, false, &ExpF(p0())),
+            Unary::Log => zip::<V, _>([x], out, false, &LogF(p0())),
+            Unary::Square => zip::<V, _>([x], out, false, &SquareF(p0())),
+            Unary::Relu => zip::<V, _>([x], out, false, &ReluF(p0())),
+            Unary::LeakyRelu(s) => zip::<V, _>([x], out, false, &LeakyReluF(p(s, zero, zero))),
+            Unary::Sigmoid => zip::<V, _>([x], out, false, &SigmoidF(p0())),
+            Unary::Tanh => zip::<V, _>([x], out, false, &TanhF(p0())),
+            Unary::Softplus => zip::<V, _>([x], out, false, &SoftplusF(p0())),
+            Unary::ClampMin(m) => zip::<V, _>([x], out, false, &ClampMinF(p(m, zero, zero))),
+            Unary::Scale(s) => zip::<V, _>([x], out, false, &ScaleF(p(s, zero, zero))),
+        }
+        let _ = one;
+    }
+}
+
+/// `out (+)= g * f'(x)`, from the input `x` and the output `y = f(x)`.
+pub struct UnaryGrad<'a, T> {
+    /// The function.
+    pub f: Unary<T>,
+    /// Upstream gradient.
+    pub g: &'a [T],
+    /// The forward input.
+    pub x: &'a [T],
+    /// The forward output.
+    pub y: &'a [T],
+    /// The gradient to write, or add to when `acc`.
+    pub out: &'a mut [T],
+    /// Add instead of overwriting.
+    pub acc: bool,
+}
+
+impl<T: Float> Kernel<T> for UnaryGrad<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let UnaryGrad { f, g, x, y, out, acc } = self;
+        let (zero, one) = (T::zero(), T::one());
+        let ins = [g, x, y];
+        match f {
+            Unary::Exp => zip::<V, _>(ins, out, acc, &ExpG(p0())),
+            Unary::Log => zip::<V, _>(ins, out, acc, &LogG(p0())),
+            Unary::Square => zip::<V, _>(ins, out, acc, &SquareG(p0())),
+            Unary::Relu => zip::<V, _>(ins, out, acc, &ReluG(p0())),
+            Unary::LeakyRelu(s) => zip::<V, _>(ins, out, acc, &LeakyReluG(p(s, zero, zero))),
+            Unary::Sigmoid => zip::<V, _>(ins, out, acc, &SigmoidG(p(one, zero, zero))),
+            Unary::Tanh => zip::<V, _>(ins, out, acc, &TanhG(p(one, zero, zero))),
+            Unary::Softplus => zip::<V, _>(ins, out, acc, &SoftplusG(p0())),
+            Unary::ClampMin(m) => zip::<V, _>(ins, out, acc, &ClampMinG(p(m, zero, zero))),
+            Unary::Scale(s) => zip::<V, _>(ins, out, acc, &ScaleG(p(s, zero, zero))),
+        }
+    }
+}
+
+/// An elementwise function of two inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+}
+
+/// `out (+)= a op b`.
+pub struct BinaryMap<'a, T> {
+    /// The operation.
+    pub op: Binary,
+    /// First operand.
+    pub a: &'a [T],
+    /// Second operand.
+    pub b: &'a [T],
+    /// Output.
+    pub out: &'a mut [T],
+    /// Add instead of overwriting.
+    pub acc: bool,
+}
+
+impl<T: Float> Kernel<T> for BinaryMap<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let BinaryMap { op, a, b, out, acc } = self;
+        match op {
+            Binary::Add => zip::<V, _>([a, b], out, acc, &AddF(p0())),
+            Binary::Sub => zip::<V, _>([a, b], out, acc, &SubF(p0())),
+            Binary::Mul => zip::<V, _>([a, b], out, acc, &MulF(p0())),
+        }
+    }
+}
+
+/// `out[i, :] = x[i, :] + bias` for the rows of a row-major `x` (`bias.len()` columns).
+pub struct AddBias<'a, T> {
+    /// Input, row-major.
+    pub x: &'a [T],
+    /// One value per column.
+    pub bias: &'a [T],
+    /// Output, the shape of `x`.
+    pub out: &'a mut [T],
+}
+
+impl<T: Float> Kernel<T> for AddBias<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let n = self.bias.len().max(1);
+        for (o, x) in self.out.chunks_exact_mut(n).zip(self.x.chunks_exact(n)) {
+            zip::<V, _>([x, self.bias], o, false, &AddF(p0()));
+        }
+    }
+}
+
+/// `dst (+)= sum over rows of src` (row-major, `dst.len()` columns), rows added in order.
+pub struct ColumnSums<'a, T> {
+    /// Input, row-major.
+    pub src: &'a [T],
+    /// One sum per column.
+    pub dst: &'a mut [T],
+    /// Add to `dst` instead of starting from zero.
+    pub acc: bool,
+}
+
+impl<T: Float> Kernel<T> for ColumnSums<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let n = self.dst.len().max(1);
+        if !self.acc {
+            self.dst.fill(T::zero());
+        }
+        for row in self.src.chunks_exact(n) {
+            zip::<V, _>([row], self.dst, true, &CopyF(p0()));
+        }
+    }
+}
+
+/// Per row of logits `l` and targets `t` (row-major, `n` columns):
+/// `sum_j softplus(l) - t * l`.
+pub struct BernoulliRows<'a, T> {
+    /// Logits.
+    pub logits: &'a [T],
+    /// Targets in [0, 1].
+    pub target: &'a [T],
+    /// Columns.
+    pub n: usize,
+    /// One value per row.
+    pub out: &'a mut [T],
+}
+
+impl<T: Float> Kernel<T> for BernoulliRows<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let n = self.n.max(1);
+        for ((o, l), t) in self
+            .out
+            .iter_mut()
+            .zip(self.logits.chunks_exact(n))
+            .zip(self.target.chunks_exact(n))
+        {
+            *o = lane_sum::<V, _>([l, t], &BernoulliF(p0()));
+        }
+    }
+}
+
+/// `out[i, j] (+)= g[i] * (sigmoid(l[i, j]) - t[i, j])`: the Bernoulli loss's gradient with
+/// respect to the logits.
+pub struct BernoulliGrad<'a, T> {
+    /// Upstream gradient, one per row.
+    pub g: &'a [T],
+    /// Logits.
+    pub logits: &'a [T],
+    /// Targets.
+    pub target: &'a [T],
+    /// Gradient of the logits.
+    pub out: &'a mut [T],
+    /// Add instead of overwriting.
+    pub acc: bool,
+}
+
+impl<T: Float> Kernel<T> for BernoulliGrad<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let n = self.logits.len() / self.g.len().max(1);
+        let rows = self.out.chunks_exact_mut(n.max(1));
+        for (((o, l), t), &g) in rows
+            .zip(self.logits.chunks_exact(n.max(1)))
+            .zip(self.target.chunks_exact(n.max(1)))
+            .zip(self.g)
+        {
+            zip::<V, _>([l, t], o, self.acc, &BernoulliG(p(g, T::zero(), T::zero())));
+        }
+    }
+}
+
+/// Clamps log-variances into `[lo, hi]` (NaN passes through).
+#[inline(always)]
+fn clamp<V: Vector>(lv: V, lo: V, hi: V) -> V {
+    hi.min(lo.max(lv))
+}
+
+/// `v` where `lo <= lv <= hi`, zero outside (the gradient through a clamp).
+#[inline(always)]
+fn inside<V: Vector>(lv: V, lo: V, hi: V, v: V) -> V {
+    let zero = c::<V>(0.0);
+    V::select_gt(lo, lv, zero, V::select_gt(lv, hi, zero, v))
+}
+
+/// Per row: `sum_j 0.5 * (ln(2 pi) + lv + (t - mean)^2 * exp(-lv))`, `lv` the log-variance
+/// clamped to `[lo, hi]`, either one per element or one row shared by every row.
+pub struct GaussianRows<'a, T> {
+    /// Means, row-major.
+    pub mean: &'a [T],
+    /// Targets, the shape of `mean`.
+    pub target: &'a [T],
+    /// Log-variances: the shape of `mean`, or one row of `n`.
+    pub logvar: &'a [T],
+    /// Columns.
+    pub n: usize,
+    /// The clamp of the log-variance.
+    pub range: (T, T),
+    /// One value per row.
+    pub out: &'a mut [T],
+}
+
+impl<T: Float> Kernel<T> for GaussianRows<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let n = self.n.max(1);
+        let f = GaussianF(p(self.range.0, self.range.1, T::zero()));
+        let shared = self.logvar.len() == n;
+        for (i, o) in self.out.iter_mut().enumerate() {
+            let r = i * n..(i + 1) * n;
+            let lv = if shared { self.logvar } else { &self.logvar[r.clone()] };
+            *o = lane_sum::<V, 3>([&self.mean[r.clone()], &self.target[r], lv], &f);
+        }
+    }
+}
+
+/// The Gaussian loss's gradients: `d mean = -g (t - mean) exp(-lv)`, `d target = +g (t -
+/// mean) exp(-lv)`, `d lv = g 0.5 (1 - (t - mean)^2 exp(-lv))` (zero where `lv` was clamped;
+/// summed over rows, in row order, when the log-variance is one shared row).
+pub struct GaussianGrad<'a, T> {
+    /// Upstream gradient, one per row.
+    pub g: &'a [T],
+    /// Means.
+    pub mean: &'a [T],
+    /// Targets.
+    pub target: &'a [T],
+    /// Log-variances (per element, or one shared row of `n`).
+    pub logvar: &'a [T],
+    /// Columns.
+    pub n: usize,
+    /// The clamp of the log-variance.
+    pub range: (T, T),
+    /// Which gradient: 0 the mean, 1 the target, 2 the log-variance.
+    pub wrt: usize,
+    /// The gradient to write (shaped as its variable).
+    pub out: &'a mut [T],
+    /// Add instead of overwriting.
+    pub acc: bool,
+}
+
+impl<T: Float> Kernel<T> for GaussianGrad<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let n = self.n.max(1);
+        let (lo, hi) = self.range;
+        let shared = self.logvar.len() == n;
+        if shared && self.wrt == 2 && !self.acc {
+            self.out.fill(T::zero());
+        }
+        for (i, &g) in self.g.iter().enumerate() {
+            let r = i * n..(i + 1) * n;
+            let lv = if shared { self.logvar } else { &self.logvar[r.clone()] };
+            let ins = [&self.mean[r.clone()], &self.target[r.clone()], lv];
+            let out = if shared && self.wrt == 2 {
+                &mut self.out[..]
+            } else {
+                &mut self.out[r]
+            };
+            let acc = self.acc || (shared && self.wrt == 2);
+            match self.wrt {
+                0 => zip::<V, 3>(ins, out, acc, &GaussianMeanG(p(-g, lo, hi))),
+                1 => zip::<V, 3>(ins, out, acc, &GaussianMeanG(p(g, lo, hi))),
+                _ => zip::<V, 3>(ins, out, acc, &GaussianLogvarG(p(g, lo, hi))),
+            }
+        }
+    }
+}
+
+/// Elementwise KL divergence of N(mu, exp(lv)) from N(0, 1): `-0.5 (1 + lv - mu^2 -
+/// exp(lv))`, `lv` clamped to `range`.
+pub struct KlNormal<'a, T> {
+    /// Means.
+    pub mu: &'a [T],
+    /// Log-variances.
+    pub logvar: &'a [T],
+    /// The clamp of the log-variance.
+    pub range: (T, T),
+    /// Output.
+    pub out: &'a mut [T],
+}
+
+impl<T: Float> Kernel<T> for KlNormal<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let f = KlF(p(self.range.0, self.range.1, T::zero()));
+        zip::<V, 2>([self.mu, self.logvar], self.out, false, &f);
+    }
+}
+
+/// The KL term's gradient with respect to the log-variance: `g 0.5 (exp(lv) - 1)`, zero
+/// where `lv` was clamped.
+pub struct KlGradLogvar<'a, T> {
+    /// Upstream gradient.
+    pub g: &'a [T],
+    /// Log-variances.
+    pub logvar: &'a [T],
+    /// The clamp of the log-variance.
+    pub range: (T, T),
+    /// The gradient to write.
+    pub out: &'a mut [T],
+    /// Add instead of overwriting.
+    pub acc: bool,
+}
+
+impl<T: Float> Kernel<T> for KlGradLogvar<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let f = KlLogvarG(p(self.range.0, self.range.1, T::zero()));
+        zip::<V, 2>([self.g, self.logvar], self.out, self.acc, &f);
+    }
+}
+
+/// The constants of one Adam update (see `vae_nn::Adam`).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep<T> {
+    /// `lr / (1 - beta1^t)`.
+    pub step_size: T,
+    /// `sqrt(1 - beta2^t)`.
+    pub bc2_sqrt: T,
+    /// Decay of the first moment.
+    pub beta1: T,
+    /// Decay of the second moment.
+    pub beta2: T,
+    /// Added to the denominator.
+    pub eps: T,
+    /// L2 penalty added to the gradient (0: none).
+    pub weight_decay: T,
+}
+
+/// One Adam update, in `torch.optim.Adam`'s order: `g += wd w`, `m = b1 m + (1 - b1) g`,
+/// `v = b2 v + (1 - b2) g g`, `w -= step_size m / (sqrt(v) / bc2_sqrt + eps)`.
+pub struct AdamUpdate<'a, T> {
+    /// Parameters.
+    pub w: &'a mut [T],
+    /// Their gradient.
+    pub g: &'a [T],
+    /// First moments.
+    pub m: &'a mut [T],
+    /// Second moments.
+    pub v: &'a mut [T],
+    /// The constants.
+    pub h: AdamStep<T>,
+}
+
+impl<T: Float> Kernel<T> for AdamUpdate<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let AdamUpdate { w, g, m, v, h } = self;
+        let n = w.len();
+        assert!(g.len() == n && m.len() == n && v.len() == n, "adam: lengths differ");
+        let (b1, b2) = (V::splat(h.beta1), V::splat(h.beta2));
+        let (ob1, ob2) = (V::splat(T::one() - h.beta1), V::splat(T::one() - h.beta2));
+        let (step, bc2, eps, wd) = (
+            V::splat(h.step_size),
+            V::splat(h.bc2_sqrt),
+            V::splat(h.eps),
+            V::splat(h.weight_decay),
+        );
+        let decay = h.weight_decay != T::zero();
+        let k = AdamConsts {
+            b1,
+            b2,
+            ob1,
+            ob2,
+            step,
+            bc2,
+            eps,
+            wd,
+            decay,
+        };
+        let l = V::LANES;
+        let mut i = 0;
+        while i + l <= n {
+            // SAFETY: i + l <= n, the length of all four slices.
+            unsafe {
+                let (wv, mv, vv) = k.update(
+                    V::load(w.as_ptr().add(i)),
+                    V::load(g.as_ptr().add(i)),
+                    V::load(m.as_ptr().add(i)),
+                    V::load(v.as_ptr().add(i)),
+                );
+                wv.store(w.as_mut_ptr().add(i));
+                mv.store(m.as_mut_ptr().add(i));
+                vv.store(v.as_mut_ptr().add(i));
+            }
+            i += l;
+        }
+        for j in i..n {
+            // SAFETY: one-element views of in-bounds values.
+            unsafe {
+                let (wv, mv, vv) = k.update(
+                    Scalar1::load::<V>(&w[j]),
+                    Scalar1::load::<V>(&g[j]),
+                    Scalar1::load::<V>(&m[j]),
+                    Scalar1::load::<V>(&v[j]),
+                );
+                w[j] = Scalar1::first(wv);
+                m[j] = Scalar1::first(mv);
+                v[j] = Scalar1::first(vv);
+            }
+        }
+    }
+}
+
+/// Adam's constants as vectors.
+struct AdamConsts<V> {
+    b1: V,
+    b2: V,
+    ob1: V,
+    ob2: V,
+    step: V,
+    bc2: V,
+    eps: V,
+    wd: V,
+    decay: bool,
+}
+
+impl<V: Vector> AdamConsts<V> {
+    /// The updated weight and moments.
+    #[inline(always)]
+    fn update(&self, w: V, g: V, m: V, v: V) -> (V, V, V) {
+        let g = if self.decay { g.add(self.wd.mul(w)) } else { g };
+        let m = self.b1.mul(m).add(self.ob1.mul(g));
+        let v = self.b2.mul(v).add(self.ob2.mul(g).mul(g));
+        let denom = v.sqrt().div(self.bc2).add(self.eps);
+        (w.sub(self.step.mul(m.div(denom))), m, v)
+    }
+}
+
+/// One value in a vector's first lane (the rest padded), for tails.
+struct Scalar1;
+
+impl Scalar1 {
+    /// A vector whose first lane is `*x` (the others zero).
+    ///
+    /// # Safety
+    /// None beyond `x` being a valid reference.
+    #[inline(always)]
+    unsafe fn load<V: Vector>(x: &V::E) -> V {
+        let mut b = [V::E::zero(); REDUCE_LANES];
+        b[0] = *x;
+        // SAFETY: 16 >= LANES values.
+        unsafe { V::load(b.as_ptr()) }
+    }
+    /// The first lane of `v`.
+    #[inline(always)]
+    fn first<V: Vector>(v: V) -> V::E {
+        let mut b = [V::E::zero(); REDUCE_LANES];
+        // SAFETY: 16 >= LANES values.
+        unsafe { v.store(b.as_mut_ptr()) };
+        b[0]
+    }
+}
