@@ -1,6 +1,9 @@
 //! f32 GEMM throughput at a VAE's training shapes, for: a naive triple loop (small shapes
 //! only), single-threaded `matrixmultiply`, ndarray's `dot` (`general_mat_mul`, which `dot`
-//! calls), and `vae-linalg` on 1 thread and on every thread.
+//! calls), and `vae-linalg` at every SIMD level this CPU has (forced, see `vae::linalg::simd`)
+//! on 1 thread and on every thread. matrixmultiply picks its own kernel at run time (AVX2 +
+//! FMA on x86-64; the project builds it without its AVX-512 kernel, so a forced level holds
+//! for every product).
 //!
 //! Criterion's "elements" are floating-point operations (2*M*K*N per call), so its
 //! `Gelem/s` column reads as GFLOP/s. Run: `cargo bench --bench matmul`.
@@ -13,7 +16,7 @@ use ndarray_rand::rand::rngs::StdRng;
 use ndarray_rand::rand_distr::Uniform;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use vae::linalg::{Parallelism, gemm_with, naive_gemm};
+use vae::linalg::{Parallelism, gemm_with, naive_gemm, simd};
 
 /// (M, K, N, A stored transposed): the forward products, the input-gradient products, the
 /// weight-gradient products (A^T B), the latent layers, and squares.
@@ -56,8 +59,7 @@ fn mm_single(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) 
 
 fn bench(c: &mut Criterion) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pools = [(1, "vae-linalg-1t"), (threads, "vae-linalg-all")]
-        .map(|(n, name)| (rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap(), name));
+    let pools = [1, threads].map(|n| (rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap(), n));
     let mut rng = StdRng::seed_from_u64(0);
     let mut group = c.benchmark_group("gemm_f32");
     group
@@ -86,9 +88,13 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("ndarray-dot", &shape), |bch| {
             bch.iter(|| ndarray::linalg::general_mat_mul(1.0, &black_box(a), &b, 0.0, &mut out))
         });
-        for (pool, name) in &pools {
+        for (level, (pool, t)) in simd::supported_levels()
+            .into_iter()
+            .flat_map(|l| pools.iter().map(move |p| (l, p)))
+        {
+            simd::force_level(level).expect("a supported level");
             // The whole timed loop runs inside the pool: no per-call hand-off is measured.
-            group.bench_function(BenchmarkId::new(*name, &shape), |bch| {
+            group.bench_function(BenchmarkId::new(format!("vae-linalg-{level}-{t}t"), &shape), |bch| {
                 bch.iter_custom(|iters| {
                     pool.install(|| {
                         let start = Instant::now();

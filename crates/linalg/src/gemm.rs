@@ -69,7 +69,7 @@ pub fn gemm_with<T: Float>(
         Parallelism::Rayon => rayon::current_num_threads(),
     };
     let parts = plan_parts(m, k, n, threads);
-    if n <= SKINNY_MAX || k <= SKINNY_MAX {
+    if n <= SKINNY_MAX {
         return skinny_gemm(parts, alpha, a, b, beta, c);
     }
     if m >= n {

@@ -1,10 +1,12 @@
 //! The direct kernel for products with a narrow output (`n <= 32`, a VAE's latent layers:
-//! 128 x 400 times 400 x 20) or a short inner dimension (`k <= 32`: 128 x 20 times 20 x 400).
-//! matrixmultiply packs both operands into panels and pads to its micro-kernel, which at
-//! these shapes costs as much as the product; this kernel packs only `B` (k x n, zero-padded
-//! to whole column blocks), streams `A` straight from memory, and keeps an `MR x NP` block of
-//! `C` in registers, written with explicit SIMD (`simd::Vector::mul_add`) at the level in
-//! force.
+//! 128 x 400 times 400 x 20). matrixmultiply packs both operands into panels and pads `n` to
+//! its micro-kernel, which at these shapes costs as much as the product; this kernel packs
+//! only `B` (k x n, zero-padded to a whole number of 8-lane vectors), streams `A` straight
+//! from memory, and keeps an `MR x NP` block of `C` in registers, written with explicit SIMD
+//! (`simd::Vector::mul_add`) at the level in force: 8-lane vectors at every level (n = 20
+//! pads to 24, not to AVX-512's 32), with AVX-512's 32 registers allowing taller blocks.
+//! (Products with a short inner dimension, 128 x 20 times 20 x 400, stay with matrixmultiply,
+//! which measured faster there.)
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use num_traits::Zero;
@@ -12,26 +14,17 @@ use num_traits::Zero;
 use crate::Float;
 use crate::simd::{self, Kernel, Level, Vector};
 
-/// The widest output, or the shortest inner dimension, the skinny kernel takes.
+/// The widest output the skinny kernel takes.
 pub(crate) const SKINNY_MAX: usize = 32;
 
 /// The width of one packed column block of `B` for an `n`-column product: a whole number of
 /// vectors of the level in force, at most [`SKINNY_MAX`].
-fn block_width<T: Float>(level: Level, n: usize) -> usize {
-    let lanes = if std::mem::size_of::<T>() == 4 && level == Level::Avx512 {
-        16
-    } else {
-        8
-    };
-    if n <= SKINNY_MAX {
-        n.div_ceil(lanes).max(1) * lanes
-    } else {
-        // Wide outputs (small k): blocks of 3 (AVX2) or 2 (AVX-512) vectors.
-        if lanes == 16 { 32 } else { 24 }
-    }
+fn block_width(n: usize) -> usize {
+    if n <= SKINNY_MAX { n.div_ceil(8).max(1) * 8 } else { 24 }
 }
 
-/// `C = alpha * A * B + beta * C` for `n <= 32` or `k <= 32`, with the rows of `C` split into
+/// `C = alpha * A * B + beta * C` for `n <= 32` (wider `B` is cut into column blocks), with
+/// the rows of `C` split into
 /// `parts` blocks run in parallel. `B` is packed once, on the calling thread, and shared.
 pub(crate) fn skinny_gemm<T: Float>(
     parts: usize,
@@ -43,7 +36,7 @@ pub(crate) fn skinny_gemm<T: Float>(
 ) {
     let (k, n) = b.dim();
     let level = simd::level();
-    let w = block_width::<T>(level, n);
+    let w = block_width(n);
     let blocks = n.div_ceil(w);
     T::with_scratch(blocks * k * w, |panel| {
         // Block `jb` holds columns jb*w .. jb*w + w of B as k rows of w values.
@@ -75,7 +68,9 @@ fn split<T: Float>(
 ) {
     let m = a.nrows();
     if parts <= 1 || m < 32 {
-        return simd::dispatch_at(
+        // 8-lane vectors at every level; with AVX-512's 32 registers, taller blocks.
+        let wide = level == Level::Avx512;
+        return T::dispatch_narrow_at(
             level,
             Block {
                 alpha,
@@ -84,6 +79,7 @@ fn split<T: Float>(
                 w,
                 beta,
                 c,
+                wide,
             },
         );
     }
@@ -105,6 +101,8 @@ struct Block<'a, T> {
     w: usize,
     beta: T,
     c: ArrayViewMut2<'a, T>,
+    /// 32 vector registers (AVX-512) rather than 16.
+    wide: bool,
 }
 
 impl<T: Float> Kernel<T> for Block<'_, T> {
@@ -114,11 +112,13 @@ impl<T: Float> Kernel<T> for Block<'_, T> {
         // Register blocking per vector width: about 12 accumulators with 16 registers,
         // 24 with AVX-512's 32.
         match (V::LANES, self.w / V::LANES) {
-            (16, 1) => sweep::<V, 1, 12>(self),
-            (16, _) => sweep::<V, 2, 12>(self),
+            (8, 1) if self.wide => sweep::<V, 1, 16>(self),
+            (8, 2) if self.wide => sweep::<V, 2, 10>(self),
+            (8, 3) if self.wide => sweep::<V, 3, 8>(self),
+            (8, 4) if self.wide => sweep::<V, 4, 5>(self),
             (8, 1) => sweep::<V, 1, 8>(self),
             (8, 2) => sweep::<V, 2, 6>(self),
-            (8, 3) => sweep::<V, 3, 4>(self),
+            (8, 3) => sweep::<V, 3, 3>(self),
             (8, _) => sweep::<V, 4, 3>(self),
             (_, 8) => sweep::<V, 8, 4>(self),
             (_, 16) => sweep::<V, 16, 4>(self),
@@ -138,6 +138,7 @@ fn sweep<V: Vector, const NV: usize, const MR: usize>(blk: Block<'_, V::E>) {
         w,
         beta,
         mut c,
+        ..
     } = blk;
     let (m, k) = a.dim();
     let n = c.ncols();
@@ -160,19 +161,42 @@ fn sweep<V: Vector, const NV: usize, const MR: usize>(blk: Block<'_, V::E>) {
                 }
             }
             let mut out = [zero; 32];
+            let [rsc, csc] = [c.strides()[0], c.strides()[1]];
+            let cp = c.as_mut_ptr();
+            let (va, vb) = (V::splat(alpha), V::splat(beta));
             for (r, acc_row) in acc.iter().enumerate().take(rows) {
+                // SAFETY: row i0 + r < m and columns j0 .. j0 + cols < n lie inside `c`.
+                let row = unsafe { cp.offset((i0 + r) as isize * rsc + j0 as isize * csc) };
+                if csc == 1 && cols == w {
+                    // A whole block of a row-contiguous C: vector stores.
+                    for (q, v) in acc_row.iter().enumerate() {
+                        // SAFETY: q * LANES + LANES <= w = cols, inside the row.
+                        unsafe {
+                            let p = row.add(q * V::LANES);
+                            let out = if beta == zero {
+                                va.mul(*v)
+                            } else {
+                                va.mul(*v).add(vb.mul(V::load(p)))
+                            };
+                            out.store(p);
+                        }
+                    }
+                    continue;
+                }
                 for (q, v) in acc_row.iter().enumerate() {
                     // SAFETY: q * LANES + LANES <= w <= 32.
                     unsafe { v.store(out.as_mut_ptr().add(q * V::LANES)) };
                 }
-                let mut c_row = c.row_mut(i0 + r);
                 for (j, &v) in out.iter().enumerate().take(cols) {
-                    let cj = &mut c_row[j0 + j];
-                    *cj = if beta == zero {
-                        alpha * v
-                    } else {
-                        alpha * v + beta * *cj
-                    };
+                    // SAFETY: as above.
+                    unsafe {
+                        let cj = row.offset(j as isize * csc);
+                        *cj = if beta == zero {
+                            alpha * v
+                        } else {
+                            alpha * v + beta * *cj
+                        };
+                    }
                 }
             }
             i0 += rows;

@@ -169,6 +169,13 @@ use crate::Float;
 pub trait Dispatch: Sized {
     /// Runs `k` at `level`, which the CPU must support.
     fn dispatch_at<K: Kernel<Self>>(level: Level, k: K) -> K::Output;
+
+    /// As [`Dispatch::dispatch_at`], but at the AVX-512 level with 8-lane vectors
+    /// ([`Avx2`]) compiled with AVX-512's 32 registers: for register-blocked kernels whose
+    /// natural width is 8 lanes (the skinny GEMM on 20 columns pads to 24, not 32).
+    fn dispatch_narrow_at<K: Kernel<Self>>(level: Level, k: K) -> K::Output {
+        Self::dispatch_at(level, k)
+    }
 }
 
 impl Dispatch for f64 {
@@ -192,6 +199,22 @@ impl Dispatch for f32 {
             _ => k.run::<Scalar<f32>>(),
         }
     }
+
+    #[inline]
+    fn dispatch_narrow_at<K: Kernel<f32>>(level: Level, k: K) -> K::Output {
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `dispatch_at`; AVX-512F CPUs with VL have AVX2 and FMA as well.
+            Level::Avx512 if is_x86_feature_detected!("avx512vl") => unsafe { run_avx512_narrow(k) },
+            _ => Self::dispatch_at(level, k),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+unsafe fn run_avx512_narrow<K: Kernel<f32>>(k: K) -> K::Output {
+    k.run::<Avx2>()
 }
 
 #[cfg(target_arch = "x86_64")]
