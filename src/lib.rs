@@ -8,3 +8,4 @@ pub use vae_mnist as mnist;
 pub use vae_model as model;
 pub use vae_nn as nn;
 pub use vae_train as train;
+pub use vae_trainer as trainer;

@@ -4,14 +4,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use vae_model::LossSums;
 use vae_model::checkpoint::write_atomic;
 
 /// The model checkpoint.
-pub const MODEL: &str = "model.safetensors";
+pub const MODEL: &str = vae_trainer::MODEL_FILE;
 /// Everything needed to resume, in one file (so it is replaced in one atomic step): the
 /// weights, Adam's moments and step, the position, the metrics so far, and the flags.
-pub const STATE: &str = "training_state.safetensors";
+pub const STATE: &str = vae_trainer::STATE_FILE;
 /// The training flags, as JSON.
 pub const CONFIG: &str = "config.json";
 /// One row per epoch.
@@ -21,45 +20,7 @@ pub const SAMPLES: &str = "samples.png";
 /// Test images over their reconstructions.
 pub const RECONSTRUCTIONS: &str = "reconstructions.png";
 
-/// One epoch's figures, per image, in nats.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EpochMetrics {
-    /// 1-based epoch number.
-    pub epoch: usize,
-    /// Training negative ELBO (averaged over the epoch's batches, as PyTorch reports it).
-    pub train_loss: f64,
-    /// Training reconstruction NLL.
-    pub train_recon: f64,
-    /// Training KL.
-    pub train_kl: f64,
-    /// Test negative ELBO over the whole test set, z sampled.
-    pub test_loss: f64,
-    /// Test reconstruction NLL.
-    pub test_recon: f64,
-    /// Test KL.
-    pub test_kl: f64,
-    /// KL weight at the end of the epoch (β times warm-up).
-    pub kl_weight: f64,
-    /// Seconds spent training (not evaluating).
-    pub train_seconds: f64,
-}
-
-impl EpochMetrics {
-    /// Figures from the epoch's sums.
-    pub fn new(epoch: usize, train: &LossSums, test: &LossSums, kl_weight: f64, train_seconds: f64) -> Self {
-        EpochMetrics {
-            epoch,
-            train_loss: train.neg_elbo(),
-            train_recon: train.recon_per_image(),
-            train_kl: train.kl_per_image(),
-            test_loss: test.neg_elbo(),
-            test_recon: test.recon_per_image(),
-            test_kl: test.kl_per_image(),
-            kl_weight,
-            train_seconds,
-        }
-    }
-}
+pub use vae_trainer::EpochMetrics;
 
 const CSV_HEADER: &str =
     "epoch,train_neg_elbo,train_recon,train_kl,test_neg_elbo,test_recon,test_kl,kl_weight,train_seconds\n";

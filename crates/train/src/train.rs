@@ -10,33 +10,22 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use ndarray::{Array2, Axis, concatenate, s};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use vae_mnist::{BatchConfig, Batches, DatasetError, IdxError, Limits, Mnist, Split, stream_seed};
+use vae_mnist::{DatasetError, IdxError, Limits, Mnist, Split, stream_seed};
 use vae_model::checkpoint::{self, write_atomic};
-use vae_model::{LossSums, Objective, Vae};
-use vae_nn::{Adam, AdamConfig, Optimizer};
+use vae_model::{LossSums, Vae};
+use vae_nn::AdamConfig;
+pub use vae_trainer::EVAL_BATCH;
+use vae_trainer::{Control, EpochEnd, Position, TrainConfig, Trainer, binarized, salt};
 
 use crate::cli::TrainArgs;
 use crate::image::{scale_for, tile, write_png};
 use crate::report::Progress;
 use crate::run::{self, EpochMetrics};
-
-/// Salts of the random streams derived from the seed (see `vae_mnist::stream_seed`).
-mod salt {
-    pub const INIT: u64 = 10;
-    pub const NOISE: u64 = 11;
-    pub const TEST_NOISE: u64 = 12;
-    pub const TEST_BINARIZE: u64 = 13;
-    pub const PICTURES: u64 = 14;
-}
-
-/// Images per evaluation batch.
-pub const EVAL_BATCH: usize = 1000;
 
 /// Set (by a Ctrl-C handler) to ask training to stop after the current batch.
 pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
@@ -68,43 +57,6 @@ pub struct Outcome {
     pub run_dir: PathBuf,
     /// One row per epoch.
     pub metrics: Vec<EpochMetrics>,
-}
-
-/// Where training stands: whole epochs done, batches done in the next one, and that partial
-/// epoch's sums and seconds.
-#[derive(Clone, Debug, Default)]
-struct Position {
-    epochs_done: usize,
-    batches_done: usize,
-    partial: LossSums,
-    partial_seconds: f64,
-}
-
-/// The KL weight at fractional epoch `t` (epochs done, counting the current batch).
-pub fn kl_weight(beta: f64, warmup: f64, t: f64) -> f64 {
-    if warmup > 0.0 {
-        beta * (t / warmup).min(1.0)
-    } else {
-        beta
-    }
-}
-
-/// The RNG of one batch's reparameterisation noise.
-fn batch_rng(seed: u64, epoch: usize, batch: usize) -> StdRng {
-    StdRng::seed_from_u64(stream_seed(
-        stream_seed(seed, epoch as u64, salt::NOISE),
-        batch as u64,
-        0,
-    ))
-}
-
-/// Draws a fixed binarization of a split (for evaluating a model trained on binarized data).
-fn binarized(split: &Split, seed: u64) -> Split {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut out = split.clone();
-    out.images
-        .mapv_inplace(|p| if rng.random::<f32>() < p { 1.0 } else { 0.0 });
-    out
 }
 
 /// The test split a run evaluates on (binarized once, with a fixed seed, if it trains on
@@ -153,9 +105,9 @@ pub fn load_data(dir: &Path, limits: &Limits) -> Result<Mnist> {
 /// `progress`.
 pub fn train(args: &TrainArgs, progress: &mut Progress) -> Result<Outcome> {
     args.validate()?;
-    let (args, run_dir, resume) = match &args.resume {
+    let (args, run_dir, state) = match &args.resume {
         Some(dir) => {
-            let (stored, position, metrics) = read_resume_state(dir)?;
+            let (stored, state) = read_resume_state(dir)?;
             let args = TrainArgs {
                 epochs: Some(args.epochs.unwrap_or(stored.total_epochs())),
                 threads: args.threads.or(stored.threads),
@@ -164,7 +116,7 @@ pub fn train(args: &TrainArgs, progress: &mut Progress) -> Result<Outcome> {
                 run_dir: Some(dir.clone()),
                 ..stored
             };
-            (args, dir.clone(), Some((position, metrics)))
+            (args, dir.clone(), Some(state))
         }
         None => {
             let dir = args.run_dir.clone().unwrap_or_else(run::default_run_dir);
@@ -174,9 +126,7 @@ pub fn train(args: &TrainArgs, progress: &mut Progress) -> Result<Outcome> {
     };
     args.validate()?;
     let mnist = load_data(&args.data, &args.limits())?;
-    with_threads(args.threads, || {
-        train_in_pool(&args, &mnist, &run_dir, resume, progress)
-    })?
+    with_threads(args.threads, || train_in_pool(&args, &mnist, &run_dir, state, progress))?
 }
 
 /// Creates the run directory, refusing to overwrite a finished or interrupted run. A run
@@ -218,8 +168,8 @@ fn prepare_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))
 }
 
-/// Reads a run's training state: its flags, position and metrics.
-fn read_resume_state(dir: &Path) -> Result<(TrainArgs, Position, Vec<EpochMetrics>)> {
+/// Reads a run's training state (once): its flags, and the file for [`Trainer::restore`].
+fn read_resume_state(dir: &Path) -> Result<(TrainArgs, checkpoint::Loaded)> {
     ensure!(dir.is_dir(), "run directory {} does not exist", dir.display());
     let path = dir.join(run::STATE);
     ensure!(
@@ -239,67 +189,37 @@ fn read_resume_state(dir: &Path) -> Result<(TrainArgs, Position, Vec<EpochMetric
     if !state.verified {
         run::warn_unverified(&path);
     }
-    let meta = |key: &str| -> Result<&String> {
-        state
-            .metadata
-            .get(key)
-            .with_context(|| format!("{}: no '{key}' in the training state", path.display()))
-    };
-    let num = |key: &str| -> Result<f64> {
-        meta(key)?
-            .parse()
-            .with_context(|| format!("{}: '{key}' is not a number", path.display()))
-    };
-    let stored: TrainArgs = serde_json::from_str(meta("train.config")?)
-        .with_context(|| format!("{}: invalid 'train.config'", path.display()))?;
-    let metrics: Vec<EpochMetrics> = serde_json::from_str(meta("train.metrics")?)
-        .with_context(|| format!("{}: invalid 'train.metrics'", path.display()))?;
-    let position = Position {
-        epochs_done: num("epochs_done")? as usize,
-        batches_done: num("batches_done")? as usize,
-        partial: LossSums {
-            images: num("partial.images")? as usize,
-            recon: num("partial.recon")?,
-            kl: num("partial.kl")?,
-            objective: num("partial.objective")?,
-        },
-        partial_seconds: num("partial.seconds")?,
-    };
-    ensure!(
-        metrics.len() == position.epochs_done,
-        "{}: {} epochs of metrics but the position is after epoch {}",
-        path.display(),
-        metrics.len(),
-        position.epochs_done
-    );
-    Ok((stored, position, metrics))
+    let json = state
+        .metadata
+        .get("train.config")
+        .with_context(|| format!("{}: no 'train.config' in the training state", path.display()))?;
+    let stored: TrainArgs =
+        serde_json::from_str(json).with_context(|| format!("{}: invalid 'train.config'", path.display()))?;
+    Ok((stored, state))
 }
 
-/// Restores the weights and the optimizer's state from a run's training state.
-fn restore(dir: &Path, model: &mut Vae<f32>, adam: &mut Adam<f32>) -> Result<()> {
-    let path = dir.join(run::STATE);
-    let state = checkpoint::load_tensors(&path)?;
-    let named: Vec<_> = model.named_params().to_vec();
-    for (i, (name, v)) in named.iter().enumerate() {
-        let (r, c) = model.tape().dim(*v);
-        *model.tape_mut().param_mut(*v) = state.matrix(&format!("model.{name}"), r, c)?;
-        let (mut m, mut v) = adam.moments_mut(i);
-        m.assign(&state.matrix(&format!("adam.m.{name}"), r, c)?);
-        v.assign(&state.matrix(&format!("adam.v.{name}"), r, c)?);
+/// The training settings the flags give.
+fn train_config(args: &TrainArgs) -> TrainConfig {
+    TrainConfig {
+        batch_size: args.batch_size,
+        adam: AdamConfig {
+            lr: args.lr,
+            ..AdamConfig::default()
+        },
+        beta: args.beta,
+        warmup: args.warmup,
+        free_bits: args.free_bits,
+        binarize: args.binarize,
+        seed: args.seed,
+        subset: args.subset,
     }
-    adam.steps = state
-        .metadata
-        .get("adam.steps")
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("{}: missing 'adam.steps'", path.display()))?;
-    Ok(())
 }
 
 fn train_in_pool(
     args: &TrainArgs,
     mnist: &Mnist,
     run_dir: &Path,
-    resume: Option<(Position, Vec<EpochMetrics>)>,
+    state: Option<checkpoint::Loaded>,
     progress: &mut Progress,
 ) -> Result<Outcome> {
     let train_split = match args.exclude_digit {
@@ -315,113 +235,79 @@ fn train_in_pool(
         None => Cow::Borrowed(&mnist.train),
     };
     let test_split = test_split(args, mnist);
-    let config = args.model_config(train_split.pixels());
-    let mut init_rng = StdRng::seed_from_u64(stream_seed(args.seed, 0, salt::INIT));
-    let mut model = Vae::<f32>::new(config, &mut init_rng)?;
-    let params = model.params().to_vec();
-    let adam_cfg = AdamConfig {
-        lr: args.lr,
-        ..Default::default()
-    };
-    let mut adam = Adam::new(adam_cfg, model.tape(), &params);
-    let (mut position, mut metrics) = resume.clone().unwrap_or_default();
-    if resume.is_some() {
-        restore(run_dir, &mut model, &mut adam)?;
-    }
-    let mut batches = Batches::new(
+    let mut trainer = Trainer::new(
+        args.model_config(train_split.pixels()),
+        train_config(args),
         &train_split,
-        BatchConfig {
-            batch_size: args.batch_size,
-            shuffle: true,
-            seed: args.seed,
-            subset: args.subset,
-            binarize: args.binarize,
-        },
-    );
+    )?;
+    trainer.poison_batch(args.inject_nan_at);
+    let resuming = state.is_some();
+    if let Some(state) = &state {
+        trainer.restore(state)?;
+    }
     let config_path = run_dir.join(run::CONFIG);
     write_atomic(&config_path, config_json(args).as_bytes())
         .with_context(|| format!("writing {}", config_path.display()))?;
     let epochs = args.total_epochs();
     progress.line(&format!(
         "{} {} ({} parameters) on {} images, testing on {}; {} threads, SIMD {}; run directory {}",
-        if resume.is_some() { "resuming" } else { "training" },
-        describe(&model),
-        model.num_parameters(),
-        batches.images_per_epoch(),
+        if resuming { "resuming" } else { "training" },
+        describe(trainer.model()),
+        trainer.model().num_parameters(),
+        trainer.images_per_epoch(),
         test_split.len(),
         rayon::current_num_threads(),
         vae_linalg::simd::level(),
         run_dir.display()
     ));
-    let n_batches = batches.batches_per_epoch();
-    for epoch in position.epochs_done..epochs {
-        batches.start_epoch(epoch as u64);
-        batches.skip_batches(position.batches_done);
-        progress.start_epoch(epoch + 1, epochs, batches.images_per_epoch());
-        progress.skip(position.partial.images);
-        let mut sums = position.partial;
-        let mut weight = kl_weight(args.beta, args.warmup, epoch as f64);
-        let start = Instant::now();
-        let mut b = position.batches_done;
-        while let Some(batch) = batches.next_batch() {
-            weight = kl_weight(args.beta, args.warmup, epoch as f64 + (b + 1) as f64 / n_batches as f64);
-            let objective = Objective {
-                kl_weight: weight,
-                free_bits: args.free_bits,
-            };
-            let mut rng = batch_rng(args.seed, epoch, b);
-            let step = if args.inject_nan_at == Some(epoch * n_batches + b) {
-                let mut poisoned = batch.images.to_owned();
-                poisoned[[0, 0]] = f32::NAN;
-                model.train_step(poisoned.view(), &mut rng, objective)
+    let extra = HashMap::from([
+        ("train.config".to_string(), config_json(args)),
+        ("vae.train".to_string(), config_json(args)),
+    ]);
+    while trainer.position().epochs_done < epochs {
+        let last_good = trainer.position().clone();
+        let epoch = last_good.epochs_done + 1;
+        progress.start_epoch(epoch, epochs, trainer.images_per_epoch());
+        progress.skip(last_good.partial.images);
+        let end = trainer.run_epoch(|running, images| {
+            progress.advance(images, running.neg_elbo());
+            if INTERRUPT.load(Ordering::SeqCst) {
+                Control::Stop
             } else {
-                model.train_step(batch.images, &mut rng, objective)
-            };
-            b += 1;
-            if !step.is_finite() {
-                progress.finish_epoch();
-                bail!(diverged_message(epoch + 1, b, &step, run_dir, &position));
+                Control::Continue
             }
-            adam.step(model.tape_mut(), &params);
-            sums.add(&step);
-            progress.advance(step.images, sums.neg_elbo());
-            if INTERRUPT.load(Ordering::SeqCst) && b < n_batches {
-                progress.finish_epoch();
-                position = Position {
-                    epochs_done: epoch,
-                    batches_done: b,
-                    partial: sums,
-                    partial_seconds: position.partial_seconds + start.elapsed().as_secs_f64(),
-                };
-                save_checkpoint(run_dir, &model, &adam, args, &position, &metrics)?;
-                progress.line(&format!("stopped after batch {b} of epoch {}", epoch + 1));
+        });
+        progress.finish_epoch();
+        match end {
+            Err(d) => bail!(diverged_message(&d, run_dir, trainer.position())),
+            Ok(EpochEnd::Stopped) => {
+                save_checkpoint(run_dir, &trainer, &extra)?;
+                progress.line(&format!(
+                    "stopped after batch {} of epoch {epoch}",
+                    trainer.position().batches_done
+                ));
                 return Err(Interrupted {
                     run_dir: run_dir.to_path_buf(),
                 }
                 .into());
             }
-        }
-        let seconds = position.partial_seconds + start.elapsed().as_secs_f64();
-        progress.finish_epoch();
-        let mut test_rng = StdRng::seed_from_u64(stream_seed(args.seed, epoch as u64, salt::TEST_NOISE));
-        let test = evaluate(&mut model, &test_split, &mut test_rng);
-        let m = EpochMetrics::new(epoch + 1, &sums, &test, weight, seconds);
-        progress.line(&epoch_line(&m, epochs, sums.images));
-        metrics.push(m);
-        position = Position {
-            epochs_done: epoch + 1,
-            ..Position::default()
-        };
-        save_checkpoint(run_dir, &model, &adam, args, &position, &metrics)?;
-        if INTERRUPT.load(Ordering::SeqCst) && epoch + 1 < epochs {
-            return Err(Interrupted {
-                run_dir: run_dir.to_path_buf(),
+            Ok(EpochEnd::Complete) => {
+                let images = trainer.position().partial.images;
+                let m = trainer.end_epoch(&test_split);
+                progress.line(&epoch_line(&m, epochs, images));
+                save_checkpoint(run_dir, &trainer, &extra)?;
+                if INTERRUPT.load(Ordering::SeqCst) && epoch < epochs {
+                    return Err(Interrupted {
+                        run_dir: run_dir.to_path_buf(),
+                    }
+                    .into());
+                }
             }
-            .into());
         }
     }
     let mut pic_rng = StdRng::seed_from_u64(stream_seed(args.seed, 0, salt::PICTURES));
-    write_pictures(run_dir, &mut model, &test_split, args.scale, &mut pic_rng)?;
+    write_pictures(run_dir, trainer.model_mut(), &test_split, args.scale, &mut pic_rng)?;
+    let metrics = trainer.metrics().to_vec();
     progress.line(&format!(
         "done: test -ELBO {:.2} nats after {} epochs; wrote {}",
         metrics.last().map_or(f64::NAN, |m| m.test_loss),
@@ -432,6 +318,12 @@ fn train_in_pool(
         run_dir: run_dir.to_path_buf(),
         metrics,
     })
+}
+
+/// Writes the checkpoint (training state, then model) and the metrics file.
+fn save_checkpoint(dir: &Path, trainer: &Trainer, extra: &HashMap<String, String>) -> Result<()> {
+    trainer.checkpoint(dir, extra)?;
+    run::write_metrics(dir, trainer.metrics())
 }
 
 /// Labels as a comma-separated list.
@@ -467,7 +359,7 @@ fn epoch_line(m: &EpochMetrics, epochs: usize, images: usize) -> String {
     )
 }
 
-fn diverged_message(epoch: usize, batch: usize, step: &LossSums, run_dir: &Path, last: &Position) -> String {
+fn diverged_message(d: &vae_trainer::Diverged, run_dir: &Path, last: &Position) -> String {
     let kept = if last.epochs_done > 0 || last.batches_done > 0 {
         format!(
             "the last good checkpoint (after epoch {}, batch {}) is kept in {}",
@@ -479,9 +371,9 @@ fn diverged_message(epoch: usize, batch: usize, step: &LossSums, run_dir: &Path,
         "no checkpoint had been written yet".to_string()
     };
     format!(
-        "training diverged at epoch {epoch}, batch {batch}: the loss is not finite (reconstruction {}, KL {}); {kept}. \
+        "training diverged at epoch {}, batch {}: the loss is not finite (reconstruction {}, KL {}); {kept}. \
          Try a lower learning rate (e.g. --lr 1e-4) or a KL warm-up (--warmup 5).",
-        step.recon, step.kl
+        d.epoch, d.batch, d.sums.recon, d.sums.kl
     )
 }
 
@@ -492,57 +384,6 @@ pub fn config_json(args: &TrainArgs) -> String {
         ..args.clone()
     };
     serde_json::to_string_pretty(&resolved).expect("the flags serialise")
-}
-
-/// Saves the training state (weights, Adam, position, metrics, flags: one file, one atomic
-/// rename), then the shareable model, then the metrics file. A kill at any moment leaves
-/// each file whole, and the training state always consistent with itself.
-fn save_checkpoint(
-    dir: &Path,
-    model: &Vae<f32>,
-    adam: &Adam<f32>,
-    args: &TrainArgs,
-    pos: &Position,
-    metrics: &[EpochMetrics],
-) -> Result<()> {
-    let mut tensors = checkpoint::model_tensors(model);
-    for (name, _, _) in &mut tensors {
-        name.insert_str(0, "model.");
-    }
-    for (i, (name, _)) in model.named_params().iter().enumerate() {
-        let (m, v) = adam.moments(i);
-        for (kind, state) in [("adam.m", m), ("adam.v", v)] {
-            let shape = vec![state.nrows(), state.ncols()];
-            tensors.push((format!("{kind}.{name}"), shape, state.iter().copied().collect()));
-        }
-    }
-    let meta: HashMap<String, String> = [
-        ("adam.steps", adam.steps.to_string()),
-        ("epochs_done", pos.epochs_done.to_string()),
-        ("batches_done", pos.batches_done.to_string()),
-        ("partial.images", pos.partial.images.to_string()),
-        ("partial.recon", format!("{:e}", pos.partial.recon)),
-        ("partial.kl", format!("{:e}", pos.partial.kl)),
-        ("partial.objective", format!("{:e}", pos.partial.objective)),
-        ("partial.seconds", format!("{:e}", pos.partial_seconds)),
-        ("train.config", config_json(args)),
-        (
-            "train.metrics",
-            serde_json::to_string(metrics).expect("metrics serialise"),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    checkpoint::save_tensors(&dir.join(run::STATE), &tensors, meta)?;
-    let model_meta = HashMap::from([
-        ("epochs_done".to_string(), pos.epochs_done.to_string()),
-        ("batches_done".to_string(), pos.batches_done.to_string()),
-        ("vae.train".to_string(), config_json(args)),
-    ]);
-    checkpoint::save(model, &dir.join(run::MODEL), model_meta)?;
-    run::write_metrics(dir, metrics)?;
-    Ok(())
 }
 
 /// The pictures of a finished run: 8x8 prior samples, and 8 test images over their

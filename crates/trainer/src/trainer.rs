@@ -1,0 +1,452 @@
+//! [`Trainer`]: the loop, its position, evaluation, divergence, and the training-state file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ndarray::Axis;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use vae_mnist::{BatchConfig, Batches, Split, stream_seed};
+use vae_model::checkpoint::{self, CheckpointError, Loaded};
+use vae_model::{ConfigError, LossSums, Objective, Vae, VaeConfig};
+use vae_nn::{Adam, AdamConfig, Optimizer};
+
+use crate::EpochMetrics;
+
+/// The file holding everything a resume needs (weights, Adam's moments and step, position,
+/// metrics, and the caller's metadata), replaced in one atomic step.
+pub const STATE_FILE: &str = "training_state.safetensors";
+/// The shareable, weights-only checkpoint (PyTorch's tensor names and layout).
+pub const MODEL_FILE: &str = "model.safetensors";
+
+/// Salts of the random streams derived from the seed (see `vae_mnist::stream_seed`).
+pub mod salt {
+    /// Weight initialisation.
+    pub const INIT: u64 = 10;
+    /// A training batch's reparameterisation noise.
+    pub const NOISE: u64 = 11;
+    /// The test evaluation's noise after each epoch.
+    pub const TEST_NOISE: u64 = 12;
+    /// The one fixed binarization of the test set.
+    pub const TEST_BINARIZE: u64 = 13;
+    /// The pictures of a finished run.
+    pub const PICTURES: u64 = 14;
+}
+
+/// Images per evaluation batch.
+pub const EVAL_BATCH: usize = 1000;
+
+/// How to train (the model's architecture is a [`VaeConfig`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Adam's hyper-parameters (learning rate, betas, epsilon, weight decay).
+    pub adam: AdamConfig,
+    /// Weight of the KL term (β-VAE); 1 is the ELBO.
+    pub beta: f64,
+    /// Epochs over which the KL weight rises linearly from 0 to β (0: none).
+    pub warmup: f64,
+    /// Free bits: minimum KL per latent unit, in nats (0: off).
+    pub free_bits: f64,
+    /// Dynamic binarization: each training pixel drawn as Bernoulli(intensity) every epoch.
+    pub binarize: bool,
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Train on the first N training images only.
+    pub subset: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    /// PyTorch's example: batch 128, Adam lr 1e-3, β = 1, seed 1.
+    fn default() -> Self {
+        TrainConfig {
+            batch_size: 128,
+            adam: AdamConfig::default(),
+            beta: 1.0,
+            warmup: 0.0,
+            free_bits: 0.0,
+            binarize: false,
+            seed: 1,
+            subset: None,
+        }
+    }
+}
+
+/// Where training stands: whole epochs done, batches done in the next one, and that partial
+/// epoch's sums and training seconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Position {
+    /// Complete epochs (evaluated and recorded).
+    pub epochs_done: usize,
+    /// Batches done in the epoch after them.
+    pub batches_done: usize,
+    /// Loss sums of those batches.
+    pub partial: LossSums,
+    /// Seconds spent on those batches.
+    pub partial_seconds: f64,
+}
+
+/// What the callback of [`Trainer::run_epoch`] asks for after each batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Go on.
+    Continue,
+    /// Stop after this batch (the position is kept, ready for a checkpoint).
+    Stop,
+}
+
+/// How [`Trainer::run_epoch`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpochEnd {
+    /// Every batch of the epoch is done: call [`Trainer::end_epoch`].
+    Complete,
+    /// The callback asked to stop part-way.
+    Stopped,
+}
+
+/// The loss of a batch was not finite: the update was not applied.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("the loss is not finite at epoch {epoch}, batch {batch} (reconstruction {}, KL {})", sums.recon, sums.kl)]
+pub struct Diverged {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// 1-based batch within it.
+    pub batch: usize,
+    /// The batch's sums.
+    pub sums: LossSums,
+}
+
+/// Why a training state could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The file could not be read or is damaged.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// An entry of the metadata is missing or malformed.
+    #[error("{path}: {reason}")]
+    Metadata {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The KL weight at fractional epoch `t` (epochs done, counting the current batch).
+pub fn kl_weight(beta: f64, warmup: f64, t: f64) -> f64 {
+    if warmup > 0.0 {
+        beta * (t / warmup).min(1.0)
+    } else {
+        beta
+    }
+}
+
+/// A split with every pixel drawn once as Bernoulli(intensity) from `seed` (the fixed test
+/// set of a model trained on binarized images).
+pub fn binarized(split: &Split, seed: u64) -> Split {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = split.clone();
+    out.images
+        .mapv_inplace(|p| if rng.random::<f32>() < p { 1.0 } else { 0.0 });
+    out
+}
+
+/// A VAE in training on a split: model, optimizer, batch stream, position and metrics.
+pub struct Trainer<'d> {
+    config: TrainConfig,
+    model: Vae<f32>,
+    params: Vec<vae_autograd::Var>,
+    adam: Adam<f32>,
+    batches: Batches<'d>,
+    position: Position,
+    metrics: Vec<EpochMetrics>,
+    /// Whether the batch stream is positioned inside `position.epochs_done`.
+    started: bool,
+    /// The KL weight of the last batch.
+    weight: f64,
+    poison: Option<usize>,
+}
+
+impl<'d> Trainer<'d> {
+    /// A fresh model (initialised from the seed's stream) to train on `train`.
+    pub fn new(model: VaeConfig, config: TrainConfig, train: &'d Split) -> Result<Self, ConfigError> {
+        let mut init = StdRng::seed_from_u64(stream_seed(config.seed, 0, salt::INIT));
+        let model = Vae::<f32>::new(model, &mut init)?;
+        let params = model.params().to_vec();
+        let adam = Adam::new(config.adam, model.tape(), &params);
+        let batches = Batches::new(
+            train,
+            BatchConfig {
+                batch_size: config.batch_size,
+                shuffle: true,
+                seed: config.seed,
+                subset: config.subset,
+                binarize: config.binarize,
+            },
+        );
+        let weight = kl_weight(config.beta, config.warmup, 0.0);
+        Ok(Trainer {
+            config,
+            model,
+            params,
+            adam,
+            batches,
+            position: Position::default(),
+            metrics: Vec::new(),
+            started: false,
+            weight,
+            poison: None,
+        })
+    }
+
+    /// The training settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Vae<f32> {
+        &self.model
+    }
+
+    /// The model, mutably (to sample or evaluate between epochs).
+    pub fn model_mut(&mut self) -> &mut Vae<f32> {
+        &mut self.model
+    }
+
+    /// The optimizer.
+    pub fn optimizer(&self) -> &Adam<f32> {
+        &self.adam
+    }
+
+    /// Where training stands.
+    pub fn position(&self) -> &Position {
+        &self.position
+    }
+
+    /// One row per complete epoch.
+    pub fn metrics(&self) -> &[EpochMetrics] {
+        &self.metrics
+    }
+
+    /// Images in one epoch (the subset, if any).
+    pub fn images_per_epoch(&self) -> usize {
+        self.batches.images_per_epoch()
+    }
+
+    /// Batches in one epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.batches.batches_per_epoch()
+    }
+
+    /// The KL weight of the last batch (β times the warm-up).
+    pub fn current_kl_weight(&self) -> f64 {
+        self.weight
+    }
+
+    /// Testing aid: poisons the batch with this global index (0-based) with a NaN.
+    #[doc(hidden)]
+    pub fn poison_batch(&mut self, global_batch: Option<usize>) {
+        self.poison = global_batch;
+    }
+
+    /// Trains on one batch of the current epoch (Adam update included) and returns its sums,
+    /// or `Ok(None)` when the epoch has no batch left (then call [`Trainer::end_epoch`]).
+    ///
+    /// # Errors
+    /// [`Diverged`] if the loss is not finite; the update is then not applied, and the
+    /// position stays after the last good batch.
+    pub fn step(&mut self) -> Result<Option<LossSums>, Diverged> {
+        let epoch = self.position.epochs_done;
+        if !self.started {
+            self.batches.start_epoch(epoch as u64);
+            self.batches.skip_batches(self.position.batches_done);
+            self.started = true;
+        }
+        let n_batches = self.batches.batches_per_epoch();
+        let b = self.position.batches_done;
+        let Some(batch) = self.batches.next_batch() else {
+            return Ok(None);
+        };
+        let c = &self.config;
+        self.weight = kl_weight(c.beta, c.warmup, epoch as f64 + (b + 1) as f64 / n_batches as f64);
+        let objective = Objective {
+            kl_weight: self.weight,
+            free_bits: c.free_bits,
+        };
+        let mut rng = StdRng::seed_from_u64(stream_seed(stream_seed(c.seed, epoch as u64, salt::NOISE), b as u64, 0));
+        let sums = if self.poison == Some(epoch * n_batches + b) {
+            let mut poisoned = batch.images.to_owned();
+            poisoned[[0, 0]] = f32::NAN;
+            self.model.train_step(poisoned.view(), &mut rng, objective)
+        } else {
+            self.model.train_step(batch.images, &mut rng, objective)
+        };
+        if !sums.is_finite() {
+            return Err(Diverged {
+                epoch: epoch + 1,
+                batch: b + 1,
+                sums,
+            });
+        }
+        self.adam.step(self.model.tape_mut(), &self.params);
+        self.position.batches_done += 1;
+        self.position.partial.add(&sums);
+        Ok(Some(sums))
+    }
+
+    /// Trains on the rest of the current epoch. After each batch, `on_batch` gets the running
+    /// sums of the epoch and the images of that batch, and may ask to stop (honoured unless
+    /// the epoch is complete anyway).
+    ///
+    /// # Errors
+    /// [`Diverged`] as [`Trainer::step`].
+    pub fn run_epoch(&mut self, mut on_batch: impl FnMut(&LossSums, usize) -> Control) -> Result<EpochEnd, Diverged> {
+        let start = Instant::now();
+        let n_batches = self.batches.batches_per_epoch();
+        let result = loop {
+            match self.step() {
+                Err(d) => break Err(d),
+                Ok(None) => break Ok(EpochEnd::Complete),
+                Ok(Some(sums)) => {
+                    let stop = on_batch(&self.position.partial, sums.images) == Control::Stop;
+                    if stop && self.position.batches_done < n_batches {
+                        break Ok(EpochEnd::Stopped);
+                    }
+                }
+            }
+        };
+        self.position.partial_seconds += start.elapsed().as_secs_f64();
+        result
+    }
+
+    /// Sums of the loss over a whole split, in batches of 1000, z sampled from `rng`.
+    pub fn evaluate(&mut self, split: &Split, rng: &mut impl Rng) -> LossSums {
+        let mut sums = LossSums::default();
+        for chunk in split.images.axis_chunks_iter(Axis(0), EVAL_BATCH) {
+            sums.add(&self.model.evaluate(chunk, rng));
+        }
+        sums
+    }
+
+    /// Closes a complete epoch: evaluates on `test` (noise from the epoch's own stream),
+    /// records and returns the epoch's metrics, and moves the position to the next epoch.
+    pub fn end_epoch(&mut self, test: &Split) -> EpochMetrics {
+        let epoch = self.position.epochs_done;
+        let mut rng = StdRng::seed_from_u64(stream_seed(self.config.seed, epoch as u64, salt::TEST_NOISE));
+        let test_sums = self.evaluate(test, &mut rng);
+        let p = &self.position;
+        let m = EpochMetrics::new(epoch + 1, &p.partial, &test_sums, self.weight, p.partial_seconds);
+        self.metrics.push(m);
+        self.position = Position {
+            epochs_done: epoch + 1,
+            ..Position::default()
+        };
+        self.started = false;
+        m
+    }
+
+    /// Writes the training state (weights, Adam's moments and step, position, metrics and
+    /// `extra` metadata: one file, one atomic rename) to `dir/training_state.safetensors`,
+    /// then the shareable model (with `extra` and the position in its metadata) to
+    /// `dir/model.safetensors`. A kill at any moment leaves each file whole, and the
+    /// training state always consistent with itself.
+    pub fn checkpoint(&self, dir: &Path, extra: &HashMap<String, String>) -> Result<(), CheckpointError> {
+        let model = &self.model;
+        let mut tensors = checkpoint::model_tensors(model);
+        for (name, _, _) in &mut tensors {
+            name.insert_str(0, "model.");
+        }
+        for (i, (name, _)) in model.named_params().iter().enumerate() {
+            let (m, v) = self.adam.moments(i);
+            for (kind, state) in [("adam.m", m), ("adam.v", v)] {
+                let shape = vec![state.nrows(), state.ncols()];
+                tensors.push((format!("{kind}.{name}"), shape, state.iter().copied().collect()));
+            }
+        }
+        let p = &self.position;
+        let mut meta = extra.clone();
+        meta.extend(
+            [
+                ("adam.steps", self.adam.steps.to_string()),
+                ("epochs_done", p.epochs_done.to_string()),
+                ("batches_done", p.batches_done.to_string()),
+                ("partial.images", p.partial.images.to_string()),
+                ("partial.recon", format!("{:e}", p.partial.recon)),
+                ("partial.kl", format!("{:e}", p.partial.kl)),
+                ("partial.objective", format!("{:e}", p.partial.objective)),
+                ("partial.seconds", format!("{:e}", p.partial_seconds)),
+                (
+                    "train.metrics",
+                    serde_json::to_string(&self.metrics).expect("metrics serialise"),
+                ),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        checkpoint::save_tensors(&dir.join(STATE_FILE), &tensors, meta)?;
+        let mut model_meta = extra.clone();
+        model_meta.insert("epochs_done".into(), p.epochs_done.to_string());
+        model_meta.insert("batches_done".into(), p.batches_done.to_string());
+        checkpoint::save(model, &dir.join(MODEL_FILE), model_meta)
+    }
+
+    /// Restores the weights, Adam's state, the position and the metrics from a training
+    /// state written by [`Trainer::checkpoint`] (read with `vae_model::checkpoint::load_tensors`)
+    /// for a model of the same configuration.
+    pub fn restore(&mut self, state: &Loaded) -> Result<(), StateError> {
+        let path = &state.path;
+        let bad = |reason: String| StateError::Metadata {
+            path: path.clone(),
+            reason,
+        };
+        let meta = |key: &str| {
+            state
+                .metadata
+                .get(key)
+                .ok_or_else(|| bad(format!("no '{key}' in the training state")))
+        };
+        let num = |key: &str| -> Result<f64, StateError> {
+            meta(key)?.parse().map_err(|_| bad(format!("'{key}' is not a number")))
+        };
+        let metrics: Vec<EpochMetrics> =
+            serde_json::from_str(meta("train.metrics")?).map_err(|e| bad(format!("invalid 'train.metrics': {e}")))?;
+        let position = Position {
+            epochs_done: num("epochs_done")? as usize,
+            batches_done: num("batches_done")? as usize,
+            partial: LossSums {
+                images: num("partial.images")? as usize,
+                recon: num("partial.recon")?,
+                kl: num("partial.kl")?,
+                objective: num("partial.objective")?,
+            },
+            partial_seconds: num("partial.seconds")?,
+        };
+        if metrics.len() != position.epochs_done {
+            return Err(bad(format!(
+                "{} epochs of metrics but the position is after epoch {}",
+                metrics.len(),
+                position.epochs_done
+            )));
+        }
+        let steps: u64 = meta("adam.steps")?
+            .parse()
+            .map_err(|_| bad("'adam.steps' is not a number".into()))?;
+        let named: Vec<_> = self.model.named_params().to_vec();
+        for (i, (name, v)) in named.iter().enumerate() {
+            let (r, c) = self.model.tape().dim(*v);
+            let w = state.matrix(&format!("model.{name}"), r, c)?;
+            self.model.tape_mut().param_mut(*v).assign(&w);
+            let (mut m, mut vv) = self.adam.moments_mut(i);
+            m.assign(&state.matrix(&format!("adam.m.{name}"), r, c)?);
+            vv.assign(&state.matrix(&format!("adam.v.{name}"), r, c)?);
+        }
+        self.adam.steps = steps;
+        self.weight = metrics.last().map_or(self.weight, |m| m.kl_weight);
+        self.position = position;
+        self.metrics = metrics;
+        self.started = false;
+        Ok(())
+    }
+}
