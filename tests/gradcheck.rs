@@ -243,6 +243,59 @@ fn kl_normal_clamps_logvar_without_nan() {
     );
 }
 
+/// A user-defined op of two inputs, `a * b + a^2` (elementwise), with its own backward.
+struct MulAddSquare;
+
+impl vae::autograd::CustomOp<f64> for MulAddSquare {
+    fn name(&self) -> &str {
+        "mul_add_square"
+    }
+    fn output_dim(&self, inputs: &[(usize, usize)]) -> (usize, usize) {
+        inputs[0]
+    }
+    fn forward(&self, inputs: &[ndarray::ArrayView2<f64>], out: &mut Array2<f64>) {
+        ndarray::Zip::from(out)
+            .and(&inputs[0])
+            .and(&inputs[1])
+            .for_each(|o, &a, &b| *o = a * b + a * a);
+    }
+    fn backward(
+        &self,
+        inputs: &[ndarray::ArrayView2<f64>],
+        _out: ndarray::ArrayView2<f64>,
+        grad: ndarray::ArrayView2<f64>,
+        input: usize,
+    ) -> Array2<f64> {
+        let (a, b) = (&inputs[0], &inputs[1]);
+        let mut g = grad.to_owned();
+        ndarray::Zip::from(&mut g).and(a).and(b).for_each(|g, &a, &b| {
+            *g *= if input == 0 { b + 2.0 * a } else { a };
+        });
+        g
+    }
+}
+
+#[test]
+fn custom_op() {
+    // A user-defined op on its own, and fed twice from the same input (its gradient must be
+    // added to the built-in ops' gradients, not overwrite them).
+    let mut rng = StdRng::seed_from_u64(12);
+    let op = std::sync::Arc::new(MulAddSquare);
+    for (m, n) in SHAPES {
+        let a = uniform(&mut rng, (m, n), -2.0, 2.0);
+        let b = uniform(&mut rng, (m, n), -2.0, 2.0);
+        verify("custom_op", &[a.clone(), b.clone()], |t, v| {
+            t.custom(op.clone(), &[v[0], v[1]])
+        });
+        verify("custom_op fan-out", &[a, b], |t, v| {
+            let c = t.custom(op.clone(), &[v[0], v[1]]);
+            let d = t.custom(op.clone(), &[c, v[0]]);
+            let e = t.tanh(v[0]);
+            t.add(d, e)
+        });
+    }
+}
+
 #[test]
 fn diamond_fan_out() {
     // y feeds three paths (relu, sigmoid, and directly); x feeds both sides of a product.

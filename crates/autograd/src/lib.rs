@@ -9,12 +9,31 @@
 //!
 //! The engine is generic over [`Float`] (`f32` to train, `f64` to check gradients).
 
+//!
+//! ```
+//! use ndarray::array;
+//! use vae_autograd::Tape;
+//!
+//! let mut t = Tape::<f64>::new();
+//! let w = t.param(array![[1.0, -2.0]]);            // a 1 x 2 parameter
+//! let x = t.constant(array![[3.0], [4.0]].view());   // 2 x 1 data
+//! let y = t.matmul(w, x);                            // 1 x 1: 3 - 8 = -5
+//! let loss = t.square(y);
+//! let loss = t.sum(loss);                            // 25
+//! t.backward(loss);
+//! assert_eq!(t.scalar(loss), 25.0);
+//! // d(loss)/dw = 2 y x^T = [-30, -40]
+//! assert_eq!(t.grad(w).unwrap(), &array![[-30.0, -40.0]]);
+//! ```
+#![warn(missing_docs)]
+
 pub mod gradcheck;
 mod kernels;
 mod ops;
 mod tape;
 
 pub use ops::Axis;
+pub use ops::custom::CustomOp;
 pub use tape::{Tape, Var};
 pub use vae_linalg::Float;
 

@@ -10,6 +10,23 @@
 //! Every element of `C` is reduced over `k` in the same order whatever the thread count, so
 //! results are bitwise identical for 1 or many threads.
 
+//!
+//! Elementwise kernels (`elementwise`, written over `simd::Vector`) run at the SIMD level
+//! detected at run time or forced with `VAE_SIMD` (see [`simd`]).
+//!
+//! ```
+//! use ndarray::array;
+//! use vae_linalg::{gemm, simd};
+//!
+//! let a = array![[1.0f32, 2.0], [3.0, 4.0]];
+//! let b = array![[5.0f32, 6.0], [7.0, 8.0]];
+//! let mut c = ndarray::Array2::zeros((2, 2));
+//! gemm(1.0, a.view(), b.t(), 0.0, c.view_mut()); // C = A B^T: a stride swap, no copy
+//! assert_eq!(c, array![[17.0, 23.0], [39.0, 53.0]]);
+//! println!("kernels run at {}", simd::level());
+//! ```
+#![warn(missing_docs)]
+
 pub mod elementwise;
 mod float;
 mod gemm;

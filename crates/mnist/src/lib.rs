@@ -7,6 +7,21 @@
 //! * [`Batches`]: seeded shuffling, optional subset, dynamic binarization, into a reused
 //!   buffer.
 
+//!
+//! ```
+//! use std::path::Path;
+//! use vae_mnist::idx::{self, Idx, IdxData};
+//!
+//! // Two 2x3 "images", gzip-compressed and read back; a header that claims more than the
+//! // file holds is an error naming the file, never a panic.
+//! let a = Idx { dims: vec![2, 2, 3], data: IdxData::U8((0..12).collect()) };
+//! let bytes = idx::encode(&a, true, Path::new("x.gz")).unwrap();
+//! assert_eq!(idx::decode(&bytes, Path::new("x.gz")).unwrap(), a);
+//! let err = idx::decode(&bytes[..bytes.len() / 2], Path::new("cut.gz")).unwrap_err();
+//! assert!(err.to_string().starts_with("cut.gz"));
+//! ```
+#![warn(missing_docs)]
+
 mod batch;
 mod dataset;
 mod error;

@@ -5,6 +5,35 @@
 //! * [`Adam`] and [`Sgd`], updating parameters in place on the tape.
 //! * Parameters are addressable by name ([`Named`]), e.g. `encoder.0.weight`.
 
+//!
+//! ```
+//! use ndarray::array;
+//! use rand::SeedableRng;
+//! use vae_autograd::Tape;
+//! use vae_nn::{Adam, AdamConfig, Linear, Optimizer};
+//!
+//! // Fit y = 2x - 1 with one dense layer.
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! let mut t = Tape::<f64>::new();
+//! let layer = Linear::new(&mut t, 1, 1, &mut rng);
+//! let params: Vec<_> = t.params().collect();
+//! let mut adam = Adam::new(AdamConfig { lr: 0.05, ..Default::default() }, &t, &params);
+//! for _ in 0..2000 {
+//!     t.reset();
+//!     let x = t.constant(array![[-1.0], [0.0], [1.0], [2.0]].view());
+//!     let target = t.constant(array![[-3.0], [-1.0], [1.0], [3.0]].view());
+//!     let y = layer.forward(&mut t, x);
+//!     let d = t.sub(y, target);
+//!     let se = t.square(d);
+//!     let loss = t.mean(se);
+//!     t.backward(loss);
+//!     adam.step(&mut t, &params);
+//! }
+//! let w = t.value(params[0])[[0, 0]];
+//! assert!((w - 2.0).abs() < 1e-3, "{w}");
+//! ```
+#![warn(missing_docs)]
+
 mod activation;
 mod layers;
 mod optim;

@@ -3,6 +3,20 @@
 //! The binary (`src/main.rs`) only parses arguments; everything it does is here, so that
 //! integration tests can run it in-process.
 
+//!
+//! ```
+//! use vae_train::cli::TrainArgs;
+//!
+//! // The defaults are PyTorch's example VAE.
+//! let args = TrainArgs::default();
+//! assert_eq!((args.batch_size, args.latent, args.hidden.clone()), (128, 20, vec![400]));
+//! args.validate().unwrap();
+//! ```
+#![warn(missing_docs)]
+// The flags' doc comments are also their `--help` text, written for a terminal: `[:SLOPE]`
+// and `<UTC time>` there are not links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 pub mod cli;
 pub mod commands;
 pub mod image;

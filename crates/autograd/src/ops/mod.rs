@@ -3,6 +3,7 @@
 //! Forward constructors are methods on [`Tape`](crate::Tape), grouped by kind in the
 //! submodules; [`backward`] dispatches a node's gradient to its inputs.
 
+pub(crate) mod custom;
 mod elementwise;
 mod linear;
 mod loss;
@@ -46,6 +47,8 @@ pub(crate) enum Op<T> {
     GaussianNll { mean: Var, logvar: Var, target: Var },
     /// Elementwise KL(N(mu, exp(logvar)) || N(0, 1)).
     KlNormal { mu: Var, logvar: Var },
+    /// A user-defined operation.
+    Custom(custom::Custom<T>),
 }
 
 impl<T> Op<T> {
@@ -59,6 +62,7 @@ impl<T> Op<T> {
             Op::BernoulliNll { logits, target } => [Some(logits), Some(target), None],
             Op::GaussianNll { mean, logvar, target } => [Some(mean), Some(logvar), Some(target)],
             Op::KlNormal { mu, logvar } => [Some(mu), Some(logvar), None],
+            Op::Custom(ref c) => c.inputs,
         }
     }
 }
@@ -66,6 +70,7 @@ impl<T> Op<T> {
 /// Sends the gradient `g` of a node with value `y` to the inputs that need one.
 pub(crate) fn backward<T: Float>(op: &Op<T>, y: &Array2<T>, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
     match *op {
+        Op::Custom(ref c) => custom::custom_backward(c, y, g, vals, grads),
         Op::Leaf => {}
         Op::MatMul { a, b, ta, tb } => linear::matmul_backward(a, b, ta, tb, g, vals, grads),
         Op::AddBias { x, bias } => linear::add_bias_backward(x, bias, g, vals, grads),

@@ -18,7 +18,7 @@ fn c<V: Vector>(x: f64) -> V {
     V::splat(V::E::c(x))
 }
 
-/// A lanewise function of `K` inputs: what [`zip`] and [`lane_sum`] apply. (A trait with
+/// A lanewise function of `K` inputs, as the kernels' loops apply it. (A trait with
 /// `#[inline(always)]` methods rather than a closure: a closure is compiled on its own,
 /// without the caller's `#[target_feature]`, and would leave every intrinsic a call.)
 pub trait Lanewise<V: Vector, const K: usize> {
