@@ -208,6 +208,18 @@ impl<T: Float> Tape<T> {
         (&mut s.nodes[i].value, grad)
     }
 
+    /// A parameter's gradient from the last backward sweep, mutably (`None` if the sweep did
+    /// not reach it): for gradients reduced across processes before the optimizer's step.
+    ///
+    /// # Panics
+    /// If `v` is not a parameter.
+    pub fn param_grad_mut(&mut self, v: Var) -> Option<&mut Array2<T>> {
+        assert!(v.is_param(), "param_grad_mut: {v:?} is not a parameter");
+        let s = &mut self.params;
+        let i = v.index();
+        s.set[i].then(|| &mut s.grads[i])
+    }
+
     /// The gradient of `v` from the last [`Tape::backward`], or `None` if none reached it.
     pub fn grad(&self, v: Var) -> Option<&Array2<T>> {
         let (s, i) = self.store(v);

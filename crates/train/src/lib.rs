@@ -20,6 +20,8 @@
 pub mod cli;
 pub mod commands;
 pub mod image;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod report;
 pub mod run;
 pub mod stats;

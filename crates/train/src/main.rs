@@ -9,7 +9,7 @@ use clap::Parser;
 use vae_train::cli::{Cli, Command};
 use vae_train::commands::{eval, interpolate, latents, manifold, plot, reconstruct, sample, score};
 use vae_train::report::{Progress, Verbosity};
-use vae_train::train::{INTERRUPT, Interrupted, train};
+use vae_train::train::{INTERRUPT, Interrupted, SharedCollective, train_with};
 
 /// The conventional status of a process stopped by SIGINT.
 const INTERRUPTED_STATUS: u8 = 130;
@@ -42,12 +42,23 @@ fn wrote(path: std::path::PathBuf) {
     println!("wrote {}", path.display());
 }
 
+/// The MPI ranks to train with, when built with the `mpi` feature and started by `mpirun`.
+#[cfg(feature = "mpi")]
+fn collective() -> Option<SharedCollective> {
+    vae_train::mpi::MpiCollective::from_launcher().map(|c| Box::new(c) as SharedCollective)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn collective() -> Option<SharedCollective> {
+    None
+}
+
 fn run(cli: Cli) -> Result<()> {
     // A VAE_SIMD the CPU cannot honour is refused here, not silently ignored.
     vae_linalg::simd::level_from_env().map_err(anyhow::Error::msg)?;
     match cli.command {
-        None => train(&cli.train, &mut Progress::new(Verbosity::Normal)).map(|_| ()),
-        Some(Command::Train(a)) => train(&a, &mut Progress::new(Verbosity::Normal)).map(|_| ()),
+        None => train_with(&cli.train, &mut Progress::new(Verbosity::Normal), collective()).map(|_| ()),
+        Some(Command::Train(a)) => train_with(&a, &mut Progress::new(Verbosity::Normal), collective()).map(|_| ()),
         Some(Command::Sample(a)) => sample::sample(&a).map(wrote),
         Some(Command::Reconstruct(a)) => reconstruct::reconstruct(&a).map(wrote),
         Some(Command::Interpolate(a)) => interpolate::run(&a).map(wrote),

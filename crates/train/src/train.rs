@@ -20,7 +20,7 @@ use vae_model::checkpoint::{self, write_atomic};
 use vae_model::{LossSums, Vae};
 use vae_nn::AdamConfig;
 pub use vae_trainer::EVAL_BATCH;
-use vae_trainer::{Control, EpochEnd, Position, TrainConfig, Trainer, binarized, salt};
+use vae_trainer::{Collective, Control, EpochEnd, Position, TrainConfig, Trainer, binarized, salt};
 
 use crate::cli::TrainArgs;
 use crate::image::{scale_for, tile, write_png};
@@ -104,6 +104,17 @@ pub fn load_data(dir: &Path, limits: &Limits) -> Result<Mnist> {
 /// Trains as `args` says (or resumes the run `args.resume` names), reporting through
 /// `progress`.
 pub fn train(args: &TrainArgs, progress: &mut Progress) -> Result<Outcome> {
+    train_with(args, progress, None)
+}
+
+/// A collective to train data-parallel with (see [`vae_trainer::Collective`]).
+pub type SharedCollective = Box<dyn Collective + Send>;
+
+/// [`train`], data-parallel across the ranks of `collective` when one is given: every rank
+/// trains the same model on its shard of each batch; rank 0 alone writes the run directory
+/// and reports.
+pub fn train_with(args: &TrainArgs, progress: &mut Progress, collective: Option<SharedCollective>) -> Result<Outcome> {
+    let rank = collective.as_ref().map_or(0, |c| c.rank());
     args.validate()?;
     let (args, run_dir, state) = match &args.resume {
         Some(dir) => {
@@ -119,14 +130,36 @@ pub fn train(args: &TrainArgs, progress: &mut Progress) -> Result<Outcome> {
             (args, dir.clone(), Some(state))
         }
         None => {
-            let dir = args.run_dir.clone().unwrap_or_else(run::default_run_dir);
-            prepare_run_dir(&dir, args.overwrite)?;
+            let dir = match (&args.run_dir, &collective) {
+                (Some(d), _) => d.clone(),
+                (None, None) => run::default_run_dir(),
+                (None, Some(_)) => bail!("give --run-dir when training on several ranks (they must agree on it)"),
+            };
+            if rank == 0 {
+                prepare_run_dir(&dir, args.overwrite)?;
+            }
             (args.clone(), dir, None)
         }
     };
     args.validate()?;
     let mnist = load_data(&args.data, &args.limits())?;
-    with_threads(args.threads, || train_in_pool(&args, &mnist, &run_dir, state, progress))?
+    let threads = args.threads.or_else(|| {
+        // Ranks on one machine share its cores.
+        let local = local_ranks();
+        (collective.is_some() && local > 1)
+            .then(|| (std::thread::available_parallelism().map_or(1, |n| n.get()) / local).max(1))
+    });
+    with_threads(threads, || {
+        train_in_pool(&args, &mnist, &run_dir, state, progress, collective)
+    })?
+}
+
+/// Ranks of an MPI job on this machine (1 outside one).
+fn local_ranks() -> usize {
+    std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
 }
 
 /// Creates the run directory, refusing to overwrite a finished or interrupted run. A run
@@ -221,6 +254,7 @@ fn train_in_pool(
     run_dir: &Path,
     state: Option<checkpoint::Loaded>,
     progress: &mut Progress,
+    collective: Option<SharedCollective>,
 ) -> Result<Outcome> {
     let train_split = match args.exclude_digit {
         Some(d) => {
@@ -245,17 +279,31 @@ fn train_in_pool(
     if let Some(state) = &state {
         trainer.restore(state)?;
     }
+    let ranks = collective.as_ref().map_or(1, |c| c.size());
+    if let Some(c) = collective {
+        trainer.set_collective(c);
+    }
+    let writer = trainer.rank() == 0;
+    let mut quiet = Progress::new(crate::report::Verbosity::Quiet);
+    let progress = if writer { progress } else { &mut quiet };
     let config_path = run_dir.join(run::CONFIG);
-    write_atomic(&config_path, config_json(args).as_bytes())
-        .with_context(|| format!("writing {}", config_path.display()))?;
+    if writer {
+        write_atomic(&config_path, config_json(args).as_bytes())
+            .with_context(|| format!("writing {}", config_path.display()))?;
+    }
     let epochs = args.total_epochs();
     progress.line(&format!(
-        "{} {} ({} parameters) on {} images, testing on {}; {} threads, SIMD {}; run directory {}",
+        "{} {} ({} parameters) on {} images, testing on {}; {}{} threads, SIMD {}; run directory {}",
         if resuming { "resuming" } else { "training" },
         describe(trainer.model()),
         trainer.model().num_parameters(),
         trainer.images_per_epoch(),
         test_split.len(),
+        if ranks > 1 {
+            format!("{ranks} ranks x ")
+        } else {
+            String::new()
+        },
         rayon::current_num_threads(),
         vae_linalg::simd::level(),
         run_dir.display()
@@ -281,7 +329,9 @@ fn train_in_pool(
         match end {
             Err(d) => bail!(diverged_message(&d, run_dir, trainer.position())),
             Ok(EpochEnd::Stopped) => {
-                save_checkpoint(run_dir, &trainer, &extra)?;
+                if writer {
+                    save_checkpoint(run_dir, &trainer, &extra)?;
+                }
                 progress.line(&format!(
                     "stopped after batch {} of epoch {epoch}",
                     trainer.position().batches_done
@@ -295,7 +345,19 @@ fn train_in_pool(
                 let images = trainer.position().partial.images;
                 let m = trainer.end_epoch(&test_split);
                 progress.line(&epoch_line(&m, epochs, images));
-                save_checkpoint(run_dir, &trainer, &extra)?;
+                let checksum = trainer.weights_checksum();
+                if let Some(c) = trainer.collective_mut()
+                    && !c.all_equal(checksum)
+                {
+                    bail!(
+                        "rank {}: the weights differ between ranks after epoch {epoch} (checksum {checksum:016x}); \
+                         the ranks must run the same binary on the same data",
+                        c.rank()
+                    );
+                }
+                if writer {
+                    save_checkpoint(run_dir, &trainer, &extra)?;
+                }
                 if INTERRUPT.load(Ordering::SeqCst) && epoch < epochs {
                     return Err(Interrupted {
                         run_dir: run_dir.to_path_buf(),
@@ -304,6 +366,21 @@ fn train_in_pool(
                 }
             }
         }
+    }
+    if let Some(c) = trainer.collective_mut() {
+        let (seconds, calls) = c.allreduce_stats();
+        let train_seconds: f64 = trainer.metrics().iter().map(|m| m.train_seconds).sum();
+        progress.line(&format!(
+            "allreduce: {:.3} ms per step ({calls} steps, {:.1}% of the training time)",
+            1e3 * seconds / calls.max(1) as f64,
+            100.0 * seconds / train_seconds.max(1e-9)
+        ));
+    }
+    if !writer {
+        return Ok(Outcome {
+            run_dir: run_dir.to_path_buf(),
+            metrics: trainer.metrics().to_vec(),
+        });
     }
     let mut pic_rng = StdRng::seed_from_u64(stream_seed(args.seed, 0, salt::PICTURES));
     write_pictures(run_dir, trainer.model_mut(), &test_split, args.scale, &mut pic_rng)?;

@@ -36,6 +36,6 @@ mod trainer;
 
 pub use metrics::EpochMetrics;
 pub use trainer::{
-    Control, Diverged, EVAL_BATCH, EpochEnd, MODEL_FILE, Position, STATE_FILE, StateError, TrainConfig, Trainer,
-    binarized, kl_weight, salt,
+    Collective, Control, Diverged, EVAL_BATCH, EpochEnd, MODEL_FILE, Position, STATE_FILE, StateError, TrainConfig,
+    Trainer, binarized, kl_weight, salt,
 };

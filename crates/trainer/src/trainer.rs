@@ -7,6 +7,7 @@ use std::time::Instant;
 use ndarray::Axis;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_distr::Distribution;
 use vae_mnist::{BatchConfig, Batches, Split, stream_seed};
 use vae_model::checkpoint::{self, CheckpointError, Loaded};
 use vae_model::{ConfigError, LossSums, Objective, Vae, VaeConfig};
@@ -134,6 +135,26 @@ pub enum StateError {
     },
 }
 
+/// The collective operations data-parallel training needs, across the processes (ranks)
+/// that train one model together: `vae-train` implements it over MPI. Every rank runs the
+/// same [`Trainer`] on the same data and seed; each takes its shard of every batch, and one
+/// [`Collective::allreduce_sum`] per step adds up the gradients (and the batch's loss sums
+/// and stop requests), so that every rank applies the same update.
+pub trait Collective {
+    /// This process's rank, from 0.
+    fn rank(&self) -> usize;
+    /// The number of processes.
+    fn size(&self) -> usize;
+    /// Replaces `buf` on every rank by the element-wise sum of every rank's `buf`.
+    fn allreduce_sum(&mut self, buf: &mut [f32]);
+    /// Whether `v` is the same on every rank.
+    fn all_equal(&mut self, v: u64) -> bool;
+    /// Seconds spent in [`Collective::allreduce_sum`] so far, and its calls (for reports).
+    fn allreduce_stats(&self) -> (f64, u64) {
+        (0.0, 0)
+    }
+}
+
 /// The KL weight at fractional epoch `t` (epochs done, counting the current batch).
 pub fn kl_weight(beta: f64, warmup: f64, t: f64) -> f64 {
     if warmup > 0.0 {
@@ -167,6 +188,11 @@ pub struct Trainer<'d> {
     /// The KL weight of the last batch.
     weight: f64,
     poison: Option<usize>,
+    /// Data parallelism across processes, if any, and its flat exchange buffer.
+    collective: Option<Box<dyn Collective>>,
+    flat: Vec<f32>,
+    /// A stop asked by the callback, to be agreed on by every rank at the next step.
+    stop_asked: bool,
 }
 
 impl<'d> Trainer<'d> {
@@ -198,7 +224,39 @@ impl<'d> Trainer<'d> {
             started: false,
             weight,
             poison: None,
+            collective: None,
+            flat: Vec::new(),
+            stop_asked: false,
         })
+    }
+
+    /// Trains data-parallel with the other ranks of `collective`: from now on each step
+    /// computes this rank's shard of the batch (rows `rank * n / size ..`), and the gradients
+    /// of all ranks are summed before the update. `--batch-size` stays the global batch.
+    pub fn set_collective(&mut self, collective: Box<dyn Collective>) {
+        self.collective = Some(collective);
+    }
+
+    /// The collective, if training is data-parallel.
+    pub fn collective_mut(&mut self) -> Option<&mut (dyn Collective + 'static)> {
+        self.collective.as_deref_mut()
+    }
+
+    /// This process's rank in a data-parallel run (0 without one).
+    pub fn rank(&self) -> usize {
+        self.collective.as_ref().map_or(0, |c| c.rank())
+    }
+
+    /// A checksum of the weights' bits (FNV-1a over every parameter), equal on every rank
+    /// of a data-parallel run as long as the ranks agree.
+    pub fn weights_checksum(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &p in &self.params {
+            for &w in self.model.tape().value(p) {
+                h = (h ^ u64::from(w.to_bits())).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        h
     }
 
     /// The training settings.
@@ -277,13 +335,34 @@ impl<'d> Trainer<'d> {
             free_bits: c.free_bits,
         };
         let mut rng = StdRng::seed_from_u64(stream_seed(stream_seed(c.seed, epoch as u64, salt::NOISE), b as u64, 0));
-        let sums = if self.poison == Some(epoch * n_batches + b) {
-            let mut poisoned = batch.images.to_owned();
+        let rows = batch.images.nrows();
+        // This rank's rows; a single process takes them all.
+        let shard = match &self.collective {
+            Some(col) => rows * col.rank() / col.size()..rows * (col.rank() + 1) / col.size(),
+            None => 0..rows,
+        };
+        // The noise of the rows before the shard, drawn and dropped, so that every row gets
+        // the noise a single process would give it.
+        for _ in 0..shard.start * self.model.config().latent {
+            let _: f64 = rand_distr::StandardNormal.sample(&mut rng);
+        }
+        let x = batch.images.slice(ndarray::s![shard.clone(), ..]);
+        let mut sums = if self.poison == Some(epoch * n_batches + b) && shard.start == 0 {
+            let mut poisoned = x.to_owned();
             poisoned[[0, 0]] = f32::NAN;
             self.model.train_step(poisoned.view(), &mut rng, objective)
         } else {
-            self.model.train_step(batch.images, &mut rng, objective)
+            self.model.train_step(x, &mut rng, objective)
         };
+        if self.collective.is_some() {
+            let stop;
+            (sums, stop) = self.reduce(sums, shard.len(), rows);
+            if stop {
+                // Not applied: the stream is positioned afresh by the next step.
+                self.started = false;
+                return Ok(None);
+            }
+        }
         if !sums.is_finite() {
             return Err(Diverged {
                 epoch: epoch + 1,
@@ -297,6 +376,52 @@ impl<'d> Trainer<'d> {
         Ok(Some(sums))
     }
 
+    /// Sums the shards' gradients (each the gradient of its shard's mean loss, scaled to
+    /// its share of the batch), loss sums and stop requests across the ranks in one
+    /// allreduce of one flat buffer; writes the summed gradients back. Returns the batch's
+    /// sums and whether any rank asked to stop (then the update is not applied).
+    fn reduce(&mut self, sums: LossSums, shard_rows: usize, rows: usize) -> (LossSums, bool) {
+        let share = shard_rows as f32 / rows as f32;
+        let total: usize = self.params.iter().map(|&p| self.model.tape().value(p).len()).sum();
+        self.flat.clear();
+        self.flat.reserve(total + 5);
+        for &p in &self.params {
+            match self.model.tape().grad(p) {
+                Some(g) => self.flat.extend(g.iter().map(|&v| v * share)),
+                None => self
+                    .flat
+                    .extend(std::iter::repeat_n(0.0, self.model.tape().value(p).len())),
+            }
+        }
+        let stop = if self.stop_asked { 1.0 } else { 0.0 };
+        self.flat.extend([
+            sums.recon as f32,
+            sums.kl as f32,
+            sums.objective as f32,
+            sums.images as f32,
+            stop,
+        ]);
+        let col = self.collective.as_mut().expect("called with a collective");
+        col.allreduce_sum(&mut self.flat);
+        let mut at = 0;
+        for &p in &self.params {
+            let n = self.model.tape().value(p).len();
+            if let Some(g) = self.model.tape_mut().param_grad_mut(p) {
+                g.iter_mut().zip(&self.flat[at..at + n]).for_each(|(g, &v)| *g = v);
+            }
+            at += n;
+        }
+        let t = &self.flat[at..];
+        let reduced = LossSums {
+            recon: f64::from(t[0]),
+            kl: f64::from(t[1]),
+            objective: f64::from(t[2]),
+            images: t[3].round() as usize,
+        };
+        self.stop_asked = false;
+        (reduced, t[4] > 0.0)
+    }
+
     /// Trains on the rest of the current epoch. After each batch, `on_batch` gets the running
     /// sums of the epoch and the images of that batch, and may ask to stop (honoured unless
     /// the epoch is complete anyway).
@@ -307,13 +432,24 @@ impl<'d> Trainer<'d> {
         let start = Instant::now();
         let n_batches = self.batches.batches_per_epoch();
         let result = loop {
+            let before = self.position.batches_done;
             match self.step() {
                 Err(d) => break Err(d),
+                // With a collective, a step can end because some rank asked to stop.
+                Ok(None) if self.position.batches_done == before && before < n_batches && self.collective.is_some() => {
+                    break Ok(EpochEnd::Stopped);
+                }
                 Ok(None) => break Ok(EpochEnd::Complete),
                 Ok(Some(sums)) => {
                     let stop = on_batch(&self.position.partial, sums.images) == Control::Stop;
                     if stop && self.position.batches_done < n_batches {
-                        break Ok(EpochEnd::Stopped);
+                        if self.collective.is_some() {
+                            // Every rank stops at the same batch: the request travels with
+                            // the next step's allreduce.
+                            self.stop_asked = true;
+                        } else {
+                            break Ok(EpochEnd::Stopped);
+                        }
                     }
                 }
             }

@@ -1,0 +1,163 @@
+//! Data-parallel training over MPI, two ranks on loopback (`--features mpi`, OpenMPI's
+//! `mpirun` on the PATH): the same result as one process, resume across the two, and a
+//! killed rank ending the job with the last checkpoint intact.
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vae_model::checkpoint;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vae-train");
+
+fn data() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/mnist")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vae-mpi-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn mpirun(np: usize) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "--allow-run-as-root", "-np", &np.to_string(), BIN]);
+    c
+}
+
+fn ok(out: Output) {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn train_args(dir: &Path, epochs: usize) -> Vec<String> {
+    let d = data();
+    [
+        "--data",
+        &d,
+        "--subset",
+        "3000",
+        "--epochs",
+        &epochs.to_string(),
+        "--threads",
+        "1",
+        "--run-dir",
+        dir.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The last row's test -ELBO of a run's metrics.
+fn test_loss(dir: &Path) -> f64 {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    text.lines().last().unwrap().split(',').nth(4).unwrap().parse().unwrap()
+}
+
+/// The largest relative difference `|a - b| / max |b|` over the tensors of two models.
+fn weight_difference(a: &Path, b: &Path) -> f64 {
+    let load = |p: &Path| checkpoint::load_tensors(&p.join("model.safetensors")).unwrap().tensors;
+    let (ta, tb) = (load(a), load(b));
+    ta.iter()
+        .map(|(name, (_, va))| {
+            let vb = &tb[name].1;
+            let scale = vb.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+            va.iter()
+                .zip(vb)
+                .map(|(x, y)| (x - y).abs() / scale)
+                .fold(0.0f32, f32::max) as f64
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn two_ranks_train_as_one_process() {
+    let (one, two) = (tmp("one"), tmp("two"));
+    ok(Command::new(BIN).args(train_args(&one, 3)).output().unwrap());
+    ok(mpirun(2).args(train_args(&two, 3)).output().unwrap());
+    let (l1, l2) = (test_loss(&one), test_loss(&two));
+    let dw = weight_difference(&two, &one);
+    eprintln!("test -ELBO after 3 epochs: 1 process {l1:.4}, 2 ranks {l2:.4}; weights differ by {dw:.2e} relative");
+    assert!((l1 - l2).abs() < 0.05, "{l1} vs {l2}");
+    assert!(dw < 1e-5, "weights differ by {dw:e} relative");
+    // Rank 0 alone wrote the run directory (one metrics row per epoch, no stray files).
+    let rows = std::fs::read_to_string(two.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(rows, 4);
+}
+
+#[test]
+fn resume_moves_between_one_process_and_two_ranks() {
+    let (straight, mixed) = (tmp("straight"), tmp("mixed"));
+    ok(Command::new(BIN).args(train_args(&straight, 3)).output().unwrap());
+    ok(Command::new(BIN).args(train_args(&mixed, 1)).output().unwrap());
+    let m = mixed.to_str().unwrap();
+    ok(mpirun(2)
+        .args(["train", "--resume", m, "--epochs", "2"])
+        .output()
+        .unwrap());
+    ok(Command::new(BIN)
+        .args(["train", "--resume", m, "--epochs", "3"])
+        .output()
+        .unwrap());
+    let (ls, lm) = (test_loss(&straight), test_loss(&mixed));
+    assert!((ls - lm).abs() < 0.05, "{ls} vs {lm}");
+    assert!(weight_difference(&mixed, &straight) < 1e-5);
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_and_keeps_the_checkpoint() {
+    let dir = tmp("killed");
+    let mut child = mpirun(2)
+        .args(train_args(&dir, 1000))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !dir.join("model.safetensors").exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(dir.join("model.safetensors").exists(), "no checkpoint appeared");
+    // The rank processes: vae-train processes whose command line names this run directory.
+    let pids = Command::new("pgrep")
+        .args(["-f", &format!("{BIN}.*{}", dir.display())])
+        .output()
+        .unwrap();
+    let pids: Vec<String> = String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert!(!pids.is_empty(), "no rank found");
+    Command::new("kill")
+        .args(["-KILL", &pids[pids.len() - 1]])
+        .status()
+        .unwrap();
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the job hangs after a rank was killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("the job ended {:.1} s after the kill", killed.elapsed().as_secs_f64());
+    assert!(!status.success());
+    let (model, meta) = checkpoint::load::<f32>(&dir.join("model.safetensors")).expect("the checkpoint loads");
+    assert!(model.num_parameters() > 0 && meta.contains_key("epochs_done"));
+}
