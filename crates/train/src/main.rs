@@ -10,6 +10,7 @@ use vae_train::cli::{Cli, Command};
 use vae_train::commands::{eval, interpolate, latents, manifold, plot, reconstruct, sample, score};
 use vae_train::report::{Progress, Verbosity};
 use vae_train::train::{INTERRUPT, Interrupted, SharedCollective, train_with};
+use vae_trainer::Collective;
 
 /// The conventional status of a process stopped by SIGINT.
 const INTERRUPTED_STATUS: u8 = 130;
@@ -56,22 +57,36 @@ fn collective() -> Option<SharedCollective> {
 fn run(cli: Cli) -> Result<()> {
     // A VAE_SIMD the CPU cannot honour is refused here, not silently ignored.
     vae_linalg::simd::level_from_env().map_err(anyhow::Error::msg)?;
+    let evaluating = matches!(cli.command, Some(Command::Eval(_) | Command::Score(_)));
+    // Under mpirun, training and the evaluation commands share the work among the ranks.
+    let mut col = if cli.command.is_none() || matches!(cli.command, Some(Command::Train(_))) || evaluating {
+        collective()
+    } else {
+        None
+    };
+    let writer = col.as_ref().is_none_or(|c| c.rank() == 0);
     match cli.command {
-        None => train_with(&cli.train, &mut Progress::new(Verbosity::Normal), collective()).map(|_| ()),
-        Some(Command::Train(a)) => train_with(&a, &mut Progress::new(Verbosity::Normal), collective()).map(|_| ()),
+        None => train_with(&cli.train, &mut Progress::new(Verbosity::Normal), col).map(|_| ()),
+        Some(Command::Train(a)) => train_with(&a, &mut Progress::new(Verbosity::Normal), col).map(|_| ()),
         Some(Command::Sample(a)) => sample::sample(&a).map(wrote),
         Some(Command::Reconstruct(a)) => reconstruct::reconstruct(&a).map(wrote),
         Some(Command::Interpolate(a)) => interpolate::run(&a).map(wrote),
         Some(Command::Manifold(a)) => manifold::manifold(&a).map(wrote),
         Some(Command::Latents(a)) => latents::latents(&a).map(wrote),
         Some(Command::Plot(a)) => plot::plot(&a).map(wrote),
-        Some(Command::Eval(a)) => eval::eval(&a).map(|e| {
+        Some(Command::Eval(a)) => eval::eval_with(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)).map(|e| {
+            if !writer {
+                return;
+            }
             println!(
                 "{} test images: -ELBO {:.2} nats, -log p(x) ~ {:.2} nats (IWAE, k = {}, {:.1} s), {} of {} latent units active",
                 e.images, e.neg_elbo, e.neg_log_likelihood, e.k, e.iwae_seconds, e.active_units, e.latent
             );
         }),
-        Some(Command::Score(a)) => score::score(&a).map(|s| {
+        Some(Command::Score(a)) => score::score_with(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)).map(|s| {
+            if !writer {
+                return;
+            }
             println!("wrote {} ({} scores)", s.path.display(), s.scores.len());
             if let (Some(auc), Some(d)) = (s.auroc, a.anomaly_digit) {
                 println!("AUROC for detecting digit {d} as an anomaly: {auc:.4}");

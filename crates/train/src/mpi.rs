@@ -75,6 +75,11 @@ impl Collective for MpiCollective {
         self.calls += 1;
     }
 
+    fn allreduce_sum_f64(&mut self, buf: &mut [f64]) {
+        let send = buf.to_vec();
+        self.world.all_reduce_into(&send[..], buf, SystemOperation::sum());
+    }
+
     fn allreduce_stats(&self) -> (f64, u64) {
         (self.seconds, self.calls)
     }

@@ -99,6 +99,33 @@ fn two_ranks_train_as_one_process() {
 }
 
 #[test]
+fn eval_and_score_split_the_test_images_and_agree_with_one_process() {
+    let dir = tmp("evalrun");
+    ok(Command::new(BIN).args(train_args(&dir, 1)).output().unwrap());
+    let d = dir.to_str().unwrap();
+    let (one, two) = (dir.join("one.json"), dir.join("two.json"));
+    let eval = |out: &Path| ["eval", "--run-dir", d, "--k", "20", "--n", "1000", "--threads", "1", "--out", out.to_str().unwrap()].map(String::from);
+    ok(Command::new(BIN).args(eval(&one)).output().unwrap());
+    ok(mpirun(2).args(eval(&two)).output().unwrap());
+    let read = |p: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let (a, b) = (read(&one), read(&two));
+    for key in ["neg_elbo", "neg_log_likelihood"] {
+        let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+        assert!((x - y).abs() < 1e-9 * x.abs(), "{key}: {x} vs {y}");
+    }
+    assert_eq!(a["active_units"], b["active_units"]);
+    let (s1, s2) = (dir.join("one.csv"), dir.join("two.csv"));
+    let score = |out: &Path| ["score", "--run-dir", d, "--anomaly-digit", "3", "--threads", "1", "--out", out.to_str().unwrap()].map(String::from);
+    ok(Command::new(BIN).args(score(&s1)).output().unwrap());
+    let out = mpirun(2).args(score(&s2)).output().unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    ok(out);
+    assert_eq!(printed.matches("AUROC").count(), 1, "rank 0 alone reports: {printed}");
+    let csv = |p: &Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(csv(&s1), csv(&s2));
+}
+
+#[test]
 fn resume_moves_between_one_process_and_two_ranks() {
     let (straight, mixed) = (tmp("straight"), tmp("mixed"));
     ok(Command::new(BIN).args(train_args(&straight, 3)).output().unwrap());

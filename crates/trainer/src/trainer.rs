@@ -147,6 +147,8 @@ pub trait Collective {
     fn size(&self) -> usize;
     /// Replaces `buf` on every rank by the element-wise sum of every rank's `buf`.
     fn allreduce_sum(&mut self, buf: &mut [f32]);
+    /// As [`Collective::allreduce_sum`], in f64 (evaluation sums and per-image scores).
+    fn allreduce_sum_f64(&mut self, buf: &mut [f64]);
     /// Whether `v` is the same on every rank.
     fn all_equal(&mut self, v: u64) -> bool;
     /// Seconds spent in [`Collective::allreduce_sum`] so far, and its calls (for reports).

@@ -7,12 +7,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ndarray::{Axis, s};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use vae_model::checkpoint::write_atomic;
+use vae_trainer::Collective;
 
-use super::{RunArgs, output};
-use crate::train::{EVAL_BATCH, evaluate, with_threads};
+use super::{RunArgs, block_rng, block_rows, is_writer, my_blocks, output};
+use crate::train::with_threads;
 
 /// Flags of `vae-train eval`.
 #[derive(Args, Debug, Clone)]
@@ -52,7 +51,7 @@ pub struct Evaluation {
     pub active_units: usize,
     /// Latent dimensions.
     pub latent: usize,
-    /// Seconds spent on the importance-sampled estimate.
+    /// Seconds spent on the importance-sampled estimate (per rank, on average, under MPI).
     pub iwae_seconds: f64,
 }
 
@@ -67,6 +66,13 @@ pub fn active_units(mu: &ndarray::Array2<f32>) -> usize {
 
 /// Runs the evaluation and writes it as JSON.
 pub fn eval(a: &EvalArgs) -> Result<Evaluation> {
+    eval_with(a, None)
+}
+
+/// [`eval`], with the test images shared among the ranks of `collective` (rank 0 writes).
+/// Images go in blocks of [`super::BLOCK`], each with its own random stream, so the figures do not
+/// depend on the number of ranks.
+pub fn eval_with(a: &EvalArgs, mut collective: Option<&mut dyn Collective>) -> Result<Evaluation> {
     if a.k == 0 || a.chunk == 0 {
         bail!("--k and --chunk must be at least 1");
     }
@@ -78,35 +84,54 @@ pub fn eval(a: &EvalArgs) -> Result<Evaluation> {
     }
     let x = test.images.slice(s![..n, ..]);
     let latent = run.model.config().latent;
-    let result = with_threads(a.run.threads, || {
-        let mut rng = StdRng::seed_from_u64(a.seed);
-        let sub = vae_mnist::Split {
-            images: x.to_owned(),
-            labels: test.labels[..n].to_vec(),
-            rows: test.rows,
-            cols: test.cols,
-        };
-        let elbo = evaluate(&mut run.model, &sub, &mut rng);
-        let mut mus = Vec::new();
-        for chunk in x.axis_chunks_iter(Axis(0), EVAL_BATCH) {
-            mus.push(run.model.encode(chunk).0);
-        }
-        let views: Vec<_> = mus.iter().map(|m| m.view()).collect();
-        let mu = ndarray::concatenate(Axis(0), &views).expect("same widths");
-        let start = Instant::now();
-        let ll = run.model.log_likelihood(x, a.k, a.chunk, &mut rng);
-        Evaluation {
-            images: n,
-            neg_elbo: elbo.neg_elbo(),
-            neg_log_likelihood: -ll.iter().sum::<f64>() / n as f64,
-            k: a.k,
-            active_units: active_units(&mu),
-            latent,
-            iwae_seconds: start.elapsed().as_secs_f64(),
+    let blocks = my_blocks(n, &collective);
+    // Sums: recon, KL, log-likelihood, seconds, then per unit the sum and the sum of squares
+    // of the posterior mean.
+    let mut sums = vec![0.0f64; 4 + 2 * latent];
+    with_threads(a.run.threads, || {
+        for b in blocks {
+            let rows = x.slice(s![block_rows(b, n), ..]);
+            let e = run.model.evaluate(rows, &mut block_rng(a.seed, b, 1));
+            let (mu, _) = run.model.encode(rows);
+            let start = Instant::now();
+            let ll = run
+                .model
+                .log_likelihood(rows, a.k, a.chunk, &mut block_rng(a.seed, b, 2));
+            sums[0] += e.recon;
+            sums[1] += e.kl;
+            sums[2] += ll.iter().sum::<f64>();
+            sums[3] += start.elapsed().as_secs_f64();
+            for row in mu.rows() {
+                for (j, &m) in row.iter().enumerate() {
+                    sums[4 + j] += f64::from(m);
+                    sums[4 + latent + j] += f64::from(m) * f64::from(m);
+                }
+            }
         }
     })?;
-    let out = output(&run.dir, &a.out, "eval.json");
-    let json = serde_json::to_string_pretty(&result).expect("serialises");
-    write_atomic(&out, json.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+    if let Some(c) = collective.as_deref_mut() {
+        c.allreduce_sum_f64(&mut sums);
+    }
+    let count = n as f64;
+    let active = (0..latent)
+        .filter(|&j| {
+            let mean = sums[4 + j] / count;
+            sums[4 + latent + j] / count - mean * mean > 0.01
+        })
+        .count();
+    let result = Evaluation {
+        images: n,
+        neg_elbo: (sums[0] + sums[1]) / count,
+        neg_log_likelihood: -sums[2] / count,
+        k: a.k,
+        active_units: active,
+        latent,
+        iwae_seconds: sums[3] / collective.as_ref().map_or(1, |c| c.size()) as f64,
+    };
+    if is_writer(&collective) {
+        let out = output(&run.dir, &a.out, "eval.json");
+        let json = serde_json::to_string_pretty(&result).expect("serialises");
+        write_atomic(&out, json.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+    }
     Ok(result)
 }

@@ -18,6 +18,7 @@ use clap::Args;
 use vae_mnist::{Limits, Split};
 use vae_model::Vae;
 use vae_model::checkpoint;
+use vae_trainer::Collective;
 
 use crate::cli::TrainArgs;
 use crate::run;
@@ -93,6 +94,35 @@ impl RunArgs {
             Cow::Owned(s) => s,
         })
     }
+}
+
+/// Test images are evaluated in blocks of this many, each with its own random stream, so
+/// that `eval` and `score` give the same results however the blocks are shared among MPI
+/// ranks.
+pub const BLOCK: usize = 100;
+
+/// The blocks of `n` images this rank evaluates (all of them without a collective).
+pub fn my_blocks(n: usize, collective: &Option<&mut dyn Collective>) -> std::ops::Range<usize> {
+    let blocks = n.div_ceil(BLOCK);
+    match collective {
+        Some(c) => blocks * c.rank() / c.size()..blocks * (c.rank() + 1) / c.size(),
+        None => 0..blocks,
+    }
+}
+
+/// The images of block `b` of `n`.
+pub fn block_rows(b: usize, n: usize) -> std::ops::Range<usize> {
+    b * BLOCK..((b + 1) * BLOCK).min(n)
+}
+
+/// The random stream of block `b` for `purpose`.
+pub fn block_rng(seed: u64, b: usize, purpose: u64) -> rand::rngs::StdRng {
+    <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(vae_mnist::stream_seed(seed, b as u64, purpose))
+}
+
+/// Whether this process writes the results (rank 0, or no collective).
+pub fn is_writer(collective: &Option<&mut dyn Collective>) -> bool {
+    collective.as_ref().is_none_or(|c| c.rank() == 0)
 }
 
 /// The side of the model's square images (28 for MNIST), for tiling.

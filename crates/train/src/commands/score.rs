@@ -6,14 +6,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use ndarray::Axis;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use vae_model::checkpoint::write_atomic;
+use vae_trainer::Collective;
 
-use super::{RunArgs, output};
+use super::{RunArgs, block_rng, block_rows, is_writer, my_blocks, output};
 use crate::stats::auroc;
-use crate::train::{EVAL_BATCH, list, with_threads};
+use crate::train::{list, with_threads};
 
 /// Which score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -60,6 +58,13 @@ pub struct Scores {
 
 /// Scores every test image.
 pub fn score(a: &ScoreArgs) -> Result<Scores> {
+    score_with(a, None)
+}
+
+/// [`score`], with the test images shared among the ranks of `collective` in blocks with
+/// their own random streams (the scores do not depend on the number of ranks); rank 0
+/// writes the CSV.
+pub fn score_with(a: &ScoreArgs, mut collective: Option<&mut dyn Collective>) -> Result<Scores> {
     if a.k == 0 {
         bail!("--k must be at least 1");
     }
@@ -74,33 +79,46 @@ pub fn score(a: &ScoreArgs) -> Result<Scores> {
             );
         }
     }
-    let scores = with_threads(a.run.threads, || {
-        let mut rng = StdRng::seed_from_u64(a.seed);
-        let mut scores = Vec::with_capacity(test.len());
-        for chunk in test.images.axis_chunks_iter(Axis(0), EVAL_BATCH) {
+    let n = test.len();
+    let blocks = my_blocks(n, &collective);
+    let mut scores = vec![0.0f64; n];
+    with_threads(a.run.threads, || {
+        for b in blocks {
+            let r = block_rows(b, n);
+            let chunk = test.images.slice(ndarray::s![r.clone(), ..]);
+            let mut rng = block_rng(a.seed, b, 3);
+            let out = &mut scores[r];
             match a.method {
                 Method::Elbo => {
-                    let mut acc = vec![0.0; chunk.nrows()];
                     for _ in 0..a.k {
-                        for (s, v) in acc.iter_mut().zip(run.model.neg_elbo_per_image(chunk, &mut rng)) {
+                        for (s, v) in out.iter_mut().zip(run.model.neg_elbo_per_image(chunk, &mut rng)) {
                             *s += v / a.k as f64;
                         }
                     }
-                    scores.extend(acc);
                 }
                 Method::Iwae => {
                     let ll = run.model.log_likelihood(chunk, a.k, 5000, &mut rng);
-                    scores.extend(ll.iter().map(|l| -l));
+                    out.iter_mut().zip(&ll).for_each(|(s, l)| *s = -l);
                 }
             }
         }
-        scores
     })?;
+    if let Some(c) = collective.as_deref_mut() {
+        // Each rank filled its blocks, the rest are zeros: the sum is every score.
+        c.allreduce_sum_f64(&mut scores);
+    }
+    let path = output(&run.dir, &a.out, "scores.csv");
+    if !is_writer(&collective) {
+        return Ok(Scores {
+            path,
+            scores,
+            auroc: None,
+        });
+    }
     let mut csv = String::from("index,label,score\n");
     for (i, (s, l)) in scores.iter().zip(&test.labels).enumerate() {
         let _ = writeln!(csv, "{i},{l},{s:.6}");
     }
-    let path = output(&run.dir, &a.out, "scores.csv");
     write_atomic(&path, csv.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     let auroc = match a.anomaly_digit {
         Some(d) => {
