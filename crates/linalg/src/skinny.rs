@@ -111,6 +111,14 @@ impl<T: Float> Kernel<T> for Block<'_, T> {
     fn run<V: Vector<E = T>>(self) {
         // Register blocking per vector width: about 12 accumulators with 16 registers,
         // 24 with AVX-512's 32.
+        // Blocks of at most 32 columns in whole vectors of at most 8 lanes (`dispatch_narrow_at`
+        // never runs wider vectors): anything else would overrun the panel and the buffers.
+        assert!(
+            V::LANES <= 8 && self.w.is_multiple_of(V::LANES) && self.w <= SKINNY_MAX,
+            "skinny GEMM: {}-column blocks on {}-lane vectors",
+            self.w,
+            V::LANES
+        );
         match (V::LANES, self.w / V::LANES) {
             (8, 1) if self.wide => sweep::<V, 1, 16>(self),
             (8, 2) if self.wide => sweep::<V, 2, 10>(self),
@@ -142,7 +150,7 @@ fn sweep<V: Vector, const NV: usize, const MR: usize>(blk: Block<'_, V::E>) {
     } = blk;
     let (m, k) = a.dim();
     let n = c.ncols();
-    debug_assert_eq!(w, NV * V::LANES);
+    assert_eq!(w, NV * V::LANES, "skinny GEMM: block width");
     let zero = V::E::zero();
     for (jb, block) in panel.chunks_exact(k * w).enumerate() {
         let j0 = jb * w;

@@ -185,8 +185,10 @@ pub fn read_with(path: impl AsRef<Path>, limits: &Limits) -> Result<Idx, IdxErro
         source,
     };
     let file = fs::File::open(path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
-    decode_reader(io::BufReader::new(file), Some(len), path, limits)
+    let meta = file.metadata().map_err(io_err)?;
+    // Only a regular file's length is its content's (a pipe reports 0).
+    let len = meta.is_file().then_some(meta.len());
+    decode_reader(io::BufReader::new(file), len, path, limits)
 }
 
 /// Decodes an IDX file held in memory, within the default [`Limits`]; `path` only names it

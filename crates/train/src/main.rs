@@ -17,6 +17,18 @@ const INTERRUPTED_STATUS: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "mpi")]
+    let mpi = match vae_train::mpi::Mpi::from_launcher() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    #[cfg(feature = "mpi")]
+    let collective = || mpi.as_ref().map(|m| Box::new(m.collective()) as SharedCollective);
+    #[cfg(not(feature = "mpi"))]
+    let collective = || None;
     // First Ctrl-C: finish the batch, checkpoint, exit 130. Second: exit 130 at once.
     let _ = ctrlc::set_handler(|| {
         if INTERRUPT.swap(true, Ordering::SeqCst) {
@@ -25,7 +37,7 @@ fn main() -> ExitCode {
         }
         eprintln!("\ninterrupt: finishing the current batch, then saving a checkpoint (Ctrl-C again to quit at once)");
     });
-    let result = run(cli);
+    let result = run(cli, collective);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
@@ -34,6 +46,11 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e:#}");
+            // The other ranks may be waiting for this one in a collective: end them all.
+            #[cfg(feature = "mpi")]
+            if let Some(m) = &mpi {
+                m.abort(1);
+            }
             ExitCode::FAILURE
         }
     }
@@ -43,18 +60,8 @@ fn wrote(path: std::path::PathBuf) {
     println!("wrote {}", path.display());
 }
 
-/// The MPI ranks to train with, when built with the `mpi` feature and started by `mpirun`.
-#[cfg(feature = "mpi")]
-fn collective() -> Option<SharedCollective> {
-    vae_train::mpi::MpiCollective::from_launcher().map(|c| Box::new(c) as SharedCollective)
-}
-
-#[cfg(not(feature = "mpi"))]
-fn collective() -> Option<SharedCollective> {
-    None
-}
-
-fn run(cli: Cli) -> Result<()> {
+/// Runs the command; `collective` gives the MPI ranks to share the work with, if any.
+fn run(cli: Cli, collective: impl Fn() -> Option<SharedCollective>) -> Result<()> {
     // A VAE_SIMD the CPU cannot honour is refused here, not silently ignored.
     vae_linalg::simd::level_from_env().map_err(anyhow::Error::msg)?;
     let evaluating = matches!(cli.command, Some(Command::Eval(_) | Command::Score(_)));

@@ -8,10 +8,54 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use vae_trainer::Collective;
 
+/// MPI, initialised on the main thread when the process was started by `mpirun` with more
+/// than one rank. It lives in `main` and is finalised there, on the thread that initialised
+/// it, after the collectives it hands out are gone.
+pub struct Mpi {
+    universe: mpi::environment::Universe,
+}
+
+impl Mpi {
+    /// Initialises MPI under `mpirun` with several ranks; `Ok(None)` for a single process
+    /// (then everything runs exactly as without MPI).
+    pub fn from_launcher() -> Result<Option<Mpi>, String> {
+        let size: usize = match std::env::var("OMPI_COMM_WORLD_SIZE").or_else(|_| std::env::var("PMI_SIZE")) {
+            Ok(s) => s.parse().unwrap_or(1),
+            Err(_) => return Ok(None),
+        };
+        if size < 2 {
+            return Ok(None);
+        }
+        let (universe, granted) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+            .ok_or("MPI could not be initialised (was it already?)")?;
+        if granted < mpi::Threading::Serialized {
+            return Err(format!(
+                "the MPI library grants only {granted:?} threading; vae-train needs Serialized \
+                 (its MPI calls come from one worker thread at a time)"
+            ));
+        }
+        Ok(Some(Mpi { universe }))
+    }
+
+    /// `MPI_COMM_WORLD` as the trainer's collective.
+    pub fn collective(&self) -> MpiCollective {
+        MpiCollective {
+            world: self.universe.world(),
+            recv: Vec::new(),
+            seconds: 0.0,
+            calls: 0,
+        }
+    }
+
+    /// Ends every rank of the job at once (after an error on this one, so that the others do
+    /// not wait for it forever).
+    pub fn abort(&self, code: i32) -> ! {
+        self.universe.world().abort(code)
+    }
+}
+
 /// `MPI_COMM_WORLD` as the trainer's collective, with the time spent in allreduce.
 pub struct MpiCollective {
-    // Dropping the universe finalises MPI: it lives as long as the collective.
-    _universe: mpi::environment::Universe,
     world: SimpleCommunicator,
     recv: Vec<f32>,
     /// Seconds spent in gradient allreduces.
@@ -20,41 +64,10 @@ pub struct MpiCollective {
     pub calls: u64,
 }
 
-// SAFETY: MPI is initialised with `Threading::Serialized`, which allows calls from any one
-// thread at a time; the collective is owned by one trainer, used by one thread at a time.
+// SAFETY: MPI is initialised with (and checked to grant) `Threading::Serialized`, which
+// allows calls from any one thread at a time; a collective is owned by one trainer or
+// command, used by one thread at a time.
 unsafe impl Send for MpiCollective {}
-
-impl MpiCollective {
-    /// Initialises MPI when the process was started by `mpirun` with more than one rank;
-    /// `None` for a single process (then training is exactly as without MPI).
-    pub fn from_launcher() -> Option<Self> {
-        let size: usize = std::env::var("OMPI_COMM_WORLD_SIZE")
-            .or_else(|_| std::env::var("PMI_SIZE"))
-            .ok()?
-            .parse()
-            .ok()?;
-        if size < 2 {
-            return None;
-        }
-        let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Serialized)?;
-        let world = universe.world();
-        Some(MpiCollective {
-            _universe: universe,
-            world,
-            recv: Vec::new(),
-            seconds: 0.0,
-            calls: 0,
-        })
-    }
-
-    /// Ranks on this machine (for the default thread count).
-    pub fn local_size() -> usize {
-        std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1)
-    }
-}
 
 impl Collective for MpiCollective {
     fn rank(&self) -> usize {

@@ -280,6 +280,11 @@ fn train_in_pool(
         trainer.restore(state)?;
     }
     let ranks = collective.as_ref().map_or(1, |c| c.size());
+    ensure!(
+        args.batch_size >= ranks,
+        "--batch-size {} is smaller than the {ranks} ranks: every rank needs at least one image of each batch",
+        args.batch_size
+    );
     if let Some(c) = collective {
         trainer.set_collective(c);
     }
@@ -358,7 +363,15 @@ fn train_in_pool(
                 if writer {
                     save_checkpoint(run_dir, &trainer, &extra)?;
                 }
-                if INTERRUPT.load(Ordering::SeqCst) && epoch < epochs {
+                // Every rank stops here, or none: a Ctrl-C that reached some ranks only
+                // (or one just now) is agreed on, so that none waits for another.
+                let mut stop = INTERRUPT.load(Ordering::SeqCst);
+                if let Some(c) = trainer.collective_mut() {
+                    let mut flag = [f64::from(u8::from(stop))];
+                    c.allreduce_sum_f64(&mut flag);
+                    stop = flag[0] > 0.0;
+                }
+                if stop && epoch < epochs {
                     return Err(Interrupted {
                         run_dir: run_dir.to_path_buf(),
                     }

@@ -104,7 +104,22 @@ fn eval_and_score_split_the_test_images_and_agree_with_one_process() {
     ok(Command::new(BIN).args(train_args(&dir, 1)).output().unwrap());
     let d = dir.to_str().unwrap();
     let (one, two) = (dir.join("one.json"), dir.join("two.json"));
-    let eval = |out: &Path| ["eval", "--run-dir", d, "--k", "20", "--n", "1000", "--threads", "1", "--out", out.to_str().unwrap()].map(String::from);
+    let eval = |out: &Path| {
+        [
+            "eval",
+            "--run-dir",
+            d,
+            "--k",
+            "20",
+            "--n",
+            "1000",
+            "--threads",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+    };
     ok(Command::new(BIN).args(eval(&one)).output().unwrap());
     ok(mpirun(2).args(eval(&two)).output().unwrap());
     let read = |p: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
@@ -115,7 +130,20 @@ fn eval_and_score_split_the_test_images_and_agree_with_one_process() {
     }
     assert_eq!(a["active_units"], b["active_units"]);
     let (s1, s2) = (dir.join("one.csv"), dir.join("two.csv"));
-    let score = |out: &Path| ["score", "--run-dir", d, "--anomaly-digit", "3", "--threads", "1", "--out", out.to_str().unwrap()].map(String::from);
+    let score = |out: &Path| {
+        [
+            "score",
+            "--run-dir",
+            d,
+            "--anomaly-digit",
+            "3",
+            "--threads",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+    };
     ok(Command::new(BIN).args(score(&s1)).output().unwrap());
     let out = mpirun(2).args(score(&s2)).output().unwrap();
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -187,4 +215,70 @@ fn a_killed_rank_ends_the_job_and_keeps_the_checkpoint() {
     assert!(!status.success());
     let (model, meta) = checkpoint::load::<f32>(&dir.join("model.safetensors")).expect("the checkpoint loads");
     assert!(model.num_parameters() > 0 && meta.contains_key("epochs_done"));
+}
+
+/// Runs `cmd` and fails if it is still running after `secs` seconds (a hang).
+fn within(mut cmd: Command, secs: u64) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            panic!("still running after {secs} s: a rank waits forever");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_error_on_rank_0_alone_ends_the_job() {
+    // Rank 0 alone checks the run directory: training into a finished run must end every
+    // rank with rank 0's message, not leave rank 1 waiting in an allreduce.
+    let dir = tmp("taken");
+    ok(Command::new(BIN).args(train_args(&dir, 1)).output().unwrap());
+    let mut cmd = mpirun(2);
+    cmd.args(train_args(&dir, 1));
+    let out = within(cmd, 60);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a trained model"));
+}
+
+#[test]
+fn a_batch_with_fewer_rows_than_ranks() {
+    // 129 images in batches of 128: the last batch has one row, rank 1 none (free bits make
+    // an empty shard's mean a NaN if it is computed at all).
+    let dir = tmp("ragged");
+    let d = data();
+    let args = [
+        "--data",
+        &d,
+        "--subset",
+        "129",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--free-bits",
+        "0.5",
+        "--run-dir",
+        dir.to_str().unwrap(),
+    ];
+    ok(mpirun(2).args(args).output().unwrap());
+    let tiny = tmp("tiny");
+    let mut cmd = mpirun(2);
+    cmd.args([
+        "--data",
+        &d,
+        "--subset",
+        "64",
+        "--batch-size",
+        "1",
+        "--epochs",
+        "1",
+        "--run-dir",
+        tiny.to_str().unwrap(),
+    ]);
+    let out = within(cmd, 60);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--batch-size 1 is smaller than the 2 ranks"));
 }

@@ -349,7 +349,10 @@ impl<'d> Trainer<'d> {
             let _: f64 = rand_distr::StandardNormal.sample(&mut rng);
         }
         let x = batch.images.slice(ndarray::s![shard.clone(), ..]);
-        let mut sums = if self.poison == Some(epoch * n_batches + b) && shard.start == 0 {
+        let mut sums = if shard.is_empty() {
+            // A last batch with fewer rows than ranks: this rank adds nothing.
+            LossSums::default()
+        } else if self.poison == Some(epoch * n_batches + b) && shard.start == 0 {
             let mut poisoned = x.to_owned();
             poisoned[[0, 0]] = f32::NAN;
             self.model.train_step(poisoned.view(), &mut rng, objective)
@@ -389,8 +392,10 @@ impl<'d> Trainer<'d> {
         self.flat.reserve(total + 5);
         for &p in &self.params {
             match self.model.tape().grad(p) {
-                Some(g) => self.flat.extend(g.iter().map(|&v| v * share)),
-                None => self
+                // (An empty shard ran no backward sweep: its gradients are zero, not the
+                // last step's.)
+                Some(g) if shard_rows > 0 => self.flat.extend(g.iter().map(|&v| v * share)),
+                _ => self
                     .flat
                     .extend(std::iter::repeat_n(0.0, self.model.tape().value(p).len())),
             }

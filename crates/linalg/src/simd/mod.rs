@@ -11,8 +11,10 @@ mod vector;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use kernels::*;
+// The x86 vector types stay private: their safe methods execute AVX instructions, so they
+// must only ever be reached through `dispatch`, which checks the CPU first.
 #[cfg(target_arch = "x86_64")]
-pub use vector::{Avx2, Avx512};
+use vector::{Avx2, Avx512};
 pub use vector::{Scalar, Vector, exp_f32, ln_1p_unit_f32};
 
 /// An instruction-set level the kernels are compiled for.
@@ -170,9 +172,9 @@ pub trait Dispatch: Sized {
     /// Runs `k` at `level`, which the CPU must support.
     fn dispatch_at<K: Kernel<Self>>(level: Level, k: K) -> K::Output;
 
-    /// As [`Dispatch::dispatch_at`], but at the AVX-512 level with 8-lane vectors
-    /// ([`Avx2`]) compiled with AVX-512's 32 registers: for register-blocked kernels whose
-    /// natural width is 8 lanes (the skinny GEMM on 20 columns pads to 24, not 32).
+    /// As [`Dispatch::dispatch_at`], but never with more than 8 lanes: at the AVX-512 level,
+    /// 8-lane vectors compiled with AVX-512's 32 registers: for register-blocked kernels
+    /// whose natural width is 8 lanes (the skinny GEMM on 20 columns pads to 24, not 32).
     fn dispatch_narrow_at<K: Kernel<Self>>(level: Level, k: K) -> K::Output {
         Self::dispatch_at(level, k)
     }
@@ -206,6 +208,11 @@ impl Dispatch for f32 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `dispatch_at`; AVX-512F CPUs with VL have AVX2 and FMA as well.
             Level::Avx512 if is_x86_feature_detected!("avx512vl") => unsafe { run_avx512_narrow(k) },
+            // AVX-512F without VL (Knights Landing): 8 lanes on the AVX2 path.
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: checked right here.
+            Level::Avx512 if Level::Avx2.is_supported() => unsafe { run_avx2(k) },
+            Level::Avx512 => k.run::<Scalar<f32>>(),
             _ => Self::dispatch_at(level, k),
         }
     }

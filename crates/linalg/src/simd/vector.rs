@@ -205,7 +205,7 @@ pub fn ln_1p_unit_f32<V: Vector<E = f32>>(u: V) -> V {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use x86::{Avx2, Avx512};
+pub(crate) use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -215,7 +215,7 @@ mod x86 {
 
     /// Eight f32 lanes in a `__m256` (AVX2 + FMA).
     #[derive(Clone, Copy, Debug)]
-    pub struct Avx2(__m256);
+    pub(crate) struct Avx2(__m256);
 
     // SAFETY (every method below): these are only inlined into `#[target_feature(enable =
     // "avx2,fma")]` functions, which run only after the CPU was found to have AVX2 and FMA.
@@ -307,7 +307,7 @@ mod x86 {
 
     /// Sixteen f32 lanes in a `__m512` (AVX-512F).
     #[derive(Clone, Copy, Debug)]
-    pub struct Avx512(__m512);
+    pub(crate) struct Avx512(__m512);
 
     // SAFETY (every method below): only inlined into `#[target_feature(enable = "avx512f")]`
     // functions, which run only after the CPU was found to have AVX-512F.
