@@ -36,13 +36,16 @@ fn flops_per_image(c: &VaeConfig) -> f64 {
     (3 * fwd - first) as f64
 }
 
-/// vae-linalg's 1024^3 GEMM rate in GFLOP/s on the current pool (best of 5).
+/// vae-linalg's 1024^3 GEMM rate in GFLOP/s on the current pool (best of 10, after two
+/// warm-up products).
 fn gemm_rate() -> f64 {
     let n = 1024;
     let a = Array2::<f32>::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 17) as f32 / 17.0 - 0.5);
     let mut c = Array2::<f32>::zeros((n, n));
-    gemm(1.0, a.view(), a.view(), 0.0, c.view_mut());
-    let best = (0..5)
+    for _ in 0..2 {
+        gemm(1.0, a.view(), a.view(), 0.0, c.view_mut());
+    }
+    let best = (0..10)
         .map(|_| {
             let t = Instant::now();
             gemm(1.0, a.view(), black_box(a.view()), 0.0, c.view_mut());
