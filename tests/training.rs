@@ -120,3 +120,18 @@ fn results_are_bitwise_identical_across_thread_counts() {
         assert!(weights(t, &format!("threads-{t}")) == one, "{t} threads differ from 1");
     }
 }
+
+#[test]
+fn a_learning_rate_schedule_changes_the_updates() {
+    // Epoch 0 runs at the base rate under every schedule; from epoch 1 on, exponential:0.5
+    // halves it, so two epochs end elsewhere than with a constant rate.
+    let train = |schedule: &str, name: &str| {
+        let mut a = args(name);
+        a.epochs = Some(2);
+        a.lr_schedule = schedule.parse().unwrap();
+        vae::train::train::train(&a, &mut quiet()).unwrap().metrics
+    };
+    let (c, e) = (train("constant", "sched-c"), train("exponential:0.5", "sched-e"));
+    assert_eq!(c[0].train_loss, e[0].train_loss, "epoch 0 runs at the base rate");
+    assert_ne!(c[1].train_loss, e[1].train_loss);
+}

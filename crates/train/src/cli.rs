@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use vae_mnist::Limits;
 use vae_model::{Likelihood, VaeConfig};
 use vae_nn::Activation;
+use vae_trainer::LrSchedule;
 
 use crate::commands;
 
@@ -77,6 +78,29 @@ pub struct TrainArgs {
     /// gaussian:VARIANCE (fixed), or gaussian-learned (one variance per pixel).
     #[arg(long, default_value = "bernoulli", value_parser = parse_likelihood)]
     pub likelihood: Likelihood,
+    /// Learning-rate schedule: constant, iwae (the IWAE paper's stages of 3^i epochs at
+    /// lr * 10^(-i/7)), cosine (to 0 over the run's epochs) or exponential[:GAMMA] (lr *
+    /// GAMMA^epoch, default 0.95).
+    #[arg(long, default_value = "constant")]
+    #[serde(default = "constant_schedule")]
+    pub lr_schedule: LrSchedule,
+    /// Adam's epsilon (added to the denominator; the IWAE paper uses 1e-4).
+    #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true)]
+    #[serde(default = "default_eps")]
+    pub adam_eps: f64,
+    /// Adam's decay of the first moment.
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    #[serde(default = "default_beta1")]
+    pub adam_beta1: f64,
+    /// Adam's decay of the second moment.
+    #[arg(long, default_value_t = 0.999, allow_negative_numbers = true)]
+    #[serde(default = "default_beta2")]
+    pub adam_beta2: f64,
+    /// Stop training after this much wall-clock time (e.g. 90s, 60m, 1.5h) with a checkpoint
+    /// that `--resume` continues exactly.
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(skip)]
+    pub time_budget: Option<f64>,
     /// Weight of the KL term (β-VAE); 1 is the ELBO.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub beta: f64,
@@ -127,6 +151,41 @@ pub struct TrainArgs {
     #[arg(long, hide = true)]
     #[serde(skip)]
     pub inject_nan_at: Option<usize>,
+}
+
+fn constant_schedule() -> LrSchedule {
+    LrSchedule::Constant
+}
+
+fn default_eps() -> f64 {
+    1e-8
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+
+fn default_beta2() -> f64 {
+    0.999
+}
+
+/// `90s`, `60m`, `1.5h` or plain seconds, as seconds.
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let scale = match unit {
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("'{s}': expected a duration like 90s, 60m or 1.5h")),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v * scale),
+        _ => Err(format!("'{s}': expected a positive duration like 90s, 60m or 1.5h")),
+    }
 }
 
 fn default_max_data_bytes() -> u64 {
@@ -189,6 +248,14 @@ impl TrainArgs {
         }
         if self.subset == Some(0) {
             bail!("--subset must be at least 1 image");
+        }
+        if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
+            bail!("--adam-eps must be a positive number, got {}", self.adam_eps);
+        }
+        for (flag, b) in [("--adam-beta1", self.adam_beta1), ("--adam-beta2", self.adam_beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                bail!("{flag} must be in [0, 1), got {b}");
+            }
         }
         if self.max_data_bytes == 0 {
             bail!("--max-data-bytes must be at least 1");

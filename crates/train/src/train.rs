@@ -124,6 +124,7 @@ pub fn train_with(args: &TrainArgs, progress: &mut Progress, collective: Option<
                 threads: args.threads.or(stored.threads),
                 resume: None,
                 inject_nan_at: args.inject_nan_at,
+                time_budget: args.time_budget,
                 run_dir: Some(dir.clone()),
                 ..stored
             };
@@ -237,6 +238,9 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
         batch_size: args.batch_size,
         adam: AdamConfig {
             lr: args.lr,
+            beta1: args.adam_beta1,
+            beta2: args.adam_beta2,
+            eps: args.adam_eps,
             ..AdamConfig::default()
         },
         beta: args.beta,
@@ -245,6 +249,7 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
         binarize: args.binarize,
         seed: args.seed,
         subset: args.subset,
+        schedule: args.lr_schedule.for_epochs(args.total_epochs()),
     }
 }
 
@@ -317,6 +322,7 @@ fn train_in_pool(
         ("train.config".to_string(), config_json(args)),
         ("vae.train".to_string(), config_json(args)),
     ]);
+    let (started, budget) = (std::time::Instant::now(), args.time_budget);
     while trainer.position().epochs_done < epochs {
         let last_good = trainer.position().clone();
         let epoch = last_good.epochs_done + 1;
@@ -324,7 +330,8 @@ fn train_in_pool(
         progress.skip(last_good.partial.images);
         let end = trainer.run_epoch(|running, images| {
             progress.advance(images, running.neg_elbo());
-            if INTERRUPT.load(Ordering::SeqCst) {
+            let out_of_time = budget.is_some_and(|b| started.elapsed().as_secs_f64() >= b);
+            if INTERRUPT.load(Ordering::SeqCst) || out_of_time {
                 Control::Stop
             } else {
                 Control::Continue
@@ -341,6 +348,19 @@ fn train_in_pool(
                     "stopped after batch {} of epoch {epoch}",
                     trainer.position().batches_done
                 ));
+                // A stop without a Ctrl-C is the time budget's (here or on another rank).
+                if !INTERRUPT.load(Ordering::SeqCst) {
+                    progress.line(&format!(
+                        "time budget of {:.0} s reached: checkpoint saved in {}; continue with `vae-train train --resume {}`",
+                        budget.unwrap_or(0.0),
+                        run_dir.display(),
+                        run_dir.display()
+                    ));
+                    return Ok(Outcome {
+                        run_dir: run_dir.to_path_buf(),
+                        metrics: trainer.metrics().to_vec(),
+                    });
+                }
                 return Err(Interrupted {
                     run_dir: run_dir.to_path_buf(),
                 }

@@ -53,6 +53,15 @@ fn out_of_range_flags_are_refused_by_name() {
         (&["--likelihood", "poisson"], "--likelihood"),
         (&["--activation", "gelu"], "unknown activation"),
         (&["--exclude-digit", "12"], "--exclude-digit"),
+        (&["--adam-eps", "0"], "--adam-eps must be a positive number"),
+        (&["--adam-beta1", "1"], "--adam-beta1 must be in [0, 1)"),
+        (&["--adam-beta2", "-0.1"], "--adam-beta2 must be in [0, 1)"),
+        (
+            &["--lr-schedule", "linear"],
+            "expected constant, iwae, cosine or exponential",
+        ),
+        (&["--lr-schedule", "exponential:2"], "GAMMA must be in (0, 1]"),
+        (&["--time-budget", "5x"], "expected a duration like 90s, 60m or 1.5h"),
     ];
     for (flags, want) in cases {
         let mut args = vec!["train", "--data", d];
@@ -72,6 +81,49 @@ fn an_unusable_simd_level_is_refused() {
     assert!(
         !out.status.success() && err.contains("VAE_SIMD") && err.contains("avx512, avx2 or scalar"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_time_budget_stops_with_a_checkpoint_that_resumes() {
+    let d = data();
+    let d = d.to_str().unwrap();
+    let dir = tmp("budget");
+    let dir_s = dir.to_str().unwrap();
+    let args = [
+        "--data",
+        d,
+        "--subset",
+        "2000",
+        "--epochs",
+        "1000",
+        "--threads",
+        "1",
+        "--lr-schedule",
+        "iwae",
+        "--time-budget",
+        "2s",
+        "--run-dir",
+        dir_s,
+    ];
+    let start = Instant::now();
+    let out = run(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("time budget of 2 s reached"), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let before = checkpoint::load_tensors(&dir.join("training_state.safetensors")).unwrap();
+    let epochs: usize = before.metadata["epochs_done"].parse().unwrap();
+    // The budget is per invocation: a resume trains on, to a total it is given.
+    let target = (epochs + 1).to_string();
+    let out = run(&["train", "--resume", dir_s, "--epochs", &target]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = checkpoint::load_tensors(&dir.join("training_state.safetensors")).unwrap();
+    assert_eq!(after.metadata["epochs_done"], target);
+    let config: serde_json::Value = serde_json::from_str(&after.metadata["train.config"]).unwrap();
+    assert_eq!(
+        config["lr_schedule"], "Iwae",
+        "the schedule is part of the run's configuration"
     );
 }
 

@@ -32,9 +32,11 @@
 #![warn(missing_docs)]
 
 mod metrics;
+mod schedule;
 mod trainer;
 
 pub use metrics::EpochMetrics;
+pub use schedule::LrSchedule;
 pub use trainer::{
     Collective, Control, Diverged, EVAL_BATCH, EpochEnd, MODEL_FILE, Position, STATE_FILE, StateError, TrainConfig,
     Trainer, binarized, kl_weight, salt,

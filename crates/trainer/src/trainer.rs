@@ -13,7 +13,7 @@ use vae_model::checkpoint::{self, CheckpointError, Loaded};
 use vae_model::{ConfigError, LossSums, Objective, Vae, VaeConfig};
 use vae_nn::{Adam, AdamConfig, Optimizer};
 
-use crate::EpochMetrics;
+use crate::{EpochMetrics, LrSchedule};
 
 /// The file holding everything a resume needs (weights, Adam's moments and step, position,
 /// metrics, and the caller's metadata), replaced in one atomic step.
@@ -57,6 +57,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Train on the first N training images only.
     pub subset: Option<usize>,
+    /// How the learning rate (`adam.lr`) changes from epoch to epoch.
+    pub schedule: LrSchedule,
 }
 
 impl Default for TrainConfig {
@@ -71,6 +73,7 @@ impl Default for TrainConfig {
             binarize: false,
             seed: 1,
             subset: None,
+            schedule: LrSchedule::Constant,
         }
     }
 }
@@ -301,6 +304,11 @@ impl<'d> Trainer<'d> {
         self.batches.batches_per_epoch()
     }
 
+    /// The learning rate of the current epoch (the base rate times the schedule's factor).
+    pub fn current_lr(&self) -> f64 {
+        self.config.adam.lr * self.config.schedule.factor(self.position.epochs_done)
+    }
+
     /// The KL weight of the last batch (β times the warm-up).
     pub fn current_kl_weight(&self) -> f64 {
         self.weight
@@ -321,6 +329,7 @@ impl<'d> Trainer<'d> {
     pub fn step(&mut self) -> Result<Option<LossSums>, Diverged> {
         let epoch = self.position.epochs_done;
         if !self.started {
+            self.adam.config.lr = self.config.adam.lr * self.config.schedule.factor(epoch);
             self.batches.start_epoch(epoch as u64);
             self.batches.skip_batches(self.position.batches_done);
             self.started = true;
