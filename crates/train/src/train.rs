@@ -16,11 +16,11 @@ use ndarray::{Array2, Axis, concatenate, s};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vae_mnist::{DatasetError, IdxError, Limits, Mnist, Split, stream_seed};
+use vae_model::Vae;
 use vae_model::checkpoint::{self, write_atomic};
-use vae_model::{LossSums, Vae};
 use vae_nn::AdamConfig;
-pub use vae_trainer::EVAL_BATCH;
 use vae_trainer::{Collective, Control, EpochEnd, Position, TrainConfig, Trainer, binarized, salt};
+pub use vae_trainer::{EVAL_BATCH, evaluate};
 
 use crate::cli::TrainArgs;
 use crate::image::{scale_for, tile, write_png};
@@ -67,15 +67,6 @@ pub fn test_split<'a>(args: &TrainArgs, mnist: &'a Mnist) -> Cow<'a, Split> {
     } else {
         Cow::Borrowed(&mnist.test)
     }
-}
-
-/// Sums of the loss over a whole split, in batches of [`EVAL_BATCH`], z sampled.
-pub fn evaluate(model: &mut Vae<f32>, split: &Split, rng: &mut impl Rng) -> LossSums {
-    let mut sums = LossSums::default();
-    for chunk in split.images.axis_chunks_iter(Axis(0), EVAL_BATCH) {
-        sums.add(&model.evaluate(chunk, rng));
-    }
-    sums
 }
 
 /// Runs `f` on a rayon pool of `threads` threads (all cores if `None`).

@@ -39,5 +39,5 @@ pub use metrics::EpochMetrics;
 pub use schedule::LrSchedule;
 pub use trainer::{
     Collective, Control, Diverged, EVAL_BATCH, EpochEnd, MODEL_FILE, Position, STATE_FILE, StateError, TrainConfig,
-    Trainer, binarized, kl_weight, salt,
+    Trainer, binarized, evaluate, kl_weight, salt,
 };

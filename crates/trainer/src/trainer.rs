@@ -179,6 +179,16 @@ pub fn binarized(split: &Split, seed: u64) -> Split {
     out
 }
 
+/// Sums of `model`'s loss over a whole split, in batches of [`EVAL_BATCH`], z sampled from
+/// `rng`.
+pub fn evaluate(model: &mut Vae<f32>, split: &Split, rng: &mut impl Rng) -> LossSums {
+    let mut sums = LossSums::default();
+    for chunk in split.images.axis_chunks_iter(Axis(0), EVAL_BATCH) {
+        sums.add(&model.evaluate(chunk, rng));
+    }
+    sums
+}
+
 /// A VAE in training on a split: model, optimizer, batch stream, position and metrics.
 pub struct Trainer<'d> {
     config: TrainConfig,
@@ -474,13 +484,10 @@ impl<'d> Trainer<'d> {
         result
     }
 
-    /// Sums of the loss over a whole split, in batches of 1000, z sampled from `rng`.
+    /// Sums of the loss over a whole split, in batches of [`EVAL_BATCH`], z sampled from
+    /// `rng`.
     pub fn evaluate(&mut self, split: &Split, rng: &mut impl Rng) -> LossSums {
-        let mut sums = LossSums::default();
-        for chunk in split.images.axis_chunks_iter(Axis(0), EVAL_BATCH) {
-            sums.add(&self.model.evaluate(chunk, rng));
-        }
-        sums
+        evaluate(&mut self.model, split, rng)
     }
 
     /// Closes a complete epoch: evaluates on `test` (noise from the epoch's own stream),
