@@ -45,7 +45,7 @@ fn split<T: Float, const K: usize>(
 
 /// `out = f(x)`.
 pub fn unary<T: Float>(f: Unary<T>, x: &[T], out: &mut [T]) {
-    split(out, [x], 16, |out, [x]| dispatch(UnaryMap { f, x, out }));
+    split(out, [x], 16, |out, [x]| dispatch(UnaryMap { f, x, out, acc: false }));
 }
 
 /// `out (+)= g * f'(x)`, from the forward input `x` and output `y`.
@@ -64,20 +64,8 @@ pub fn binary<T: Float>(op: Binary, a: &[T], b: &[T], out: &mut [T], acc: bool) 
 
 /// `out (+)= c * x`.
 pub fn scale<T: Float>(c: T, x: &[T], out: &mut [T], acc: bool) {
-    if acc {
-        split(out, [x], 16, |out, [x]| {
-            dispatch(UnaryGrad {
-                f: Unary::Scale(c),
-                g: x,
-                x,
-                y: x,
-                out,
-                acc,
-            })
-        });
-    } else {
-        unary(Unary::Scale(c), x, out);
-    }
+    let f = Unary::Scale(c);
+    split(out, [x], 16, |out, [x]| dispatch(UnaryMap { f, x, out, acc }));
 }
 
 /// `out[i, :] = x[i, :] + bias` for a row-major `x` of `bias.len()` columns.

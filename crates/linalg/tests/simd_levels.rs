@@ -52,6 +52,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                 f,
                 x: &input,
                 out: &mut fwd,
+                acc: false,
             },
         );
         for acc in [false, true] {
@@ -69,6 +70,17 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
             );
             out.push((format!("{f:?} grad acc={acc}"), g));
         }
+        let mut summed = w.clone();
+        simd::dispatch_at(
+            level,
+            UnaryMap {
+                f,
+                x: &input,
+                out: &mut summed,
+                acc: true,
+            },
+        );
+        out.push((format!("{f:?} acc"), summed));
         out.push((format!("{f:?}"), fwd));
     }
     for op in [Binary::Add, Binary::Sub, Binary::Mul] {

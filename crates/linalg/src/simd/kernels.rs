@@ -356,7 +356,7 @@ pub enum Unary<T> {
     Scale(T),
 }
 
-/// `out = f(x)`.
+/// `out (+)= f(x)`.
 pub struct UnaryMap<'a, T> {
     /// The function.
     pub f: Unary<T>,
@@ -364,27 +364,28 @@ pub struct UnaryMap<'a, T> {
     pub x: &'a [T],
     /// Output, as long as `x`.
     pub out: &'a mut [T],
+    /// Add to `out` instead of overwriting it.
+    pub acc: bool,
 }
 
 impl<T: Float> Kernel<T> for UnaryMap<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run<V: Vector<E = T>>(self) {
-        let UnaryMap { f, x, out } = self;
-        let (zero, one) = (T::zero(), T::one());
+        let UnaryMap { f, x, out, acc } = self;
+        let zero = T::zero();
         match f {
-            Unary::Exp => zip::<V, _>([x], out, false, &ExpF(p0())),
-            Unary::Log => zip::<V, _>([x], out, false, &LogF(p0())),
-            Unary::Square => zip::<V, _>([x], out, false, &SquareF(p0())),
-            Unary::Relu => zip::<V, _>([x], out, false, &ReluF(p0())),
-            Unary::LeakyRelu(s) => zip::<V, _>([x], out, false, &LeakyReluF(p(s, zero, zero))),
-            Unary::Sigmoid => zip::<V, _>([x], out, false, &SigmoidF(p0())),
-            Unary::Tanh => zip::<V, _>([x], out, false, &TanhF(p0())),
-            Unary::Softplus => zip::<V, _>([x], out, false, &SoftplusF(p0())),
-            Unary::ClampMin(m) => zip::<V, _>([x], out, false, &ClampMinF(p(m, zero, zero))),
-            Unary::Scale(s) => zip::<V, _>([x], out, false, &ScaleF(p(s, zero, zero))),
+            Unary::Exp => zip::<V, _>([x], out, acc, &ExpF(p0())),
+            Unary::Log => zip::<V, _>([x], out, acc, &LogF(p0())),
+            Unary::Square => zip::<V, _>([x], out, acc, &SquareF(p0())),
+            Unary::Relu => zip::<V, _>([x], out, acc, &ReluF(p0())),
+            Unary::LeakyRelu(s) => zip::<V, _>([x], out, acc, &LeakyReluF(p(s, zero, zero))),
+            Unary::Sigmoid => zip::<V, _>([x], out, acc, &SigmoidF(p0())),
+            Unary::Tanh => zip::<V, _>([x], out, acc, &TanhF(p0())),
+            Unary::Softplus => zip::<V, _>([x], out, acc, &SoftplusF(p0())),
+            Unary::ClampMin(m) => zip::<V, _>([x], out, acc, &ClampMinF(p(m, zero, zero))),
+            Unary::Scale(s) => zip::<V, _>([x], out, acc, &ScaleF(p(s, zero, zero))),
         }
-        let _ = one;
     }
 }
 
