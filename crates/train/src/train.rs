@@ -309,10 +309,8 @@ fn train_in_pool(
         vae_linalg::simd::level(),
         run_dir.display()
     ));
-    let extra = HashMap::from([
-        ("train.config".to_string(), config_json(args)),
-        ("vae.train".to_string(), config_json(args)),
-    ]);
+    // The flags, in the training state (what `--resume` reads) and in the shareable model.
+    let extra = HashMap::from([("train.config".to_string(), config_json(args))]);
     let (started, budget) = (std::time::Instant::now(), args.time_budget);
     while trainer.position().epochs_done < epochs {
         let last_good = trainer.position().clone();
