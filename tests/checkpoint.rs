@@ -8,7 +8,7 @@ use ndarray::Array2;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use vae::model::checkpoint;
-use vae::model::{Likelihood, Vae, VaeConfig};
+use vae::model::{Bound, LevelConfig, Likelihood, Vae, VaeConfig};
 use vae::nn::Activation;
 use vae::train::cli::TrainArgs;
 use vae::train::report::{Progress, Verbosity};
@@ -34,13 +34,32 @@ fn quiet() -> Progress {
     Progress::new(Verbosity::Quiet)
 }
 
-fn small(likelihood: Likelihood) -> Vae<f32> {
+/// Two stochastic layers trained with the IWAE bound and DReG.
+fn args_two_levels(dir: &Path) -> TrainArgs {
+    TrainArgs {
+        latent: vec![6, 3],
+        upper_hidden: vec![10],
+        objective: Bound::Iwae,
+        samples: 3,
+        dreg: true,
+        binarize: true,
+        ..args(dir)
+    }
+}
+
+fn small(likelihood: Likelihood, levels: usize) -> Vae<f32> {
     let cfg = VaeConfig {
         input: 12,
         hidden: vec![7, 5],
         latent: 3,
         activation: Activation::LeakyRelu(0.2),
         likelihood,
+        upper: (1..levels)
+            .map(|l| LevelConfig {
+                hidden: vec![4 + l],
+                latent: 2,
+            })
+            .collect(),
     };
     let mut v = Vae::<f32>::new(cfg, &mut StdRng::seed_from_u64(3)).unwrap();
     // Give the learned variance (if any) a non-trivial value too.
@@ -57,12 +76,13 @@ fn save_then_load_reproduces_the_model_exactly() {
     let dir = tmp("roundtrip");
     std::fs::create_dir_all(&dir).unwrap();
     let x = Array2::from_shape_fn((4, 12), |(i, j)| ((i * 12 + j) % 7) as f32 / 7.0);
-    for lik in [
-        Likelihood::Bernoulli,
-        Likelihood::Gaussian { variance: Some(1.0) },
-        Likelihood::Gaussian { variance: None },
+    for (lik, levels) in [
+        (Likelihood::Bernoulli, 1),
+        (Likelihood::Gaussian { variance: Some(1.0) }, 1),
+        (Likelihood::Gaussian { variance: None }, 1),
+        (Likelihood::Bernoulli, 3),
     ] {
-        let mut a = small(lik);
+        let mut a = small(lik, levels);
         let p = dir.join("m.safetensors");
         checkpoint::save(&a, &p, HashMap::from([("note".to_string(), "x".to_string())])).unwrap();
         let (mut b, meta) = checkpoint::load::<f32>(&p).unwrap();
@@ -78,7 +98,22 @@ fn save_then_load_reproduces_the_model_exactly() {
             b.neg_elbo_per_image(x.view(), &mut StdRng::seed_from_u64(1)),
         );
         assert_eq!(s1, s2);
+        let (s1, s2) = (
+            a.sample(3, &mut StdRng::seed_from_u64(2)),
+            b.sample(3, &mut StdRng::seed_from_u64(2)),
+        );
+        assert_eq!(s1, s2);
     }
+    // Three levels: encoder2/decoder2 and encoder3/decoder3 (the last file written).
+    let three = checkpoint::load_tensors(&dir.join("m.safetensors")).unwrap();
+    assert_eq!(three.tensors["encoder2.0.weight"].0, vec![5, 3]);
+    assert_eq!(three.tensors["encoder2.mu.weight"].0, vec![2, 5]);
+    assert_eq!(three.tensors["decoder2.0.weight"].0, vec![5, 2]);
+    assert_eq!(three.tensors["decoder2.logvar.weight"].0, vec![3, 5]);
+    assert_eq!(three.tensors["encoder3.0.weight"].0, vec![6, 2]);
+    assert_eq!(three.tensors["decoder3.mu.weight"].0, vec![2, 6]);
+    let one = small(Likelihood::Gaussian { variance: None }, 1);
+    checkpoint::save(&one, &dir.join("m.safetensors"), HashMap::new()).unwrap();
     // PyTorch's layout and names.
     let loaded = checkpoint::load_tensors(&dir.join("m.safetensors")).unwrap();
     assert_eq!(loaded.tensors["encoder.0.weight"].0, vec![7, 12]);
@@ -96,7 +131,16 @@ fn weights(dir: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
 
 #[test]
 fn resuming_gives_bitwise_the_same_weights() {
-    let (one_go, split) = (tmp("one-go"), tmp("split"));
+    resumes_exactly("", args);
+}
+
+#[test]
+fn resuming_iwae_with_two_levels_gives_bitwise_the_same_weights() {
+    resumes_exactly("-iwae2", args_two_levels);
+}
+
+fn resumes_exactly(tag: &str, args: fn(&Path) -> TrainArgs) {
+    let (one_go, split) = (tmp(&format!("one-go{tag}")), tmp(&format!("split{tag}")));
     let a = train(
         &TrainArgs {
             epochs: Some(2),
@@ -199,7 +243,7 @@ fn good_bytes(name: &str) -> Vec<u8> {
     let p = tmp(&format!("good-{name}"));
     std::fs::create_dir_all(&p).unwrap();
     let f = p.join("m.safetensors");
-    checkpoint::save(&small(Likelihood::Bernoulli), &f, HashMap::new()).unwrap();
+    checkpoint::save(&small(Likelihood::Bernoulli, 1), &f, HashMap::new()).unwrap();
     std::fs::read(f).unwrap()
 }
 

@@ -37,7 +37,7 @@ fn tiny(latent: usize) -> PathBuf {
                 epochs: Some(2),
                 subset: Some(500),
                 hidden: vec![32],
-                latent,
+                latent: vec![latent],
                 threads: Some(2),
                 run_dir: Some(dir.clone()),
                 ..TrainArgs::default()
@@ -178,7 +178,7 @@ fn manifold_decodes_the_quantile_grid() {
         out: None,
     })
     .unwrap_err();
-    assert!(err.to_string().contains("needs a 2-d latent space"), "{err}");
+    assert!(err.to_string().contains("needs a 2-d (top) latent space"), "{err}");
 }
 
 fn svg(path: &std::path::Path) -> String {

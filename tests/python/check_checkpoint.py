@@ -1,5 +1,5 @@
 """Loads a vae-train checkpoint with the `safetensors` package and numpy alone, rebuilds the
-encoder and decoder from the configuration in its header, reconstructs the first test images,
+encoder and decoder (every stochastic layer) from the configuration in its header, reconstructs the first test images,
 and compares them with what `vae-train reconstruct --csv` wrote.
 
 Usage: python check_checkpoint.py RUN_DIR RECONSTRUCTIONS_CSV [DATA_DIR]
@@ -54,6 +54,15 @@ def main():
     for i in range(len(config["hidden"])):
         h = act(linear(h, f"encoder.{i}"))
     z = linear(h, "encoder.mu")  # reconstruct = decode(posterior mean)
+    upper = config.get("upper", [])  # stochastic layers above the first, level 2 first
+    for level, layer in enumerate(upper, start=2):
+        for i in range(len(layer["hidden"])):
+            z = act(linear(z, f"encoder{level}.{i}"))
+        z = linear(z, f"encoder{level}.mu")
+    for level, layer in reversed(list(enumerate(upper, start=2))):
+        for i in range(len(layer["hidden"])):
+            z = act(linear(z, f"decoder{level}.{i}"))
+        z = linear(z, f"decoder{level}.mu")  # the mean of p(z_(l-1) | z_l)
     for i in range(len(config["hidden"])):
         z = act(linear(z, f"decoder.{i}"))
     out = linear(z, "decoder.out")

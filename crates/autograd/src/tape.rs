@@ -189,6 +189,29 @@ impl<T: Float> Tape<T> {
         x[[0, 0]]
     }
 
+    /// Whether a gradient flows into `v` (a parameter, or a node computed from one).
+    pub fn requires_grad(&self, v: Var) -> bool {
+        self.node(v).requires_grad
+    }
+
+    /// Overwrites the value of a constant recorded on this graph. Only for a constant read by
+    /// a later op's backward alone (the weights of [`Tape::scale_grad_rows`]), whose values
+    /// are known only after the forward pass.
+    ///
+    /// # Panics
+    /// If `v` is not a constant graph leaf, or `value` has another shape.
+    pub fn set_constant(&mut self, v: Var, value: ndarray::ArrayView2<T>) {
+        assert!(!v.is_param(), "set_constant: {v:?} is a parameter");
+        assert!(v.index() < self.len, "{v:?} was recorded before the last reset");
+        let node = &mut self.graph.nodes[v.index()];
+        assert!(
+            matches!(node.op, Op::Leaf) && !node.requires_grad,
+            "set_constant: {v:?} is not a constant"
+        );
+        assert_eq!(node.value.dim(), value.dim(), "set_constant: shapes differ");
+        node.value.assign(&value);
+    }
+
     /// Mutable access to a parameter's value (optimizers, checkpoint loading).
     ///
     /// # Panics

@@ -32,6 +32,20 @@ pub struct VaeConfig {
     pub activation: Activation,
     /// The decoder's distribution.
     pub likelihood: Likelihood,
+    /// Stochastic layers above the first (empty for the classic one-level VAE): level 2
+    /// first. Each has q(z_l | z_{l-1}) and p(z_{l-1} | z_l) Gaussian, through MLPs of its
+    /// own hidden widths (the prior side mirrors them), and p(z_top) = N(0, I).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upper: Vec<LevelConfig>,
+}
+
+/// A stochastic layer above the first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LevelConfig {
+    /// Hidden widths of q(z_l | z_{l-1}); p(z_{l-1} | z_l) mirrors them.
+    pub hidden: Vec<usize>,
+    /// Dimensions of z_l.
+    pub latent: usize,
 }
 
 impl VaeConfig {
@@ -43,7 +57,26 @@ impl VaeConfig {
             latent: 20,
             activation: Activation::Relu,
             likelihood: Likelihood::Bernoulli,
+            upper: Vec::new(),
         }
+    }
+
+    /// Number of stochastic layers.
+    pub fn levels(&self) -> usize {
+        1 + self.upper.len()
+    }
+
+    /// The latent dimensions of every level, bottom (z1) first.
+    pub fn latents(&self) -> Vec<usize> {
+        std::iter::once(self.latent)
+            .chain(self.upper.iter().map(|l| l.latent))
+            .collect()
+    }
+
+    /// The dimensions of the top level, where the prior is N(0, I): what is sampled,
+    /// interpolated and plotted.
+    pub fn top_latent(&self) -> usize {
+        self.upper.last().map_or(self.latent, |l| l.latent)
     }
 
     /// Checks every size and constant.
@@ -65,6 +98,16 @@ impl VaeConfig {
                 self.hidden
             )));
         }
+        for (i, l) in self.upper.iter().enumerate() {
+            if l.latent == 0 || l.hidden.is_empty() || l.hidden.contains(&0) {
+                return Err(ConfigError(format!(
+                    "stochastic layer {} needs at least one hidden width and a latent size, all at least 1 (got hidden {:?}, latent {})",
+                    i + 2,
+                    l.hidden,
+                    l.latent
+                )));
+            }
+        }
         if let Likelihood::Gaussian { variance: Some(v) } = self.likelihood
             && !(v.is_finite() && v > 0.0)
         {
@@ -76,14 +119,40 @@ impl VaeConfig {
     }
 }
 
-/// The training objective's weights: `recon + kl_weight * sum_j max(free_bits, KL_j)`, with
-/// `KL_j` the batch mean of latent unit j's KL.
+/// Which bound on `log p(x)` is maximised, with `log w = log p(x, z) - log q(z | x)` for
+/// each of K samples z ~ q(z | x).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// The ELBO, `mean_k log w_k` (K samples average the estimate).
+    #[default]
+    Elbo,
+    /// The importance-weighted bound (Burda et al. 2015), `log mean_k w_k`: tighter as K
+    /// grows; equals the ELBO at K = 1.
+    Iwae,
+}
+
+/// The training objective: the bound, its samples per image, the gradient estimator, and the
+/// KL's weights. With one level, one sample, the ELBO and the plain estimator, the loss is
+/// `recon + kl_weight * sum_j max(free_bits, KL_j)` with the analytic KL (`KL_j` the batch
+/// mean of latent unit j's); otherwise `log w = log p(x|z) + kl_weight * (log p(z) -
+/// log q(z|x))` by sampling.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Objective {
     /// Weight of the KL term (β, times the warm-up factor).
     pub kl_weight: f64,
-    /// Minimum KL per latent unit in nats (0 disables free bits).
+    /// Minimum KL per latent unit in nats (0 disables free bits; analytic KL only).
     pub free_bits: f64,
+    /// The bound.
+    pub bound: Bound,
+    /// Samples of z per image (K); their decoder passes go through the GEMMs as one
+    /// (images x K)-row product.
+    pub samples: usize,
+    /// The encoder's gradient by the path through z alone, with q's parameters held fixed
+    /// in its density: for the IWAE bound with squared normalised weights (DReG, Tucker et
+    /// al. 2018), for the ELBO "sticking the landing" (Roeder et al. 2017). Unbiased, lower
+    /// variance; the decoder's gradient is unchanged.
+    pub dreg: bool,
 }
 
 impl Default for Objective {
@@ -91,7 +160,37 @@ impl Default for Objective {
         Objective {
             kl_weight: 1.0,
             free_bits: 0.0,
+            bound: Bound::Elbo,
+            samples: 1,
+            dreg: false,
         }
+    }
+}
+
+impl Objective {
+    /// Whether this objective (for `config`) is the classic one: one level, one sample, the
+    /// analytic KL, the plain gradient.
+    pub fn is_classic(&self, config: &VaeConfig) -> bool {
+        config.upper.is_empty() && self.samples <= 1 && !self.dreg
+    }
+
+    /// Checks that the pieces fit together.
+    pub fn validate(&self, config: &VaeConfig) -> Result<(), ConfigError> {
+        if self.samples == 0 {
+            return Err(ConfigError("the number of samples per image must be at least 1".into()));
+        }
+        if self.free_bits > 0.0 && !self.is_classic(config) {
+            return Err(ConfigError(
+                "free bits act on the analytic KL of a one-level model trained with one sample and the plain gradient; drop --free-bits, or use --samples 1 without --dreg and one latent level".into(),
+            ));
+        }
+        if !(self.kl_weight.is_finite() && self.kl_weight >= 0.0) {
+            return Err(ConfigError(format!(
+                "the KL weight must be finite and non-negative, got {}",
+                self.kl_weight
+            )));
+        }
+        Ok(())
     }
 }
 

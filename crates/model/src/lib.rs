@@ -35,9 +35,10 @@
 //! ```
 #![warn(missing_docs)]
 
+mod bound;
 pub mod checkpoint;
 mod config;
 mod vae;
 
-pub use config::{ConfigError, Likelihood, Objective, VaeConfig};
+pub use config::{Bound, ConfigError, LevelConfig, Likelihood, Objective, VaeConfig};
 pub use vae::{LossSums, Step, Vae};

@@ -4,7 +4,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use vae_autograd::{Float, Tape, Var};
-use vae_nn::{Linear, Mlp, Named};
+use vae_nn::{Activation, Linear, Mlp, Named};
 
 use crate::{ConfigError, Likelihood, Objective, VaeConfig};
 
@@ -52,13 +52,17 @@ impl LossSums {
 pub struct Step {
     /// Images in the batch.
     pub images: usize,
+    /// Samples per image the sums below run over.
+    pub samples: usize,
     /// The per-image objective (1 x 1): what `backward` differentiates.
     pub loss: Var,
-    /// The batch's summed objective.
+    /// The batch's summed objective, up to `offset`.
     pub total: Var,
-    /// The batch's summed reconstruction NLL.
+    /// Added to `total`'s value for the objective (the IWAE bound's `n ln K`).
+    pub offset: f64,
+    /// The batch's reconstruction NLL summed over images and samples.
     pub recon_sum: Var,
-    /// The elementwise KL (n x latent).
+    /// The KL: elementwise (n x latent, analytic) or per sample (n K x 1, sampled).
     pub kl: Var,
 }
 
@@ -70,10 +74,59 @@ struct Graph {
     kl: Var,
 }
 
+/// An MLP followed by two linear heads: the mean and log-variance of a diagonal Gaussian.
+pub(crate) struct Heads {
+    mlp: Mlp,
+    mu: Linear,
+    logvar: Linear,
+}
+
+impl Heads {
+    fn new<T: Float>(
+        tape: &mut Tape<T>,
+        input: usize,
+        hidden: &[usize],
+        out: usize,
+        act: Activation,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let mlp = Mlp::new(tape, input, hidden, act, rng);
+        let h = mlp.out_features(input);
+        let mu = Linear::new(tape, h, out, rng);
+        let logvar = Linear::new(tape, h, out, rng);
+        Heads { mlp, mu, logvar }
+    }
+
+    /// (mu, logvar) of `x`.
+    pub(crate) fn forward<T: Float>(&self, t: &mut Tape<T>, x: Var) -> (Var, Var) {
+        let h = self.mlp.forward(t, x);
+        (self.mu.forward(t, h), self.logvar.forward(t, h))
+    }
+
+    /// (mu, logvar) of `x` with the parameters detached.
+    pub(crate) fn forward_detached<T: Float>(&self, t: &mut Tape<T>, x: Var) -> (Var, Var) {
+        let h = self.mlp.forward_detached(t, x);
+        (self.mu.forward_detached(t, h), self.logvar.forward_detached(t, h))
+    }
+
+    fn named(&self, prefix: &str) -> Named {
+        let mut n = self.mlp.named(prefix);
+        n.extend(self.mu.named(&format!("{prefix}.mu")));
+        n.extend(self.logvar.named(&format!("{prefix}.logvar")));
+        n
+    }
+}
+
+/// A stochastic layer above the first: q(z_l | z_{l-1}) and p(z_{l-1} | z_l).
+pub(crate) struct Upper {
+    pub(crate) q: Heads,
+    pub(crate) p: Heads,
+}
+
 /// A VAE: its configuration and its parameters on its own tape.
 pub struct Vae<T: Float> {
-    config: VaeConfig,
-    tape: Tape<T>,
+    pub(crate) config: VaeConfig,
+    pub(crate) tape: Tape<T>,
     encoder: Mlp,
     enc_mu: Linear,
     enc_logvar: Linear,
@@ -81,6 +134,9 @@ pub struct Vae<T: Float> {
     dec_out: Linear,
     /// Learned per-pixel log-variance (1 x input) of a Gaussian decoder.
     dec_logvar: Option<Var>,
+    pub(crate) upper: Vec<Upper>,
+    /// Scratch for the sampled graphs' noise.
+    pub(crate) noise_buf: Array2<T>,
     named: Named,
     params: Vec<Var>,
 }
@@ -108,6 +164,17 @@ impl<T: Float> Vae<T> {
         if let Some(v) = dec_logvar {
             named.push(("decoder.logvar".into(), v));
         }
+        let mut upper = Vec::new();
+        let mut below = config.latent;
+        for (i, l) in config.upper.iter().enumerate() {
+            let q = Heads::new(&mut tape, below, &l.hidden, l.latent, act, rng);
+            let rev: Vec<usize> = l.hidden.iter().rev().copied().collect();
+            let p = Heads::new(&mut tape, l.latent, &rev, below, act, rng);
+            named.extend(q.named(&format!("encoder{}", i + 2)));
+            named.extend(p.named(&format!("decoder{}", i + 2)));
+            upper.push(Upper { q, p });
+            below = l.latent;
+        }
         let params = named.iter().map(|(_, v)| *v).collect();
         Ok(Vae {
             config,
@@ -118,6 +185,8 @@ impl<T: Float> Vae<T> {
             decoder,
             dec_out,
             dec_logvar,
+            upper,
+            noise_buf: Array2::zeros((0, 0)),
             named,
             params,
         })
@@ -161,22 +230,22 @@ impl<T: Float> Vae<T> {
         })
     }
 
-    /// Records the encoder on `x`: (mu, logvar).
-    fn encode_graph(&mut self, x: Var) -> (Var, Var) {
+    /// Records the first level's encoder on `x`: (mu, logvar).
+    pub(crate) fn encode_graph(&mut self, x: Var) -> (Var, Var) {
         let t = &mut self.tape;
         let h = self.encoder.forward(t, x);
         (self.enc_mu.forward(t, h), self.enc_logvar.forward(t, h))
     }
 
     /// Records the decoder on `z`: logits (Bernoulli) or means (Gaussian).
-    fn decode_graph(&mut self, z: Var) -> Var {
+    pub(crate) fn decode_graph(&mut self, z: Var) -> Var {
         let t = &mut self.tape;
         let h = self.decoder.forward(t, z);
         self.dec_out.forward(t, h)
     }
 
     /// Records the per-image reconstruction NLL of `x` under the decoder output `out`.
-    fn recon_graph(&mut self, out: Var, x: Var) -> Var {
+    pub(crate) fn recon_graph(&mut self, out: Var, x: Var) -> Var {
         match self.config.likelihood {
             Likelihood::Bernoulli => self.tape.bernoulli_nll(out, x),
             Likelihood::Gaussian { variance } => {
@@ -201,19 +270,21 @@ impl<T: Float> Vae<T> {
         let xv = self.tape.constant(x);
         let (mu, logvar) = self.encode_graph(xv);
         let eps = self.noise(x.nrows(), rng);
-        let half = self.tape.scale(logvar, T::c(0.5));
-        let std = self.tape.exp(half);
-        let noise = self.tape.mul(std, eps);
-        let z = self.tape.add(mu, noise);
+        let z = self.reparameterise(mu, logvar, eps);
         let out = self.decode_graph(z);
         let recon = self.recon_graph(out, xv);
         let kl = self.tape.kl_normal(mu, logvar);
         Graph { recon, kl }
     }
 
-    /// Records the training objective on a batch (forward only): the per-image objective
-    /// `(recon + kl_weight * KL') / n`, where KL' is the KL with free bits applied.
+    /// Records the training objective on a batch (forward only). The classic objective
+    /// (see [`Objective::is_classic`]) is `(recon + kl_weight * KL') / n` with KL' the
+    /// analytic KL after free bits; any other is the negative bound over
+    /// `objective.samples` samples per image, divided by n.
     pub fn forward(&mut self, x: ArrayView2<T>, rng: &mut impl Rng, objective: Objective) -> Step {
+        if !objective.is_classic(&self.config) {
+            return self.bound_step(x, rng, objective);
+        }
         let n = x.nrows();
         let g = self.graph(x, rng);
         let t = &mut self.tape;
@@ -233,21 +304,24 @@ impl<T: Float> Vae<T> {
         let loss = t.scale(total, inv_n);
         Step {
             images: n,
+            samples: 1,
             loss,
             total,
+            offset: 0.0,
             recon_sum,
             kl: g.kl,
         }
     }
 
-    /// The loss sums of a recorded step.
+    /// The loss sums of a recorded step (reconstruction and KL averaged over the samples).
     pub fn step_sums(&self, step: &Step) -> LossSums {
         let f = |v: Var| self.tape.scalar(v).to_f64().unwrap_or(f64::NAN);
+        let k = step.samples.max(1) as f64;
         LossSums {
             images: step.images,
-            recon: f(step.recon_sum),
-            kl: self.sum_of(step.kl),
-            objective: f(step.total),
+            recon: f(step.recon_sum) / k,
+            kl: self.sum_of(step.kl) / k,
+            objective: f(step.total) + step.offset,
         }
     }
 
@@ -259,12 +333,33 @@ impl<T: Float> Vae<T> {
         self.step_sums(&step)
     }
 
-    fn sum_of(&self, v: Var) -> f64 {
+    /// How many standard normal numbers a training step draws per image (so that a shard
+    /// of a batch can skip the rows before it and draw what one process would).
+    pub fn noise_per_image(&self, objective: Objective) -> usize {
+        if objective.is_classic(&self.config) {
+            self.config.latent
+        } else {
+            objective.samples.max(1) * self.config.latents().iter().sum::<usize>()
+        }
+    }
+
+    pub(crate) fn sum_of(&self, v: Var) -> f64 {
         self.tape.value(v).iter().map(|x| x.to_f64().unwrap_or(f64::NAN)).sum()
     }
 
-    /// The loss sums on a batch with z sampled (as PyTorch's example evaluates), no gradient.
+    /// The loss sums on a batch with z sampled (as PyTorch's example evaluates), no
+    /// gradient: the analytic KL for one level, the sampled one (log q - log p) above.
     pub fn evaluate(&mut self, x: ArrayView2<T>, rng: &mut impl Rng) -> LossSums {
+        if !self.upper.is_empty() {
+            let s = self.sampled_graph(x, 1, false, 1.0, rng);
+            let (recon, kl) = (self.sum_of(s.recon), self.sum_of(s.kl));
+            return LossSums {
+                images: x.nrows(),
+                recon,
+                kl,
+                objective: recon + kl,
+            };
+        }
         let g = self.graph(x, rng);
         let (recon, kl) = (self.sum_of(g.recon), self.sum_of(g.kl));
         LossSums {
@@ -277,6 +372,15 @@ impl<T: Float> Vae<T> {
 
     /// The negative ELBO of each image of the batch (one z sample each): an anomaly score.
     pub fn neg_elbo_per_image(&mut self, x: ArrayView2<T>, rng: &mut impl Rng) -> Vec<f64> {
+        if !self.upper.is_empty() {
+            let s = self.sampled_graph(x, 1, false, 1.0, rng);
+            return self
+                .tape
+                .value(s.log_w)
+                .iter()
+                .map(|w| -w.to_f64().unwrap_or(f64::NAN))
+                .collect();
+        }
         let g = self.graph(x, rng);
         let rec = self.tape.value(g.recon);
         let kl = self.tape.value(g.kl);
@@ -288,19 +392,34 @@ impl<T: Float> Vae<T> {
             .collect()
     }
 
-    /// The posterior means and log-variances of a batch (n x latent each).
-    pub fn encode(&mut self, x: ArrayView2<T>) -> (Array2<T>, Array2<T>) {
+    /// The posterior means and log-variances of every level (n x latent_l each, z1 first),
+    /// each level encoding the mean of the one below.
+    pub fn encode_levels(&mut self, x: ArrayView2<T>) -> Vec<(Array2<T>, Array2<T>)> {
         self.tape.reset();
         let xv = self.tape.constant(x);
-        let (mu, lv) = self.encode_graph(xv);
-        (self.tape.value(mu).clone(), self.tape.value(lv).clone())
+        let (mut mu, mut lv) = self.encode_graph(xv);
+        let mut out = vec![(self.tape.value(mu).clone(), self.tape.value(lv).clone())];
+        for l in 0..self.upper.len() {
+            (mu, lv) = self.upper[l].q.forward(&mut self.tape, mu);
+            out.push((self.tape.value(mu).clone(), self.tape.value(lv).clone()));
+        }
+        out
     }
 
-    /// The decoder's mean image for each latent row: pixel probabilities (Bernoulli) or
-    /// Gaussian means.
+    /// The top level's posterior means and log-variances of a batch (n x top latent each):
+    /// where [`Vae::decode`] starts.
+    pub fn encode(&mut self, x: ArrayView2<T>) -> (Array2<T>, Array2<T>) {
+        self.encode_levels(x).pop().expect("a VAE has a level")
+    }
+
+    /// The decoder's mean image for each top-level latent row (each level below taking the
+    /// mean of p(z_(l-1) | z_l)): pixel probabilities (Bernoulli) or Gaussian means.
     pub fn decode(&mut self, z: ArrayView2<T>) -> Array2<T> {
         self.tape.reset();
-        let zv = self.tape.constant(z);
+        let mut zv = self.tape.constant(z);
+        for l in (0..self.upper.len()).rev() {
+            zv = self.upper[l].p.forward(&mut self.tape, zv).0;
+        }
         let out = self.decode_graph(zv);
         let mean = match self.config.likelihood {
             Likelihood::Bernoulli => self.tape.sigmoid(out),
@@ -315,59 +434,38 @@ impl<T: Float> Vae<T> {
         self.decode(mu.view())
     }
 
-    /// `n` images decoded from z ~ N(0, I).
+    /// `n` images from the model: z_top ~ N(0, I), each level below sampled from
+    /// p(z_(l-1) | z_l), and the decoder's mean image of z1.
     pub fn sample(&mut self, n: usize, rng: &mut impl Rng) -> Array2<T> {
-        let z = Array2::from_shape_simple_fn((n, self.config.latent), || T::c(StandardNormal.sample(rng)));
-        self.decode(z.view())
+        let top = self.config.top_latent();
+        let z = Array2::from_shape_simple_fn((n, top), || T::c(StandardNormal.sample(rng)));
+        if self.upper.is_empty() {
+            return self.decode(z.view());
+        }
+        self.tape.reset();
+        let mut zv = self.tape.constant(z.view());
+        for l in (0..self.upper.len()).rev() {
+            let (mu, lv) = self.upper[l].p.forward(&mut self.tape, zv);
+            let d = self.tape.dim(mu);
+            let eps = self
+                .tape
+                .constant_with(d, |b| b.iter_mut().for_each(|e| *e = T::c(StandardNormal.sample(rng))));
+            zv = self.reparameterise(mu, lv, eps);
+        }
+        let out = self.decode_graph(zv);
+        let mean = match self.config.likelihood {
+            Likelihood::Bernoulli => self.tape.sigmoid(out),
+            Likelihood::Gaussian { .. } => out,
+        };
+        self.tape.value(mean).clone()
     }
 
-    /// The importance-sampled estimate of `log p(x)` for each image (Burda et al.'s IWAE
-    /// bound with `k` samples from q(z|x)): `log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)`,
-    /// by a max-subtracted log-sum-exp. Samples are decoded `chunk` rows at a time, so
-    /// memory stays bounded whatever `k`.
-    pub fn log_likelihood(&mut self, x: ArrayView2<T>, k: usize, chunk: usize, rng: &mut impl Rng) -> Vec<f64> {
-        let k = k.max(1);
-        let chunk = chunk.max(1);
-        let (mu, lv) = self.encode(x);
-        let (d, px) = (self.config.latent, self.config.input);
-        let mut out = Vec::with_capacity(x.nrows());
-        let mut log_w = Vec::with_capacity(k);
-        let lo = vae_autograd::LOGVAR_RANGE.0;
-        let hi = vae_autograd::LOGVAR_RANGE.1;
-        for i in 0..x.nrows() {
-            log_w.clear();
-            let mut done = 0;
-            while done < k {
-                let s = chunk.min(k - done);
-                let mut z = Array2::<T>::zeros((s, d));
-                // log p(z) - log q(z|x) = sum_j -z^2/2 + eps^2/2 + lv/2 (the 2 pi terms cancel).
-                let mut prior_minus_q = vec![0.0f64; s];
-                for (r, mut zr) in z.rows_mut().into_iter().enumerate() {
-                    for j in 0..d {
-                        let l = lv[[i, j]].to_f64().unwrap_or(f64::NAN).clamp(lo, hi);
-                        let e: f64 = StandardNormal.sample(rng);
-                        let zz = mu[[i, j]].to_f64().unwrap_or(f64::NAN) + (0.5 * l).exp() * e;
-                        zr[j] = T::c(zz);
-                        prior_minus_q[r] += -0.5 * zz * zz + 0.5 * e * e + 0.5 * l;
-                    }
-                }
-                self.tape.reset();
-                let zv = self.tape.constant(z.view());
-                let row = x.row(i);
-                let xv = self
-                    .tape
-                    .constant_with((s, px), |b| b.rows_mut().into_iter().for_each(|mut r| r.assign(&row)));
-                let o = self.decode_graph(zv);
-                let rec = self.recon_graph(o, xv);
-                for (r, &nll) in self.tape.value(rec).iter().enumerate() {
-                    log_w.push(-nll.to_f64().unwrap_or(f64::NAN) + prior_minus_q[r]);
-                }
-                done += s;
-            }
-            let m = log_w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let lse = m + log_w.iter().map(|w| (w - m).exp()).sum::<f64>().ln();
-            out.push(lse - (k as f64).ln());
-        }
-        out
+    /// Records `mu + exp(logvar / 2) * eps`.
+    pub(crate) fn reparameterise(&mut self, mu: Var, logvar: Var, eps: Var) -> Var {
+        let t = &mut self.tape;
+        let half = t.scale(logvar, T::c(0.5));
+        let std = t.exp(half);
+        let noise = t.mul(std, eps);
+        t.add(mu, noise)
     }
 }

@@ -44,6 +44,15 @@ impl Linear {
         tape.add_bias(y, self.bias)
     }
 
+    /// The layer with its parameters detached: gradients flow into `x`, not into the
+    /// weight and bias (the frozen-parameter density of the DReG estimator).
+    pub fn forward_detached<T: Float>(&self, tape: &mut Tape<T>, x: Var) -> Var {
+        let w = tape.detach(self.weight);
+        let b = tape.detach(self.bias);
+        let y = tape.matmul_t(x, false, w, true);
+        tape.add_bias(y, b)
+    }
+
     /// `prefix.weight` and `prefix.bias`.
     pub fn named(&self, prefix: &str) -> Named {
         vec![
@@ -89,6 +98,15 @@ impl Mlp {
     pub fn forward<T: Float>(&self, tape: &mut Tape<T>, mut x: Var) -> Var {
         for l in &self.layers {
             let y = l.forward(tape, x);
+            x = self.activation.apply(tape, y);
+        }
+        x
+    }
+
+    /// [`Mlp::forward`] with every parameter detached (see [`Linear::forward_detached`]).
+    pub fn forward_detached<T: Float>(&self, tape: &mut Tape<T>, mut x: Var) -> Var {
+        for l in &self.layers {
+            let y = l.forward_detached(tape, x);
             x = self.activation.apply(tape, y);
         }
         x

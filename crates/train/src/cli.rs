@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use vae_mnist::Limits;
-use vae_model::{Likelihood, VaeConfig};
+use vae_model::{Bound, LevelConfig, Likelihood, VaeConfig};
 use vae_nn::Activation;
 use vae_trainer::LrSchedule;
 
@@ -27,6 +27,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum Command {
     /// Train a VAE on MNIST (the default).
     Train(TrainArgs),
@@ -68,9 +69,29 @@ pub struct TrainArgs {
     /// Hidden layer widths of the encoder, comma-separated (the decoder mirrors them).
     #[arg(long, default_value = "400", value_delimiter = ',', num_args = 0..)]
     pub hidden: Vec<usize>,
-    /// Latent dimensions.
-    #[arg(long, default_value_t = 20)]
-    pub latent: usize,
+    /// Latent dimensions; a comma-separated list gives several stochastic layers, z1 first
+    /// (`--latent 100,50`: q(z1|x) q(z2|z1), p(z2) p(z1|z2) p(x|z1), as in the IWAE paper).
+    #[arg(long, default_value = "20", value_delimiter = ',', num_args = 1..)]
+    #[serde(deserialize_with = "one_or_many")]
+    pub latent: Vec<usize>,
+    /// Hidden widths of each stochastic layer above the first (its q network; its p network
+    /// mirrors them).
+    #[arg(long, default_value = "100,100", value_delimiter = ',', num_args = 1..)]
+    #[serde(default = "default_upper_hidden")]
+    pub upper_hidden: Vec<usize>,
+    /// The bound trained: elbo, or iwae (the importance-weighted bound over --samples).
+    #[arg(long, default_value = "elbo", value_parser = parse_bound)]
+    #[serde(default)]
+    pub objective: Bound,
+    /// Samples of z per image (K): the IWAE bound's K, or the ELBO averaged over K.
+    #[arg(long, default_value_t = 1)]
+    #[serde(default = "one")]
+    pub samples: usize,
+    /// The encoder's gradient through the samples alone, with q's parameters held fixed in
+    /// its density: DReG (Tucker et al. 2018) for iwae, sticking-the-landing for elbo.
+    #[arg(long)]
+    #[serde(default)]
+    pub dreg: bool,
     /// relu, leaky-relu[:SLOPE] (default slope 0.01), sigmoid or tanh.
     #[arg(long, default_value = "relu")]
     pub activation: Activation,
@@ -153,6 +174,36 @@ pub struct TrainArgs {
     pub inject_nan_at: Option<usize>,
 }
 
+fn default_upper_hidden() -> Vec<usize> {
+    vec![100, 100]
+}
+
+fn one() -> usize {
+    1
+}
+
+/// A number (runs saved before several levels existed) or a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(usize),
+        Many(Vec<usize>),
+    }
+    Ok(match serde::Deserialize::deserialize(d)? {
+        OneOrMany::One(v) => vec![v],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+fn parse_bound(s: &str) -> Result<Bound, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "elbo" => Ok(Bound::Elbo),
+        "iwae" => Ok(Bound::Iwae),
+        _ => Err(format!("'{s}': expected elbo or iwae")),
+    }
+}
+
 fn constant_schedule() -> LrSchedule {
     LrSchedule::Constant
 }
@@ -231,8 +282,24 @@ impl TrainArgs {
         if self.hidden.contains(&0) {
             bail!("--hidden widths must be at least 1, got {:?}", self.hidden);
         }
-        if self.latent == 0 {
-            bail!("--latent must be at least 1");
+        if self.latent.is_empty() || self.latent.contains(&0) {
+            bail!(
+                "--latent must be at least 1 (for each stochastic layer), got {:?}",
+                self.latent
+            );
+        }
+        if self.latent.len() > 1 && (self.upper_hidden.is_empty() || self.upper_hidden.contains(&0)) {
+            bail!("--upper-hidden widths must be at least 1, got {:?}", self.upper_hidden);
+        }
+        if self.samples == 0 {
+            bail!("--samples must be at least 1");
+        }
+        if self.free_bits > 0.0 && (self.samples > 1 || self.dreg || self.latent.len() > 1) {
+            bail!(
+                "--free-bits acts on the analytic KL of one latent layer trained with one sample: it cannot be combined with --samples {}, --dreg or --latent {:?}",
+                self.samples,
+                self.latent
+            );
         }
         if !(self.beta.is_finite() && self.beta >= 0.0) {
             bail!("--beta must be 0 or more, got {}", self.beta);
@@ -281,9 +348,16 @@ impl TrainArgs {
         VaeConfig {
             input,
             hidden: self.hidden.clone(),
-            latent: self.latent,
+            latent: self.latent[0],
             activation: self.activation,
             likelihood: self.likelihood,
+            upper: self.latent[1..]
+                .iter()
+                .map(|&latent| LevelConfig {
+                    hidden: self.upper_hidden.clone(),
+                    latent,
+                })
+                .collect(),
         }
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! // The defaults are PyTorch's example VAE.
 //! let args = TrainArgs::default();
-//! assert_eq!((args.batch_size, args.latent, args.hidden.clone()), (128, 20, vec![400]));
+//! assert_eq!((args.batch_size, args.latent.clone(), args.hidden.clone()), (128, vec![20], vec![400]));
 //! args.validate().unwrap();
 //! ```
 #![warn(missing_docs)]

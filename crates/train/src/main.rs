@@ -85,8 +85,12 @@ fn run(cli: Cli, collective: impl Fn() -> Option<SharedCollective>) -> Result<()
             if !writer {
                 return;
             }
+            let per_layer = match e.active_per_layer.as_slice() {
+                [_] => String::new(),
+                l => format!(" ({} by layer, z1 first)", l.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" + ")),
+            };
             println!(
-                "{} test images: -ELBO {:.2} nats, -log p(x) ~ {:.2} nats (IWAE, k = {}, {:.1} s), {} of {} latent units active",
+                "{} test images: -ELBO {:.2} nats, -log p(x) ~ {:.2} nats (IWAE, k = {}, {:.1} s), {} of {} latent units active{per_layer}",
                 e.images, e.neg_elbo, e.neg_log_likelihood, e.k, e.iwae_seconds, e.active_units, e.latent
             );
         }),

@@ -241,6 +241,9 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
         seed: args.seed,
         subset: args.subset,
         schedule: args.lr_schedule.for_epochs(args.total_epochs()),
+        bound: args.objective,
+        samples: args.samples,
+        dreg: args.dreg,
     }
 }
 
@@ -432,12 +435,21 @@ pub fn list(labels: &[u8]) -> String {
 
 fn describe(model: &Vae<f32>) -> String {
     let c = model.config();
-    let hidden: Vec<String> = c.hidden.iter().map(|h| h.to_string()).collect();
+    let mut widths = vec![c.input];
+    widths.extend(&c.hidden);
+    widths.push(c.latent);
+    for l in &c.upper {
+        widths.extend(&l.hidden);
+        widths.push(l.latent);
+    }
+    let widths: Vec<String> = widths.iter().map(|h| h.to_string()).collect();
+    let levels = match c.levels() {
+        1 => String::new(),
+        n => format!(", {n} stochastic layers"),
+    };
     format!(
-        "a {}-{}-{} VAE ({}, {} decoder)",
-        c.input,
-        hidden.join("-"),
-        c.latent,
+        "a {} VAE ({}, {} decoder{levels})",
+        widths.join("-"),
         c.activation,
         c.likelihood
     )

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::Distribution;
 use vae_mnist::{BatchConfig, Batches, Split, stream_seed};
 use vae_model::checkpoint::{self, CheckpointError, Loaded};
-use vae_model::{ConfigError, LossSums, Objective, Vae, VaeConfig};
+use vae_model::{Bound, ConfigError, LossSums, Objective, Vae, VaeConfig};
 use vae_nn::{Adam, AdamConfig, Optimizer};
 
 use crate::{EpochMetrics, LrSchedule};
@@ -59,6 +59,25 @@ pub struct TrainConfig {
     pub subset: Option<usize>,
     /// How the learning rate (`adam.lr`) changes from epoch to epoch.
     pub schedule: LrSchedule,
+    /// The bound trained: the ELBO or the importance-weighted bound.
+    pub bound: Bound,
+    /// Samples of z per image (K).
+    pub samples: usize,
+    /// The encoder gradient through the samples alone (DReG for IWAE, STL for the ELBO).
+    pub dreg: bool,
+}
+
+impl TrainConfig {
+    /// The objective at a KL weight.
+    pub fn objective(&self, kl_weight: f64) -> Objective {
+        Objective {
+            kl_weight,
+            free_bits: self.free_bits,
+            bound: self.bound,
+            samples: self.samples,
+            dreg: self.dreg,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -74,6 +93,9 @@ impl Default for TrainConfig {
             seed: 1,
             subset: None,
             schedule: LrSchedule::Constant,
+            bound: Bound::Elbo,
+            samples: 1,
+            dreg: false,
         }
     }
 }
@@ -213,6 +235,7 @@ pub struct Trainer<'d> {
 impl<'d> Trainer<'d> {
     /// A fresh model (initialised from the seed's stream) to train on `train`.
     pub fn new(model: VaeConfig, config: TrainConfig, train: &'d Split) -> Result<Self, ConfigError> {
+        config.objective(1.0).validate(&model)?;
         let mut init = StdRng::seed_from_u64(stream_seed(config.seed, 0, salt::INIT));
         let model = Vae::<f32>::new(model, &mut init)?;
         let params = model.params().to_vec();
@@ -351,10 +374,7 @@ impl<'d> Trainer<'d> {
         };
         let c = &self.config;
         self.weight = kl_weight(c.beta, c.warmup, epoch as f64 + (b + 1) as f64 / n_batches as f64);
-        let objective = Objective {
-            kl_weight: self.weight,
-            free_bits: c.free_bits,
-        };
+        let objective = c.objective(self.weight);
         let mut rng = StdRng::seed_from_u64(stream_seed(stream_seed(c.seed, epoch as u64, salt::NOISE), b as u64, 0));
         let rows = batch.images.nrows();
         // This rank's rows; a single process takes them all.
@@ -364,7 +384,7 @@ impl<'d> Trainer<'d> {
         };
         // The noise of the rows before the shard, drawn and dropped, so that every row gets
         // the noise a single process would give it.
-        for _ in 0..shard.start * self.model.config().latent {
+        for _ in 0..shard.start * self.model.noise_per_image(objective) {
             let _: f64 = rand_distr::StandardNormal.sample(&mut rng);
         }
         let x = batch.images.slice(ndarray::s![shard.clone(), ..]);

@@ -8,6 +8,7 @@ mod elementwise;
 mod linear;
 mod loss;
 mod reduce;
+mod shape;
 
 use ndarray::Array2;
 pub use ndarray::Axis;
@@ -47,6 +48,12 @@ pub(crate) enum Op<T> {
     GaussianNll { mean: Var, logvar: Var, target: Var },
     /// Elementwise KL(N(mu, exp(logvar)) || N(0, 1)).
     KlNormal { mu: Var, logvar: Var },
+    /// Each row repeated `k` times.
+    RepeatRows(Var, usize),
+    /// The same elements in another shape.
+    Reshape(Var),
+    /// The identity, with each row's gradient multiplied by `w`'s row.
+    ScaleGradRows { x: Var, w: Var },
     /// A user-defined operation.
     Custom(custom::Custom<T>),
 }
@@ -58,7 +65,15 @@ impl<T> Op<T> {
             Op::Leaf => [None; 3],
             Op::MatMul { a, b, .. } | Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) => [Some(a), Some(b), None],
             Op::AddBias { x, bias } => [Some(x), Some(bias), None],
-            Op::Scale(x, _) | Op::Unary(x, _) | Op::Sum(x) | Op::Mean(x) | Op::LogSumExp(x) => [Some(x), None, None],
+            Op::Scale(x, _)
+            | Op::Unary(x, _)
+            | Op::Sum(x)
+            | Op::Mean(x)
+            | Op::LogSumExp(x)
+            | Op::RepeatRows(x, _)
+            | Op::Reshape(x) => [Some(x), None, None],
+            // The weights never get a gradient, so they are not an input for the flag.
+            Op::ScaleGradRows { x, .. } => [Some(x), None, None],
             Op::BernoulliNll { logits, target } => [Some(logits), Some(target), None],
             Op::GaussianNll { mean, logvar, target } => [Some(mean), Some(logvar), Some(target)],
             Op::KlNormal { mu, logvar } => [Some(mu), Some(logvar), None],
@@ -88,5 +103,8 @@ pub(crate) fn backward<T: Float>(op: &Op<T>, y: &Array2<T>, g: &Array2<T>, vals:
         Op::BernoulliNll { logits, target } => loss::bernoulli_backward(logits, target, g, vals, grads),
         Op::GaussianNll { mean, logvar, target } => loss::gaussian_backward(mean, logvar, target, g, vals, grads),
         Op::KlNormal { mu, logvar } => loss::kl_backward(mu, logvar, g, vals, grads),
+        Op::RepeatRows(x, k) => shape::repeat_rows_backward(x, k, g, vals, grads),
+        Op::Reshape(x) => shape::reshape_backward(x, g, vals, grads),
+        Op::ScaleGradRows { x, w } => shape::scale_grad_rows_backward(x, w, g, vals, grads),
     }
 }

@@ -25,7 +25,8 @@ pub struct EvalArgs {
     /// Evaluate the first N test images only [default: all].
     #[arg(long)]
     pub n: Option<usize>,
-    /// Samples decoded at once (bounds memory: about 6 KiB per row).
+    /// Rows decoded at once: samples of several images when --k is smaller (bounds memory:
+    /// about 6 KiB per row).
     #[arg(long, default_value_t = 5000)]
     pub chunk: usize,
     /// Seed of the samples.
@@ -47,10 +48,14 @@ pub struct Evaluation {
     pub neg_log_likelihood: f64,
     /// Importance samples per image.
     pub k: usize,
-    /// Latent units whose posterior mean varies over the test set (variance > 0.01).
+    /// Latent units whose posterior mean varies over the test set (variance > 0.01), over
+    /// every stochastic layer.
     pub active_units: usize,
-    /// Latent dimensions.
+    /// Latent dimensions, over every stochastic layer.
     pub latent: usize,
+    /// Active units of each stochastic layer, z1 first (each layer encoding the mean of the
+    /// one below).
+    pub active_per_layer: Vec<usize>,
     /// Seconds spent on the importance-sampled estimate (per rank, on average, under MPI).
     pub iwae_seconds: f64,
 }
@@ -83,7 +88,8 @@ pub fn eval_with(a: &EvalArgs, mut collective: Option<&mut dyn Collective>) -> R
         bail!("--n must be at least 1");
     }
     let x = test.images.slice(s![..n, ..]);
-    let latent = run.model.config().latent;
+    let dims = run.model.config().latents();
+    let latent: usize = dims.iter().sum();
     let blocks = my_blocks(n, &collective);
     // Sums: recon, KL, log-likelihood, seconds, then per unit the sum and the sum of squares
     // of the posterior mean.
@@ -92,7 +98,7 @@ pub fn eval_with(a: &EvalArgs, mut collective: Option<&mut dyn Collective>) -> R
         for b in blocks {
             let rows = x.slice(s![block_rows(b, n), ..]);
             let e = run.model.evaluate(rows, &mut block_rng(a.seed, b, 1));
-            let (mu, _) = run.model.encode(rows);
+            let levels = run.model.encode_levels(rows);
             let start = Instant::now();
             let ll = run
                 .model
@@ -101,11 +107,15 @@ pub fn eval_with(a: &EvalArgs, mut collective: Option<&mut dyn Collective>) -> R
             sums[1] += e.kl;
             sums[2] += ll.iter().sum::<f64>();
             sums[3] += start.elapsed().as_secs_f64();
-            for row in mu.rows() {
-                for (j, &m) in row.iter().enumerate() {
-                    sums[4 + j] += f64::from(m);
-                    sums[4 + latent + j] += f64::from(m) * f64::from(m);
+            let mut off = 0;
+            for (mu, _) in &levels {
+                for row in mu.rows() {
+                    for (j, &m) in row.iter().enumerate() {
+                        sums[4 + off + j] += f64::from(m);
+                        sums[4 + latent + off + j] += f64::from(m) * f64::from(m);
+                    }
                 }
+                off += mu.ncols();
             }
         }
     })?;
@@ -113,19 +123,24 @@ pub fn eval_with(a: &EvalArgs, mut collective: Option<&mut dyn Collective>) -> R
         c.allreduce_sum_f64(&mut sums);
     }
     let count = n as f64;
-    let active = (0..latent)
-        .filter(|&j| {
-            let mean = sums[4 + j] / count;
-            sums[4 + latent + j] / count - mean * mean > 0.01
-        })
-        .count();
+    let is_active = |j: usize| {
+        let mean = sums[4 + j] / count;
+        sums[4 + latent + j] / count - mean * mean > 0.01
+    };
+    let mut active_per_layer = Vec::with_capacity(dims.len());
+    let mut off = 0;
+    for &d in &dims {
+        active_per_layer.push((off..off + d).filter(|&j| is_active(j)).count());
+        off += d;
+    }
     let result = Evaluation {
         images: n,
         neg_elbo: (sums[0] + sums[1]) / count,
         neg_log_likelihood: -sums[2] / count,
         k: a.k,
-        active_units: active,
+        active_units: active_per_layer.iter().sum(),
         latent,
+        active_per_layer,
         iwae_seconds: sums[3] / collective.as_ref().map_or(1, |c| c.size()) as f64,
     };
     if is_writer(&collective) {

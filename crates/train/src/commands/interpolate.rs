@@ -85,7 +85,7 @@ pub fn run(a: &InterpolateArgs) -> Result<PathBuf> {
             test.len()
         );
     }
-    let d = run.model.config().latent;
+    let d = run.model.config().top_latent();
     let images = with_threads(a.run.threads, || {
         let (mu, _) = run.model.encode(test.images.view());
         let mut z = Array2::<f32>::zeros((pairs.len() * a.steps, d));

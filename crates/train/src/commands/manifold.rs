@@ -41,10 +41,10 @@ pub fn manifold(a: &ManifoldArgs) -> Result<PathBuf> {
         bail!("--n must be at least 1");
     }
     let mut run = a.run.load()?;
-    let d = run.model.config().latent;
+    let d = run.model.config().top_latent();
     if d != 2 {
         bail!(
-            "manifold needs a 2-d latent space, but {} has {d} latent dimensions (train one with --latent 2)",
+            "manifold needs a 2-d (top) latent space, but {} has {d} latent dimensions there (train one with --latent 2, or --latent A,2)",
             run.dir.display()
         );
     }

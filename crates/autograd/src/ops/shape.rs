@@ -1,0 +1,127 @@
+//! Ops that move values around without arithmetic: repeating rows, reshaping, and the
+//! identity whose backward reweights rows (for importance-weighted gradient estimators).
+
+use ndarray::Array2;
+
+use super::Op;
+use crate::Float;
+use crate::ops::elementwise::{sl, sl_mut};
+use crate::tape::{Grads, Tape, Values, Var};
+
+impl<T: Float> Tape<T> {
+    /// Each row of `x` repeated `k` times in a row: row `i * k + j` of the (m k) x n result
+    /// is row `i` of `x`. The gradient sums each group of `k` rows.
+    ///
+    /// # Panics
+    /// If `k` is 0.
+    pub fn repeat_rows(&mut self, x: Var, k: usize) -> Var {
+        assert!(k > 0, "repeat_rows: k must be at least 1");
+        let (m, n) = self.dim(x);
+        self.record(Op::RepeatRows(x, k), (m * k, n), false, |out, v| {
+            let xs = sl(v.get(x));
+            for (i, chunk) in sl_mut(out).chunks_exact_mut(n.max(1) * k).enumerate() {
+                let row = &xs[i * n..(i + 1) * n];
+                for dst in chunk.chunks_exact_mut(n.max(1)) {
+                    dst.copy_from_slice(row);
+                }
+            }
+        })
+    }
+
+    /// The same elements in row-major order, shaped `dim`.
+    ///
+    /// # Panics
+    /// If `dim` holds a different number of elements.
+    pub fn reshape(&mut self, x: Var, dim: (usize, usize)) -> Var {
+        let from = self.dim(x);
+        assert_eq!(
+            from.0 * from.1,
+            dim.0 * dim.1,
+            "reshape: {from:?} and {dim:?} hold different numbers of elements"
+        );
+        self.record(Op::Reshape(x), dim, false, |out, v| {
+            sl_mut(out).copy_from_slice(sl(v.get(x)))
+        })
+    }
+
+    /// A constant copy of `v`'s current value: what flows on from it gets no gradient back
+    /// (a stop-gradient). Detaching a parameter reads it without training it.
+    pub fn detach(&mut self, v: Var) -> Var {
+        self.record(Op::Leaf, self.dim(v), false, |out, vals| out.assign(&vals.get(v)))
+    }
+
+    /// The identity forward; backward multiplies row `i` of the gradient by `w[i]` (`w` is
+    /// m x 1 and receives no gradient). `w` may be a constant filled in after the forward
+    /// pass with [`Tape::set_constant`]: only the backward reads it. The doubly
+    /// reparameterised IWAE gradient uses it to weight each sample's path to the encoder.
+    ///
+    /// # Panics
+    /// If `w` is not m x 1 for an m-row `x`, or `w` needs a gradient.
+    pub fn scale_grad_rows(&mut self, x: Var, w: Var) -> Var {
+        let dim = self.dim(x);
+        assert_eq!(
+            self.dim(w),
+            (dim.0, 1),
+            "scale_grad_rows: the weights must be {} x 1",
+            dim.0
+        );
+        assert!(
+            !self.requires_grad(w),
+            "scale_grad_rows: the weights must be a constant (they get no gradient)"
+        );
+        self.record(Op::ScaleGradRows { x, w }, dim, false, |out, v| {
+            sl_mut(out).copy_from_slice(sl(v.get(x)))
+        })
+    }
+}
+
+pub(super) fn repeat_rows_backward<T: Float>(x: Var, k: usize, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
+    if !vals.wants_grad(x) {
+        return;
+    }
+    let dim = vals.get(x).dim();
+    let n = dim.1.max(1);
+    let gs = g.as_slice().expect("gradients are contiguous");
+    let (gx, first) = grads.slot(x, dim);
+    for (i, dst) in sl_mut(gx).chunks_exact_mut(n).enumerate() {
+        for j in 0..k {
+            let src = &gs[(i * k + j) * n..(i * k + j + 1) * n];
+            let fresh = first && j == 0;
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = if fresh { s } else { *d + s };
+            }
+        }
+    }
+}
+
+pub(super) fn reshape_backward<T: Float>(x: Var, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
+    if !vals.wants_grad(x) {
+        return;
+    }
+    let gs = g.as_slice().expect("gradients are contiguous");
+    let (gx, first) = grads.slot(x, vals.get(x).dim());
+    for (d, &s) in sl_mut(gx).iter_mut().zip(gs) {
+        *d = if first { s } else { *d + s };
+    }
+}
+
+pub(super) fn scale_grad_rows_backward<T: Float>(
+    x: Var,
+    w: Var,
+    g: &Array2<T>,
+    vals: &Values<T>,
+    grads: &mut Grads<T>,
+) {
+    if !vals.wants_grad(x) {
+        return;
+    }
+    let ws = sl(vals.get(w));
+    let n = g.ncols().max(1);
+    let gs = g.as_slice().expect("gradients are contiguous");
+    let (gx, first) = grads.slot(x, vals.get(x).dim());
+    for ((dst, src), &wi) in sl_mut(gx).chunks_exact_mut(n).zip(gs.chunks_exact(n)).zip(ws) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = if first { wi * s } else { *d + wi * s };
+        }
+    }
+}
