@@ -122,6 +122,11 @@ pub struct TrainArgs {
     #[arg(long, value_parser = parse_duration)]
     #[serde(skip)]
     pub time_budget: Option<f64>,
+    /// Keep a copy of the model every this much training time (e.g. 10m) and at the end, in
+    /// RUN_DIR/snapshots/ (each a run directory `vae-train eval` takes), for learning curves.
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default)]
+    pub snapshot_every: Option<f64>,
     /// Weight of the KL term (β-VAE); 1 is the ELBO.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub beta: f64,

@@ -315,6 +315,8 @@ fn train_in_pool(
     // The flags, in the training state (what `--resume` reads) and in the shareable model.
     let extra = HashMap::from([("train.config".to_string(), config_json(args))]);
     let (started, budget) = (std::time::Instant::now(), args.time_budget);
+    let snapshots = writer.then_some(args.snapshot_every).flatten();
+    let mut next_snapshot = snapshots.map(|every| ((trained_seconds(&trainer) / every).floor() + 1.0) * every);
     while trainer.position().epochs_done < epochs {
         let last_good = trainer.position().clone();
         let epoch = last_good.epochs_done + 1;
@@ -335,6 +337,9 @@ fn train_in_pool(
             Ok(EpochEnd::Stopped) => {
                 if writer {
                     save_checkpoint(run_dir, &trainer, &extra)?;
+                    if snapshots.is_some() {
+                        write_snapshot(run_dir, &trainer)?;
+                    }
                 }
                 progress.line(&format!(
                     "stopped after batch {} of epoch {epoch}",
@@ -374,6 +379,13 @@ fn train_in_pool(
                 }
                 if writer {
                     save_checkpoint(run_dir, &trainer, &extra)?;
+                    let t = trained_seconds(&trainer);
+                    if let (Some(every), Some(next)) = (snapshots, next_snapshot)
+                        && (t >= next || epoch == epochs)
+                    {
+                        write_snapshot(run_dir, &trainer)?;
+                        next_snapshot = Some(((t / every).floor() + 1.0) * every);
+                    }
                 }
                 // Every rank stops here, or none: a Ctrl-C that reached some ranks only
                 // (or one just now) is agreed on, so that none waits for another.
@@ -420,6 +432,50 @@ fn train_in_pool(
         run_dir: run_dir.to_path_buf(),
         metrics,
     })
+}
+
+/// Seconds spent on training batches so far (evaluation and checkpoints excluded).
+fn trained_seconds(trainer: &Trainer) -> f64 {
+    trainer.metrics().iter().map(|m| m.train_seconds).sum::<f64>() + trainer.position().partial_seconds
+}
+
+/// Where snapshots go, one directory each.
+pub const SNAPSHOTS: &str = "snapshots";
+
+/// What a snapshot records besides the model.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// Complete epochs.
+    pub epochs: usize,
+    /// Batches of the next epoch.
+    pub batches: usize,
+    /// Seconds of training (batches only).
+    pub train_seconds: f64,
+}
+
+/// Copies the model just saved, and the run's flags, into `snapshots/eEEEEE[-bBBBBB]`: a
+/// run directory of its own for `vae-train eval`.
+fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
+    let p = trainer.position();
+    let name = match p.batches_done {
+        0 => format!("e{:06}", p.epochs_done),
+        b => format!("e{:06}-b{b:06}", p.epochs_done),
+    };
+    let dir = run_dir.join(SNAPSHOTS).join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for file in [run::MODEL, run::CONFIG] {
+        let from = run_dir.join(file);
+        let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+        checkpoint::write_atomic(&dir.join(file), &bytes).with_context(|| format!("writing {}", dir.join(file).display()))?;
+    }
+    let info = Snapshot {
+        epochs: p.epochs_done,
+        batches: p.batches_done,
+        train_seconds: trained_seconds(trainer),
+    };
+    let json = serde_json::to_string_pretty(&info).expect("serialises");
+    checkpoint::write_atomic(&dir.join("snapshot.json"), json.as_bytes())
+        .with_context(|| format!("writing {}", dir.join("snapshot.json").display()))
 }
 
 /// Writes the checkpoint (training state, then model) and the metrics file.
