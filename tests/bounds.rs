@@ -43,7 +43,7 @@ fn data(n: usize, seed: u64) -> Array2<f64> {
 
 /// Sets the parameters, runs a step with the noise of `seed`; returns the per-image
 /// objective and every parameter's gradient.
-fn step(
+fn step_at(
     vae: &mut Vae<f64>,
     params: &[Array2<f64>],
     x: &Array2<f64>,
@@ -76,7 +76,7 @@ fn check_bound(levels: usize, o: Objective) {
     let x = data(4, 5);
     let p0 = params_of(&vae);
     let report = gradcheck::check(&p0, Config::default(), |ps| {
-        let (v, g) = step(&mut vae, ps, &x, o, 9);
+        let (v, g) = step_at(&mut vae, ps, &x, o, 9);
         (v, g.into_iter().map(Some).collect())
     })
     .unwrap_or_else(|e| panic!("{levels} level(s), {o:?}: {e}"));
@@ -103,14 +103,35 @@ fn two_levels_elbo_and_iwae() {
 }
 
 #[test]
-fn iwae_at_one_sample_is_the_elbo() {
+fn iwae_is_the_log_mean_of_the_samples_weights() {
+    // The IWAE objective over K samples of n images must equal -sum_i log mean_j w_ij with
+    // the w_ij of the same noise computed one sample per row: the batch of each image
+    // repeated K times draws the noise in the same order (row i K + j), so its per-row
+    // -log w are the w_ij. This pins down which rows are grouped into one image's bound.
+    let (n, k) = (5, 4);
     let mut vae = Vae::<f64>::new(config(2), &mut StdRng::seed_from_u64(3)).unwrap();
+    let x = data(n, 6);
+    let step = vae.forward(
+        x.view(),
+        &mut StdRng::seed_from_u64(2),
+        objective(Bound::Iwae, k, false),
+    );
+    let iwae = vae.step_sums(&step).objective;
+    let repeated = Array2::from_shape_fn((n * k, 6), |(r, c)| x[[r / k, c]]);
+    let neg_log_w = vae.neg_elbo_per_image(repeated.view(), &mut StdRng::seed_from_u64(2));
+    let want: f64 = neg_log_w
+        .chunks(k)
+        .map(|c| {
+            let m = c.iter().cloned().fold(f64::INFINITY, f64::min);
+            m - (c.iter().map(|v| (m - v).exp()).sum::<f64>() / k as f64).ln()
+        })
+        .sum();
+    assert!((iwae - want).abs() < 1e-9 * want.abs(), "{iwae} vs {want}");
+    // At K = 1 both bounds are the ELBO.
     let p0 = params_of(&vae);
-    let x = data(5, 6);
-    let (a, ga) = step(&mut vae, &p0, &x, objective(Bound::Iwae, 1, false), 2);
-    let (b, gb) = step(&mut vae, &p0, &x, objective(Bound::Elbo, 1, false), 2);
-    assert_eq!(a, b);
-    assert_eq!(ga, gb);
+    let (a, ga) = step_at(&mut vae, &p0, &x, objective(Bound::Iwae, 1, false), 2);
+    let (b, gb) = step_at(&mut vae, &p0, &x, objective(Bound::Elbo, 1, false), 2);
+    assert_eq!((a, ga), (b, gb));
 }
 
 #[test]
@@ -152,8 +173,8 @@ fn dreg_decoder_gradient_is_iwaes() {
         let mut vae = Vae::<f64>::new(config(levels), &mut StdRng::seed_from_u64(4)).unwrap();
         let p0 = params_of(&vae);
         let x = data(6, 7);
-        let (a, ga) = step(&mut vae, &p0, &x, objective(Bound::Iwae, 5, false), 3);
-        let (b, gb) = step(&mut vae, &p0, &x, objective(Bound::Iwae, 5, true), 3);
+        let (a, ga) = step_at(&mut vae, &p0, &x, objective(Bound::Iwae, 5, false), 3);
+        let (b, gb) = step_at(&mut vae, &p0, &x, objective(Bound::Iwae, 5, true), 3);
         assert!((a - b).abs() < 1e-12, "the same bound: {a} vs {b}");
         let (enc, dec) = split(&vae);
         for &i in &dec {
@@ -171,21 +192,25 @@ fn dreg_decoder_gradient_is_iwaes() {
 
 #[test]
 fn dreg_encoder_gradient_is_unbiased_and_less_noisy() {
-    // One image, many noise draws: the mean encoder gradient of DReG must match IWAE's
-    // within the noise (5 standard errors per element), and its spread must be smaller.
-    for levels in [1, 2] {
+    // Fifty images, many noise draws: the mean encoder gradient of DReG must match IWAE's
+    // within the noise (5 standard errors per element), and its spread must be smaller; at
+    // a KL weight below 1 too (where the weights are 1 - β + β w~).
+    for (levels, beta) in [(1, 1.0), (2, 1.0), (2, 0.3)] {
         let mut vae = Vae::<f64>::new(config(levels), &mut StdRng::seed_from_u64(5)).unwrap();
         let p0 = params_of(&vae);
-        let x = data(1, 11);
         let (enc, _) = split(&vae);
         let draws = 400;
-        let batch = x.broadcast((50, 6)).unwrap().to_owned();
+        let batch = data(50, 11);
+        let objective = |bound, samples, dreg| Objective {
+            kl_weight: beta,
+            ..objective(bound, samples, dreg)
+        };
         let mut diffs = Vec::new();
         let (mut var_iwae, mut var_dreg) = (0.0, 0.0);
         let mut all = [Vec::new(), Vec::new()];
         for d in 0..draws {
-            let (_, gi) = step(&mut vae, &p0, &batch, objective(Bound::Iwae, 4, false), 100 + d);
-            let (_, gd) = step(&mut vae, &p0, &batch, objective(Bound::Iwae, 4, true), 100 + d);
+            let (_, gi) = step_at(&mut vae, &p0, &batch, objective(Bound::Iwae, 4, false), 100 + d);
+            let (_, gd) = step_at(&mut vae, &p0, &batch, objective(Bound::Iwae, 4, true), 100 + d);
             let flat = |g: &[Array2<f64>]| {
                 enc.iter()
                     .flat_map(|&i| g[i].iter().copied().collect::<Vec<_>>())
@@ -203,15 +228,15 @@ fn dreg_encoder_gradient_is_unbiased_and_less_noisy() {
         for (j, (&m, &s)) in mean.iter().zip(se.iter()).enumerate() {
             assert!(
                 m.abs() <= 5.0 * s + 1e-9,
-                "{levels} level(s), element {j}: mean difference {m:.3e}, standard error {s:.3e}"
+                "{levels} level(s), β {beta}, element {j}: mean difference {m:.3e}, standard error {s:.3e}"
             );
         }
         var_iwae += to_array(&all[0]).var_axis(Axis(0), 1.0).sum();
         var_dreg += to_array(&all[1]).var_axis(Axis(0), 1.0).sum();
-        eprintln!("{levels} level(s): encoder gradient variance IWAE {var_iwae:.3e}, DReG {var_dreg:.3e}");
+        eprintln!("{levels} level(s), β {beta}: encoder gradient variance IWAE {var_iwae:.3e}, DReG {var_dreg:.3e}");
         assert!(
             var_dreg < var_iwae,
-            "{levels} level(s): DReG variance {var_dreg} >= IWAE {var_iwae}"
+            "{levels} level(s), β {beta}: DReG variance {var_dreg} >= IWAE {var_iwae}"
         );
     }
 }

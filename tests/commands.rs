@@ -217,6 +217,8 @@ fn plot_draws_the_curves() {
     let out = plot::plot(&plot::PlotArgs {
         run_dir: dir.clone(),
         out: None,
+        nll: false,
+        compare: vec![],
     })
     .unwrap();
     let text = svg(&out);
@@ -268,4 +270,133 @@ fn score_writes_every_test_image_and_the_auroc() {
         assert_eq!(text.lines().count(), 10_001);
         assert!(text.starts_with("index,label,score\n0,7,"));
     }
+}
+
+#[test]
+fn two_stochastic_layers_with_iwae_work_with_every_command() {
+    let dir = std::env::temp_dir().join(format!("vae-cmd-it-{}-two-levels", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = TrainArgs {
+        data: data(),
+        epochs: Some(3),
+        subset: Some(500),
+        hidden: vec![32],
+        latent: vec![6, 2],
+        upper_hidden: vec![16],
+        objective: vae::model::Bound::Iwae,
+        samples: 4,
+        dreg: true,
+        binarize: true,
+        // Every epoch: any training time reaches the mark.
+        snapshot_every: Some(1e-9),
+        threads: Some(2),
+        run_dir: Some(dir.clone()),
+        ..TrainArgs::default()
+    };
+    let out = train(&args, &mut Progress::new(Verbosity::Quiet)).unwrap();
+    // The IWAE bound (k = 4) is tighter than the ELBO on the same batches.
+    let m = out.metrics.last().unwrap();
+    assert!(m.train_objective < m.train_loss, "{m:?}");
+    let run = run_args(&dir);
+    assert_eq!(model(&dir).config().levels(), 2);
+    sample(&SampleArgs {
+        run: run.clone(),
+        n: 4,
+        seed: 1,
+        scale: None,
+        out: None,
+    })
+    .unwrap();
+    reconstruct(&ReconstructArgs {
+        run: run.clone(),
+        n: 4,
+        scale: None,
+        out: None,
+        csv: None,
+    })
+    .unwrap();
+    vae::train::commands::interpolate::run(&InterpolateArgs {
+        run: run.clone(),
+        pairs: "0-1".into(),
+        steps: 5,
+        spherical: false,
+        scale: None,
+        out: None,
+    })
+    .unwrap();
+    // The manifold is the top layer's (2-d here).
+    manifold(&ManifoldArgs {
+        run: run.clone(),
+        n: 4,
+        scale: None,
+        out: None,
+    })
+    .unwrap();
+    latents::latents(&latents::LatentsArgs {
+        run: run.clone(),
+        out: None,
+    })
+    .unwrap();
+    let s = score(&ScoreArgs {
+        run: run.clone(),
+        method: Method::Elbo,
+        k: 10,
+        anomaly_digit: Some(1),
+        seed: 0,
+        out: None,
+    })
+    .unwrap();
+    assert!(s.scores.iter().all(|v| v.is_finite()));
+    // One snapshot per epoch; each evaluates as a run of its own, and plot --nll draws them.
+    let snaps: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(snaps.len(), 3, "{snaps:?}");
+    let mut last = f64::INFINITY;
+    for s in &snaps {
+        let e = eval::eval(&eval::EvalArgs {
+            run: run_args(s),
+            k: 50,
+            n: Some(200),
+            chunk: 1000,
+            seed: 0,
+            out: None,
+        })
+        .unwrap();
+        assert_eq!(e.active_per_layer.len(), 2);
+        assert!(e.neg_log_likelihood < e.neg_elbo, "{e:?}");
+        last = e.neg_log_likelihood;
+    }
+    assert!(last.is_finite());
+    let svg_path = plot::plot(&plot::PlotArgs {
+        run_dir: dir.clone(),
+        out: None,
+        nll: true,
+        compare: vec![],
+    })
+    .unwrap();
+    let text = svg(&svg_path);
+    assert!(
+        text.contains("minutes of training") && text.contains("k = 50"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_binarized_run_is_tested_on_the_same_binary_test_set() {
+    let mnist = vae::train::train::load_data(&data(), &Default::default()).unwrap();
+    let args = |seed| TrainArgs {
+        binarize: true,
+        seed,
+        ..TrainArgs::default()
+    };
+    let a = vae::train::train::test_split(&args(1), &mnist);
+    let b = vae::train::train::test_split(&args(7), &mnist);
+    assert_eq!(a.images, b.images);
+    assert!(a.images.iter().all(|&p| p == 0.0 || p == 1.0));
 }

@@ -39,10 +39,11 @@ impl<T: Float> Vae<T> {
     ) -> Sampled {
         self.tape.reset();
         let (n, rows) = (x.nrows(), x.nrows() * k);
-        let latents = self.config.latents();
+        let levels = self.upper.len() + 1;
+        let dim = |c: &crate::VaeConfig, l: usize| if l == 0 { c.latent } else { c.upper[l - 1].latent };
         // One row of noise per sample, every level's numbers together, so that the rows of
         // a shard can be skipped in one count.
-        let width: usize = latents.iter().sum();
+        let width: usize = (0..levels).map(|l| dim(&self.config, l)).sum();
         let mut noise = std::mem::take(&mut self.noise_buf);
         if noise.dim() != (rows, width) {
             noise = Array2::zeros((rows, width));
@@ -57,13 +58,18 @@ impl<T: Float> Vae<T> {
             (mu1, lv1)
         };
         // Per level: z as sampled, and z as the densities and the decoder see it.
-        let mut zs: Vec<(Var, Var)> = Vec::with_capacity(latents.len());
+        let mut zs = std::mem::take(&mut self.zs_buf);
+        zs.clear();
         let mut q_nll: Option<Var> = None;
         let mut off = 0;
-        for (level, &d) in latents.iter().enumerate() {
+        for level in 0..levels {
+            let d = dim(&self.config, level);
             if level > 0 {
                 (mu, lv) = self.upper[level - 1].q.forward(&mut self.tape, zs[level - 1].0);
             }
+            // Sample from the variance the density sees (clamped to LOGVAR_RANGE), so that
+            // the importance weights stay exact for any encoder output.
+            lv = self.clamp_logvar(lv);
             let eps = self
                 .tape
                 .constant_with((rows, d), |b| b.assign(&noise.slice(s![.., off..off + d])));
@@ -90,17 +96,18 @@ impl<T: Float> Vae<T> {
             zs.push((z, seen));
         }
         self.noise_buf = noise;
-        let top = zs[zs.len() - 1].1;
-        let d_top = latents[latents.len() - 1];
+        let top = zs[levels - 1].1;
+        let d_top = dim(&self.config, levels - 1);
         let zero_mu = self.tape.constant_with((rows, d_top), |b| b.fill(T::zero()));
         let zero_lv = self.tape.constant_with((1, d_top), |b| b.fill(T::zero()));
         let mut p_nll = self.tape.gaussian_nll(zero_mu, zero_lv, top);
-        for level in (1..latents.len()).rev() {
+        for level in (1..levels).rev() {
             let (pm, plv) = self.upper[level - 1].p.forward(&mut self.tape, zs[level].1);
             let nll = self.tape.gaussian_nll(pm, plv, zs[level - 1].1);
             p_nll = self.tape.add(p_nll, nll);
         }
         let out = self.decode_graph(zs[0].1);
+        self.zs_buf = zs;
         let xr = if k > 1 { self.tape.repeat_rows(xv, k) } else { xv };
         let recon = self.recon_graph(out, xr);
         let t = &mut self.tape;
@@ -121,8 +128,21 @@ impl<T: Float> Vae<T> {
         }
     }
 
+    /// `logvar` clamped to [`vae_autograd::LOGVAR_RANGE`] (the range the densities use).
+    fn clamp_logvar(&mut self, lv: Var) -> Var {
+        let (lo, hi) = vae_autograd::LOGVAR_RANGE;
+        let t = &mut self.tape;
+        let a = t.clamp_min(lv, T::c(lo));
+        let b = t.neg(a);
+        let c = t.clamp_min(b, T::c(-hi));
+        t.neg(c)
+    }
+
     /// Records the sampled objective: `-sum_i bound_i`, the loss its mean; with DReG, fills
-    /// the weights (the normalised importance weights for IWAE, ones for the ELBO).
+    /// the weights of the encoder's path. For IWAE these are `1 - β + β w~` with `w~` the
+    /// normalised importance weights and β the KL weight (`w~`, so `w~^2` in all, at β = 1):
+    /// the score-function term of `-β log q` is rewritten through the samples, which gives
+    /// `β w~ (1 - w~)` per sample; for the ELBO they are ones (the score term has mean 0).
     pub(crate) fn bound_step(&mut self, x: ArrayView2<T>, rng: &mut impl Rng, objective: Objective) -> Step {
         let n = x.nrows();
         let k = objective.samples.max(1);
@@ -141,18 +161,25 @@ impl<T: Float> Vae<T> {
         };
         let loss = t.scale(total, T::c(1.0 / n.max(1) as f64));
         if let Some(w) = s.dreg_weights {
-            let mut weights = Array2::<T>::ones((n * k, 1));
+            let mut weights = std::mem::take(&mut self.weights_buf);
+            if weights.dim() != (n * k, 1) {
+                weights = Array2::zeros((n * k, 1));
+            }
+            weights.fill(T::one());
             if iwae {
+                let beta = T::c(objective.kl_weight);
                 let lw = t.value(s.log_w);
-                for (dst, src) in weights
+                for (mut dst, src) in weights
                     .exact_chunks_mut((k, 1))
                     .into_iter()
                     .zip(lw.exact_chunks((k, 1)))
                 {
-                    normalised_weights(src, dst);
+                    normalised_weights(src, dst.view_mut());
+                    dst.mapv_inplace(|v| T::one() - beta + beta * v);
                 }
             }
             t.set_constant(w, weights.view());
+            self.weights_buf = weights;
         }
         Step {
             images: n,

@@ -137,6 +137,10 @@ pub struct Vae<T: Float> {
     pub(crate) upper: Vec<Upper>,
     /// Scratch for the sampled graphs' noise.
     pub(crate) noise_buf: Array2<T>,
+    /// Scratch for the DReG weights.
+    pub(crate) weights_buf: Array2<T>,
+    /// Scratch for each level's sampled z.
+    pub(crate) zs_buf: Vec<(Var, Var)>,
     named: Named,
     params: Vec<Var>,
 }
@@ -187,6 +191,8 @@ impl<T: Float> Vae<T> {
             dec_logvar,
             upper,
             noise_buf: Array2::zeros((0, 0)),
+            weights_buf: Array2::zeros((0, 0)),
+            zs_buf: Vec::new(),
             named,
             params,
         })

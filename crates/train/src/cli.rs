@@ -173,6 +173,11 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "resume")]
     #[serde(skip)]
     pub overwrite: bool,
+    /// The seed of the test set's one binarization: fixed for every new run; absent from
+    /// runs saved before it was (they used their --seed).
+    #[arg(skip = Some(crate::train::TEST_BINARIZE_SEED))]
+    #[serde(default)]
+    pub test_binarize_seed: Option<u64>,
     /// Testing aid: poison the batch with this global index (0-based) with a NaN.
     #[arg(long, hide = true)]
     #[serde(skip)]

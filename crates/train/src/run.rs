@@ -22,8 +22,7 @@ pub const RECONSTRUCTIONS: &str = "reconstructions.png";
 
 pub use vae_trainer::EpochMetrics;
 
-const CSV_HEADER: &str =
-    "epoch,train_neg_elbo,train_recon,train_kl,test_neg_elbo,test_recon,test_kl,kl_weight,train_seconds\n";
+const CSV_HEADER: &str = "epoch,train_neg_elbo,train_recon,train_kl,test_neg_elbo,test_recon,test_kl,kl_weight,train_seconds,train_objective\n";
 
 /// Renders metrics as CSV, header included.
 pub fn metrics_csv(rows: &[EpochMetrics]) -> String {
@@ -31,7 +30,7 @@ pub fn metrics_csv(rows: &[EpochMetrics]) -> String {
     for m in rows {
         let _ = writeln!(
             s,
-            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.4}",
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.4},{:.6}",
             m.epoch,
             m.train_loss,
             m.train_recon,
@@ -40,7 +39,8 @@ pub fn metrics_csv(rows: &[EpochMetrics]) -> String {
             m.test_recon,
             m.test_kl,
             m.kl_weight,
-            m.train_seconds
+            m.train_seconds,
+            m.train_objective
         );
     }
     s
@@ -56,9 +56,10 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
             .map(|v| v.trim().parse::<f64>())
             .collect::<Result<_, _>>()
             .with_context(|| format!("{}: line {} is not numbers", path.display(), i + 1))?;
+        // Files written before the objective column have 9 fields.
         anyhow::ensure!(
-            f.len() == 9,
-            "{}: line {} has {} fields, expected 9",
+            f.len() == 9 || f.len() == 10,
+            "{}: line {} has {} fields, expected 10 (or 9)",
             path.display(),
             i + 1,
             f.len()
@@ -73,6 +74,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
             test_kl: f[6],
             kl_weight: f[7],
             train_seconds: f[8],
+            train_objective: f.get(9).copied().unwrap_or(f[1]),
         });
     }
     Ok(rows)
@@ -175,6 +177,7 @@ mod tests {
             test_kl: 20.0,
             kl_weight: 1.0,
             train_seconds: 1.5,
+            train_objective: 109.75,
         };
         let p = std::env::temp_dir().join(format!("vae-metrics-{}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();

@@ -59,11 +59,16 @@ pub struct Outcome {
     pub metrics: Vec<EpochMetrics>,
 }
 
-/// The test split a run evaluates on (binarized once, with a fixed seed, if it trains on
-/// binarized images).
+/// The seed of the one binarization of the test set, whatever a run's `--seed`: every run on
+/// binarized images is evaluated on the same binary test set.
+pub const TEST_BINARIZE_SEED: u64 = 1;
+
+/// The test split a run evaluates on (binarized once, with [`TEST_BINARIZE_SEED`], if it
+/// trains on binarized images; runs saved before the seed was fixed keep their own).
 pub fn test_split<'a>(args: &TrainArgs, mnist: &'a Mnist) -> Cow<'a, Split> {
     if args.binarize {
-        Cow::Owned(binarized(&mnist.test, stream_seed(args.seed, 0, salt::TEST_BINARIZE)))
+        let seed = args.test_binarize_seed.unwrap_or(args.seed);
+        Cow::Owned(binarized(&mnist.test, stream_seed(seed, 0, salt::TEST_BINARIZE)))
     } else {
         Cow::Borrowed(&mnist.test)
     }
@@ -116,6 +121,7 @@ pub fn train_with(args: &TrainArgs, progress: &mut Progress, collective: Option<
                 resume: None,
                 inject_nan_at: args.inject_nan_at,
                 time_budget: args.time_budget,
+                snapshot_every: args.snapshot_every.or(stored.snapshot_every),
                 run_dir: Some(dir.clone()),
                 ..stored
             };
@@ -366,7 +372,7 @@ fn train_in_pool(
             Ok(EpochEnd::Complete) => {
                 let images = trainer.position().partial.images;
                 let m = trainer.end_epoch(&test_split);
-                progress.line(&epoch_line(&m, epochs, images));
+                progress.line(&epoch_line(&m, epochs, images, args));
                 let checksum = trainer.weights_checksum();
                 if let Some(c) = trainer.collective_mut()
                     && !c.all_equal(checksum)
@@ -466,7 +472,8 @@ fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
     for file in [run::MODEL, run::CONFIG] {
         let from = run_dir.join(file);
         let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-        checkpoint::write_atomic(&dir.join(file), &bytes).with_context(|| format!("writing {}", dir.join(file).display()))?;
+        checkpoint::write_atomic(&dir.join(file), &bytes)
+            .with_context(|| format!("writing {}", dir.join(file).display()))?;
     }
     let info = Snapshot {
         epochs: p.epochs_done,
@@ -511,9 +518,14 @@ fn describe(model: &Vae<f32>) -> String {
     )
 }
 
-fn epoch_line(m: &EpochMetrics, epochs: usize, images: usize) -> String {
+fn epoch_line(m: &EpochMetrics, epochs: usize, images: usize, args: &TrainArgs) -> String {
+    // The bound trained, when it is not the ELBO shown.
+    let bound = match (args.objective, args.samples) {
+        (vae_model::Bound::Iwae, k) if k > 1 => format!("  train -IWAE(k={k}) {:8.2}", m.train_objective),
+        _ => String::new(),
+    };
     format!(
-        "epoch {:>2}/{epochs}  train -ELBO {:8.2} (rec {:7.2}, KL {:6.2})  test -ELBO {:8.2} (rec {:7.2}, KL {:6.2})  {:6.2} s  {:7.0} img/s",
+        "epoch {:>2}/{epochs}  train -ELBO {:8.2} (rec {:7.2}, KL {:6.2}){bound}  test -ELBO {:8.2} (rec {:7.2}, KL {:6.2})  {:6.2} s  {:7.0} img/s",
         m.epoch,
         m.train_loss,
         m.train_recon,

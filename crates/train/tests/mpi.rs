@@ -99,6 +99,47 @@ fn two_ranks_train_as_one_process() {
 }
 
 #[test]
+fn two_ranks_train_iwae_with_two_layers_as_one_process() {
+    // The sampled objective draws K x (sum of latent sizes) numbers per image: each rank
+    // skips exactly those of the rows before its shard. Adam's epsilon is the IWAE paper's
+    // 1e-4: at 1e-8, Adam turns the rounding-level gradients of the first layer's weights
+    // into collapsed units (|g| ~ 1e-9, whose sign depends on the order of a sum) into
+    // steps of the full learning rate, and those weights then differ by up to 6e-2 of their
+    // largest. With 1e-4 every tensor agrees to 2e-5 (the one-level test's bar is 1e-5).
+    let (one, two) = (tmp("one-iwae"), tmp("two-iwae"));
+    let args = |dir: &Path| {
+        let mut a = train_args(dir, 2);
+        a.extend(
+            [
+                "--latent",
+                "6,3",
+                "--upper-hidden",
+                "12",
+                "--objective",
+                "iwae",
+                "--samples",
+                "3",
+                "--dreg",
+                "--binarize",
+                "--adam-eps",
+                "1e-4",
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    ok(Command::new(BIN).args(args(&one)).output().unwrap());
+    ok(mpirun(2).args(args(&two)).output().unwrap());
+    let dw = weight_difference(&two, &one);
+    let (l1, l2) = (test_loss(&one), test_loss(&two));
+    eprintln!(
+        "IWAE, 2 layers, after 2 epochs: 1 process {l1:.4}, 2 ranks {l2:.4}; weights differ by {dw:.2e} relative"
+    );
+    assert!(dw < 1e-4, "weights differ by {dw:e} relative");
+    assert!((l1 - l2).abs() < 0.05, "{l1} vs {l2}");
+}
+
+#[test]
 fn eval_and_score_split_the_test_images_and_agree_with_one_process() {
     let dir = tmp("evalrun");
     ok(Command::new(BIN).args(train_args(&dir, 1)).output().unwrap());

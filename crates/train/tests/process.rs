@@ -62,6 +62,22 @@ fn out_of_range_flags_are_refused_by_name() {
         ),
         (&["--lr-schedule", "exponential:2"], "GAMMA must be in (0, 1]"),
         (&["--time-budget", "5x"], "expected a duration like 90s, 60m or 1.5h"),
+        (&["--latent", "100,0"], "--latent must be at least 1"),
+        (
+            &["--latent", "100,50", "--upper-hidden", "0"],
+            "--upper-hidden widths must be at least 1",
+        ),
+        (&["--samples", "0"], "--samples must be at least 1"),
+        (&["--objective", "vimco"], "expected elbo or iwae"),
+        (
+            &["--free-bits", "0.5", "--samples", "5"],
+            "--free-bits acts on the analytic KL",
+        ),
+        (
+            &["--free-bits", "0.5", "--latent", "10,5"],
+            "--free-bits acts on the analytic KL",
+        ),
+        (&["--snapshot-every", "soon"], "expected a duration"),
     ];
     for (flags, want) in cases {
         let mut args = vec!["train", "--data", d];

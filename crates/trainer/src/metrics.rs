@@ -23,6 +23,12 @@ pub struct EpochMetrics {
     pub kl_weight: f64,
     /// Seconds spent training (not evaluating).
     pub train_seconds: f64,
+    /// The training objective (the negative bound trained, β-weighted), averaged over the
+    /// epoch's batches: the negative IWAE bound for `--objective iwae`. (NaN when read
+    /// from a state saved before it was recorded; [`crate::Trainer::restore`] then puts
+    /// `train_loss` in its place, as the metrics file's reader does.)
+    #[serde(default = "nan")]
+    pub train_objective: f64,
 }
 
 impl EpochMetrics {
@@ -38,6 +44,11 @@ impl EpochMetrics {
             test_kl: test.kl_per_image(),
             kl_weight,
             train_seconds,
+            train_objective: train.objective / train.images.max(1) as f64,
         }
     }
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }

@@ -589,8 +589,11 @@ impl<'d> Trainer<'d> {
         let num = |key: &str| -> Result<f64, StateError> {
             meta(key)?.parse().map_err(|_| bad(format!("'{key}' is not a number")))
         };
-        let metrics: Vec<EpochMetrics> =
+        let mut metrics: Vec<EpochMetrics> =
             serde_json::from_str(meta("train.metrics")?).map_err(|e| bad(format!("invalid 'train.metrics': {e}")))?;
+        for m in metrics.iter_mut().filter(|m| m.train_objective.is_nan()) {
+            m.train_objective = m.train_loss;
+        }
         let position = Position {
             epochs_done: num("epochs_done")? as usize,
             batches_done: num("batches_done")? as usize,
