@@ -356,18 +356,14 @@ impl<T: Float> Vae<T> {
     /// The loss sums on a batch with z sampled (as PyTorch's example evaluates), no
     /// gradient: the analytic KL for one level, the sampled one (log q - log p) above.
     pub fn evaluate(&mut self, x: ArrayView2<T>, rng: &mut impl Rng) -> LossSums {
-        if !self.upper.is_empty() {
+        let (recon, kl) = if self.upper.is_empty() {
+            let g = self.graph(x, rng);
+            (g.recon, g.kl)
+        } else {
             let s = self.sampled_graph(x, 1, false, 1.0, rng);
-            let (recon, kl) = (self.sum_of(s.recon), self.sum_of(s.kl));
-            return LossSums {
-                images: x.nrows(),
-                recon,
-                kl,
-                objective: recon + kl,
-            };
-        }
-        let g = self.graph(x, rng);
-        let (recon, kl) = (self.sum_of(g.recon), self.sum_of(g.kl));
+            (s.recon, s.kl)
+        };
+        let (recon, kl) = (self.sum_of(recon), self.sum_of(kl));
         LossSums {
             images: x.nrows(),
             recon,
@@ -426,12 +422,7 @@ impl<T: Float> Vae<T> {
         for l in (0..self.upper.len()).rev() {
             zv = self.upper[l].p.forward(&mut self.tape, zv).0;
         }
-        let out = self.decode_graph(zv);
-        let mean = match self.config.likelihood {
-            Likelihood::Bernoulli => self.tape.sigmoid(out),
-            Likelihood::Gaussian { .. } => out,
-        };
-        self.tape.value(mean).clone()
+        self.mean_image(zv)
     }
 
     /// Decodes each image's posterior mean.
@@ -458,7 +449,12 @@ impl<T: Float> Vae<T> {
                 .constant_with(d, |b| b.iter_mut().for_each(|e| *e = T::c(StandardNormal.sample(rng))));
             zv = self.reparameterise(mu, lv, eps);
         }
-        let out = self.decode_graph(zv);
+        self.mean_image(zv)
+    }
+
+    /// The decoder's mean image of z1: pixel probabilities or Gaussian means.
+    fn mean_image(&mut self, z1: Var) -> Array2<T> {
+        let out = self.decode_graph(z1);
         let mean = match self.config.likelihood {
             Likelihood::Bernoulli => self.tape.sigmoid(out),
             Likelihood::Gaussian { .. } => out,

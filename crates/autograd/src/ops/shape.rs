@@ -5,6 +5,7 @@ use ndarray::Array2;
 
 use super::Op;
 use crate::Float;
+use crate::kernels::put;
 use crate::ops::elementwise::{sl, sl_mut};
 use crate::tape::{Grads, Tape, Values, Var};
 
@@ -88,7 +89,7 @@ pub(super) fn repeat_rows_backward<T: Float>(x: Var, k: usize, g: &Array2<T>, va
             let src = &gs[(i * k + j) * n..(i * k + j + 1) * n];
             let fresh = first && j == 0;
             for (d, &s) in dst.iter_mut().zip(src) {
-                *d = if fresh { s } else { *d + s };
+                put(d, s, fresh);
             }
         }
     }
@@ -101,7 +102,7 @@ pub(super) fn reshape_backward<T: Float>(x: Var, g: &Array2<T>, vals: &Values<T>
     let gs = g.as_slice().expect("gradients are contiguous");
     let (gx, first) = grads.slot(x, vals.get(x).dim());
     for (d, &s) in sl_mut(gx).iter_mut().zip(gs) {
-        *d = if first { s } else { *d + s };
+        put(d, s, first);
     }
 }
 
@@ -121,7 +122,7 @@ pub(super) fn scale_grad_rows_backward<T: Float>(
     let (gx, first) = grads.slot(x, vals.get(x).dim());
     for ((dst, src), &wi) in sl_mut(gx).chunks_exact_mut(n).zip(gs.chunks_exact(n)).zip(ws) {
         for (d, &s) in dst.iter_mut().zip(src) {
-            *d = if first { wi * s } else { *d + wi * s };
+            put(d, wi * s, first);
         }
     }
 }
