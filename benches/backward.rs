@@ -32,7 +32,7 @@ fn bench(c: &mut Criterion) {
     for level in simd::supported_levels() {
         simd::force_level(level).expect("a supported level");
         for t in [1, threads] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+            let pool = vae::linalg::fpenv::thread_pool(Some(t)).unwrap();
             let mut rng = StdRng::seed_from_u64(1);
             let mut vae = Vae::<f32>::new(VaeConfig::reference(), &mut rng).unwrap();
             let params = vae.params().to_vec();

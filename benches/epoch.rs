@@ -1,124 +1,248 @@
-//! One training epoch of the reference configuration (784-400-20, batch 128, Bernoulli
-//! decoder, Adam lr 1e-3) over the 60,000 MNIST training images, at every SIMD level this CPU
-//! has (forced), on 1 thread and on every thread. Criterion's throughput is in images per
-//! second. At the end it prints, per level and thread count: images/s, the epoch's effective
-//! GFLOP/s (its matrix products' flops over its wall time), and that as a fraction of
-//! vae-linalg's own 1024^3 GEMM rate measured in the same run at the same level and threads.
-//! Run: `cargo bench --bench epoch`.
+//! Training throughput of the two models the project is measured by, at every SIMD level
+//! this CPU has (forced), on 1 thread and on every thread:
+//! - `reference`: PyTorch's example VAE (784-400-20, ReLU, Bernoulli, batch 128, Adam), whole
+//!   epochs of the 60,000 MNIST training images;
+//! - `iwae2`: the two-stochastic-layer IWAE of docs/quality.md (784-200-200-100-100-100-50,
+//!   tanh, K = 5, DReG, dynamically binarized, batch 100, Adam eps 1e-4), on the first
+//!   10,000 training images per iteration.
+//!
+//! and, at the best level, the reference model on the matrixmultiply backend (the GEMM the
+//! engine used before its own kernels). Criterion's throughput is in images per second. At
+//! the end it prints, per model, level and thread count: images/s, the effective GFLOP/s of
+//! the step's matrix products, and that as a fraction of this machine's FMA peak measured in
+//! the same run (`vae::linalg::simd::fma_peak`, on as many threads, at the best level and at
+//! the row's level). Run: `cargo bench --bench epoch`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ndarray::Array2;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use vae::linalg::{gemm, simd};
+use vae::linalg::{Backend, force_backend, fpenv, simd};
 use vae::mnist::{BatchConfig, Batches, Mnist};
-use vae::model::{Objective, Vae, VaeConfig};
-use vae::nn::{Adam, AdamConfig, Optimizer};
+use vae::model::{Bound, LevelConfig, Objective, Vae, VaeConfig};
+use vae::nn::{Activation, Adam, AdamConfig, Optimizer};
 
-/// Flops of the matrix products of one training image: forward `2 in out` per layer, the
-/// weight gradients the same, the input gradients the same but for the first layer (the
-/// data needs none).
-fn flops_per_image(c: &VaeConfig) -> f64 {
-    let mut dims = vec![c.input];
-    dims.extend(&c.hidden);
-    let mut layers: Vec<(usize, usize)> = dims.windows(2).map(|w| (w[0], w[1])).collect();
-    let h = *dims.last().unwrap();
-    layers.extend([(h, c.latent), (h, c.latent)]);
+/// One model under test.
+struct Model {
+    name: &'static str,
+    config: VaeConfig,
+    objective: Objective,
+    adam: AdamConfig,
+    batch: usize,
+    binarize: bool,
+    /// Images per timed iteration (`None`: the whole training set).
+    subset: Option<usize>,
+}
+
+fn models() -> Vec<Model> {
+    let iwae2 = VaeConfig {
+        input: 784,
+        hidden: vec![200, 200],
+        latent: 100,
+        activation: Activation::Tanh,
+        likelihood: vae::model::Likelihood::Bernoulli,
+        upper: vec![LevelConfig {
+            hidden: vec![100, 100],
+            latent: 50,
+        }],
+    };
+    vec![
+        Model {
+            name: "reference",
+            config: VaeConfig::reference(),
+            objective: Objective::default(),
+            adam: AdamConfig::default(),
+            batch: 128,
+            binarize: false,
+            subset: None,
+        },
+        Model {
+            name: "iwae2",
+            config: iwae2,
+            objective: Objective {
+                bound: Bound::Iwae,
+                samples: 5,
+                dreg: true,
+                ..Objective::default()
+            },
+            adam: AdamConfig {
+                eps: 1e-4,
+                ..AdamConfig::default()
+            },
+            batch: 100,
+            binarize: true,
+            subset: Some(10_000),
+        },
+    ]
+}
+
+/// Flops of one dense layer's products per row: forward `2 in out`, and as much again for
+/// the weight gradient and for the input gradient when they are computed.
+fn layer(i: usize, o: usize, rows: usize, weight_grad: bool, input_grad: bool) -> usize {
+    2 * i * o * rows * (1 + weight_grad as usize + input_grad as usize)
+}
+
+/// An MLP's layers (widths `dims`), the first with or without an input gradient, then two
+/// heads (mean and log-variance) of `head` outputs each.
+fn mlp(dims: &[usize], head: usize, rows: usize, weight_grad: bool, first_input_grad: bool) -> usize {
+    let mut f = 0;
+    for (l, w) in dims.windows(2).enumerate() {
+        f += layer(w[0], w[1], rows, weight_grad, l > 0 || first_input_grad);
+    }
+    let last = *dims.last().unwrap();
+    let first = dims.len() == 1 && !first_input_grad;
+    f + 2 * layer(last, head, rows, weight_grad, !first)
+}
+
+/// Flops of the matrix products of one training image, as the engine computes them: the
+/// first encoder once per image, everything above it on the K samples' rows, and with DReG
+/// the upper encoders once more with their parameters held fixed (no weight gradients).
+fn flops_per_image(m: &Model) -> f64 {
+    let c = &m.config;
+    let k = m.objective.samples.max(1);
+    let mut enc = vec![c.input];
+    enc.extend(&c.hidden);
+    let mut f = mlp(&enc, c.latent, 1, true, false);
+    let mut below = c.latent;
+    for up in &c.upper {
+        let mut q = vec![below];
+        q.extend(&up.hidden);
+        f += mlp(&q, up.latent, k, true, true);
+        if m.objective.dreg {
+            f += mlp(&q, up.latent, k, false, true);
+        }
+        let mut p = vec![up.latent];
+        p.extend(up.hidden.iter().rev());
+        f += mlp(&p, below, k, true, true);
+        below = up.latent;
+    }
     let mut dec = vec![c.latent];
     dec.extend(c.hidden.iter().rev());
     dec.push(c.input);
-    layers.extend(dec.windows(2).map(|w| (w[0], w[1])));
-    let fwd: usize = layers.iter().map(|&(i, o)| 2 * i * o).sum();
-    let first = 2 * layers[0].0 * layers[0].1;
-    (3 * fwd - first) as f64
+    for w in dec.windows(2) {
+        f += layer(w[0], w[1], k, true, true);
+    }
+    f as f64
 }
 
-/// vae-linalg's 1024^3 GEMM rate in GFLOP/s on the current pool (best of 10, after two
-/// warm-up products).
-fn gemm_rate() -> f64 {
-    let n = 1024;
-    let a = Array2::<f32>::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 17) as f32 / 17.0 - 0.5);
-    let mut c = Array2::<f32>::zeros((n, n));
-    for _ in 0..2 {
-        gemm(1.0, a.view(), a.view(), 0.0, c.view_mut());
-    }
-    let best = (0..10)
-        .map(|_| {
-            let t = Instant::now();
-            gemm(1.0, a.view(), black_box(a.view()), 0.0, c.view_mut());
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min);
-    2.0 * (n * n * n) as f64 / best / 1e9
+/// This machine's FMA peak at `level` on `threads` threads at once (each thread's best,
+/// summed), in GFLOP/s.
+fn peak(level: simd::Level, threads: usize) -> f64 {
+    let pool = fpenv::thread_pool(Some(threads)).unwrap();
+    pool.broadcast(|_| simd::fma_peak(level, 5)).iter().sum()
 }
 
 fn bench(c: &mut Criterion) {
     let mnist = Mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")).expect("the shipped MNIST");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let images = mnist.train.len();
-    let flops = flops_per_image(&VaeConfig::reference()) * images as f64;
-    let mut group = c.benchmark_group("epoch_784-400-20_b128");
-    group
-        .throughput(Throughput::Elements(images as u64))
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(15));
+    let counts = if threads > 1 { vec![1, threads] } else { vec![1] };
+    let best = simd::detected_level();
     let mut summary = Vec::new();
-    for level in simd::supported_levels() {
-        simd::force_level(level).expect("a supported level");
-        for t in [1, threads] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
-            let mut rng = StdRng::seed_from_u64(1);
-            let mut vae = Vae::<f32>::new(VaeConfig::reference(), &mut rng).unwrap();
-            let params = vae.params().to_vec();
-            let mut adam = Adam::new(AdamConfig::default(), vae.tape(), &params);
-            let cfg = BatchConfig {
-                batch_size: 128,
-                shuffle: true,
-                seed: 1,
-                subset: None,
-                binarize: false,
+    for model in models() {
+        let images = model.subset.unwrap_or(mnist.train.len()).min(mnist.train.len());
+        let flops = flops_per_image(&model) * images as f64;
+        let mut group = c.benchmark_group(format!("epoch_{}", model.name));
+        group
+            .throughput(Throughput::Elements(images as u64))
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(15));
+        let mut runs: Vec<(simd::Level, Backend)> = simd::supported_levels()
+            .into_iter()
+            .map(|l| (l, Backend::Own))
+            .collect();
+        if model.name == "reference" {
+            runs.push((best, Backend::MatrixMultiply));
+        }
+        for (level, backend) in runs {
+            simd::force_level(level).expect("a supported level");
+            force_backend(backend);
+            let label = match backend {
+                Backend::Own => level.name().to_string(),
+                Backend::MatrixMultiply => format!("{level}+matrixmultiply"),
             };
-            let mut batches = Batches::new(&mnist.train, cfg);
-            let mut epoch = 0;
-            let mut seconds = Vec::new();
-            group.bench_function(BenchmarkId::new(format!("train-{level}"), format!("{t}t")), |b| {
-                b.iter_custom(|iters| {
-                    pool.install(|| {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            let one = Instant::now();
-                            batches.start_epoch(epoch);
-                            epoch += 1;
-                            while let Some(batch) = batches.next_batch() {
-                                black_box(vae.train_step(batch.images, &mut rng, Objective::default()));
-                                adam.step(vae.tape_mut(), &params);
+            for &t in &counts {
+                let pool = fpenv::thread_pool(Some(t)).unwrap();
+                let mut rng = StdRng::seed_from_u64(1);
+                let mut vae = Vae::<f32>::new(model.config.clone(), &mut rng).unwrap();
+                let params = vae.params().to_vec();
+                let mut adam = Adam::new(model.adam, vae.tape(), &params);
+                let cfg = BatchConfig {
+                    batch_size: model.batch,
+                    shuffle: true,
+                    seed: 1,
+                    subset: model.subset,
+                    binarize: model.binarize,
+                };
+                let mut batches = Batches::new(&mnist.train, cfg);
+                let mut epoch = 0;
+                let mut seconds = Vec::new();
+                group.bench_function(BenchmarkId::new(format!("train-{label}"), format!("{t}t")), |b| {
+                    b.iter_custom(|iters| {
+                        pool.install(|| {
+                            let start = Instant::now();
+                            for _ in 0..iters {
+                                let one = Instant::now();
+                                batches.start_epoch(epoch);
+                                epoch += 1;
+                                while let Some(batch) = batches.next_batch() {
+                                    black_box(vae.train_step(batch.images, &mut rng, model.objective));
+                                    adam.step(vae.tape_mut(), &params);
+                                }
+                                seconds.push(one.elapsed().as_secs_f64());
                             }
-                            seconds.push(one.elapsed().as_secs_f64());
-                        }
-                        start.elapsed()
+                            start.elapsed()
+                        })
                     })
-                })
-            });
-            if seconds.is_empty() {
-                continue; // filtered out on the command line
+                });
+                if seconds.is_empty() {
+                    continue; // filtered out on the command line
+                }
+                seconds.sort_by(f64::total_cmp);
+                let median = seconds[seconds.len() / 2];
+                summary.push((
+                    model.name,
+                    label.clone(),
+                    level,
+                    t,
+                    images as f64 / median,
+                    flops / median / 1e9,
+                ));
             }
-            seconds.sort_by(f64::total_cmp);
-            let median = seconds[seconds.len() / 2];
-            let rate = pool.install(gemm_rate);
-            summary.push((level, t, images as f64 / median, flops / median / 1e9, rate));
+        }
+        group.finish();
+    }
+    force_backend(Backend::Own);
+    let _ = simd::force_level(best);
+    if summary.is_empty() {
+        return;
+    }
+    // The peaks, measured after the training runs, on as many threads as each row used.
+    let mut peaks = std::collections::HashMap::new();
+    for level in simd::supported_levels() {
+        for &t in &counts {
+            peaks.insert((level, t), peak(level, t));
         }
     }
-    group.finish();
-    println!("\nlevel   threads   img/s     epoch GFLOP/s   1024^3 GEMM GFLOP/s   epoch / GEMM");
-    for (level, t, ips, gf, rate) in summary {
+    println!("\nFMA peak measured now (GFLOP/s):");
+    for level in simd::supported_levels() {
+        let row: Vec<String> = counts
+            .iter()
+            .map(|&t| format!("{t}t {:.1}", peaks[&(level, t)]))
+            .collect();
+        println!("  {:<7} {}", level.name(), row.join("  "));
+    }
+    println!(
+        "\n{:<10} {:<22} {:>7} {:>9} {:>13} {:>16} {:>17}",
+        "model", "level", "threads", "img/s", "GFLOP/s", "of best peak", "of level's peak"
+    );
+    for (name, label, level, t, ips, gf) in summary {
         println!(
-            "{:<7} {t:>7} {ips:>9.0} {gf:>12.1} {rate:>18.1} {:>16.0}%",
-            level.name(),
-            100.0 * gf / rate
+            "{name:<10} {label:<22} {t:>7} {ips:>9.0} {gf:>13.1} {:>15.0}% {:>16.0}%",
+            100.0 * gf / peaks[&(best, t)],
+            100.0 * gf / peaks[&(level, t)]
         );
     }
 }

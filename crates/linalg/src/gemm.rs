@@ -2,8 +2,56 @@
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use crate::Float;
+use crate::packed::packed_gemm;
+use crate::simd;
 use crate::skinny::{SKINNY_MAX, skinny_gemm};
+
+/// Which code computes the products wider than the skinny kernel's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The engine's own packed micro-kernels at the SIMD level in force (the default).
+    Own,
+    /// `matrixmultiply`, the reference (its AVX2 + FMA kernel on x86-64 whatever the level).
+    MatrixMultiply,
+}
+
+impl Backend {
+    /// The name `VAE_GEMM` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Own => "own",
+            Backend::MatrixMultiply => "matrixmultiply",
+        }
+    }
+}
+
+/// 0: not chosen yet; else `1 + Backend as u8`.
+static BACKEND: AtomicU8 = AtomicU8::new(0);
+
+/// The backend in force: set by [`force_backend`], else `VAE_GEMM=matrixmultiply` picks the
+/// reference, else the engine's own kernels.
+pub fn backend() -> Backend {
+    match BACKEND.load(Ordering::Relaxed) {
+        1 => Backend::Own,
+        2 => Backend::MatrixMultiply,
+        _ => {
+            let b = match std::env::var("VAE_GEMM").as_deref().map(str::trim) {
+                Ok("matrixmultiply") => Backend::MatrixMultiply,
+                _ => Backend::Own,
+            };
+            force_backend(b);
+            b
+        }
+    }
+}
+
+/// Makes every later product use `backend`, process-wide (for benchmarks and tests).
+pub fn force_backend(backend: Backend) {
+    BACKEND.store(1 + backend as u8, Ordering::Relaxed);
+}
 
 /// How a product may use threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +120,15 @@ pub fn gemm_with<T: Float>(
     if n <= SKINNY_MAX {
         return skinny_gemm(parts, alpha, a, b, beta, c);
     }
+    if backend() == Backend::Own {
+        // The tiles store whole vectors along the rows of C: a column-major C is computed
+        // as its transpose.
+        let [rsc, csc] = [c.strides()[0], c.strides()[1]];
+        if csc != 1 && (rsc == 1 || rsc.abs() < csc.abs()) && m > SKINNY_MAX {
+            return packed_gemm(simd::level(), parts, alpha, b.t(), a.t(), beta, c.reversed_axes());
+        }
+        return packed_gemm(simd::level(), parts, alpha, a, b, beta, c);
+    }
     if m >= n {
         split_rows(parts, alpha, a, b, beta, c);
     } else {
@@ -113,6 +170,7 @@ fn block_gemm<T: Float>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, m
     let [rsa, csa] = strides(&a.view());
     let [rsb, csb] = strides(&b.view());
     let [rsc, csc] = strides(&c.view());
+    crate::fpenv::flush_denormals();
     // SAFETY: the pointers and strides come from live views of the checked shapes; `c` is
     // borrowed mutably, so it cannot overlap `a` or `b`.
     unsafe {

@@ -29,11 +29,13 @@
 
 pub mod elementwise;
 mod float;
+pub mod fpenv;
 mod gemm;
+mod packed;
 mod reference;
 pub mod simd;
 mod skinny;
 
 pub use float::Float;
-pub use gemm::{Parallelism, gemm, gemm_with};
+pub use gemm::{Backend, Parallelism, backend, force_backend, gemm, gemm_with};
 pub use reference::naive_gemm;

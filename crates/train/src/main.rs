@@ -16,6 +16,9 @@ use vae_trainer::Collective;
 const INTERRUPTED_STATUS: u8 = 130;
 
 fn main() -> ExitCode {
+    // Subnormal floats flushed to zero on this thread too (the pool's workers set it as they
+    // start): they cost a slow microcode path on Intel cores and change no reported figure.
+    vae_linalg::fpenv::flush_denormals();
     let cli = Cli::parse();
     #[cfg(feature = "mpi")]
     let mpi = match vae_train::mpi::Mpi::from_launcher() {

@@ -74,13 +74,10 @@ pub fn test_split<'a>(args: &TrainArgs, mnist: &'a Mnist) -> Cow<'a, Split> {
     }
 }
 
-/// Runs `f` on a rayon pool of `threads` threads (all cores if `None`).
+/// Runs `f` on a rayon pool of `threads` threads (all cores if `None`) whose workers flush
+/// subnormal floats to zero (see `vae_linalg::fpenv`).
 pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
-    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build()
-        .context("starting the thread pool")?;
+    let pool = vae_linalg::fpenv::thread_pool(threads).context("starting the thread pool")?;
     Ok(pool.install(f))
 }
 

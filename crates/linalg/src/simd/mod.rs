@@ -6,11 +6,13 @@
 //! never use fused multiply-add, so every level gives bitwise the same results.
 
 mod kernels;
+mod peak;
 mod vector;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use kernels::*;
+pub use peak::fma_peak;
 // The x86 vector types stay private: their safe methods execute AVX instructions, so they
 // must only ever be reached through `dispatch`, which checks the CPU first.
 #[cfg(target_arch = "x86_64")]
@@ -183,6 +185,7 @@ pub trait Dispatch: Sized {
 impl Dispatch for f64 {
     #[inline]
     fn dispatch_at<K: Kernel<f64>>(_: Level, k: K) -> K::Output {
+        crate::fpenv::flush_denormals();
         k.run::<Scalar<f64>>()
     }
 }
@@ -190,6 +193,7 @@ impl Dispatch for f64 {
 impl Dispatch for f32 {
     #[inline]
     fn dispatch_at<K: Kernel<f32>>(level: Level, k: K) -> K::Output {
+        crate::fpenv::flush_denormals();
         match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: callers pass only levels the CPU supports (`level()` never holds
@@ -204,6 +208,7 @@ impl Dispatch for f32 {
 
     #[inline]
     fn dispatch_narrow_at<K: Kernel<f32>>(level: Level, k: K) -> K::Output {
+        crate::fpenv::flush_denormals();
         match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `dispatch_at`; AVX-512F CPUs with VL have AVX2 and FMA as well.

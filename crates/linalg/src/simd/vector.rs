@@ -59,6 +59,21 @@ pub trait Vector: Copy {
     fn ln_1p_unit(self) -> Self;
     /// Lanewise natural logarithm (the standard library's, lane by lane: not a hot path).
     fn ln(self) -> Self;
+
+    /// Copies the 8 x 8 block at `src` (rows `ld` apart) to `dst` transposed (rows `ldd`
+    /// apart): `dst[j * ldd + i] = src[i * ld + j]`. With shuffles at the x86 levels.
+    ///
+    /// # Safety
+    /// Both blocks must be valid for reads and writes respectively, and must not overlap.
+    #[inline(always)]
+    unsafe fn transpose8(src: *const Self::E, ld: usize, dst: *mut Self::E, ldd: usize) {
+        for i in 0..8 {
+            for j in 0..8 {
+                // SAFETY: the caller's contract.
+                unsafe { *dst.add(j * ldd + i) = *src.add(i * ld + j) };
+            }
+        }
+    }
 }
 
 /// One value: the portable reference every other width must match (f32), and the f64
@@ -213,6 +228,41 @@ mod x86 {
 
     use super::{Vector, exp_f32, ln_1p_unit_f32};
 
+    /// The 8 x 8 transpose of `Vector::transpose8` in 24 AVX shuffles.
+    ///
+    /// # Safety
+    /// As `Vector::transpose8`; only inlined into functions compiled with AVX2.
+    #[inline(always)]
+    unsafe fn transpose8_avx(src: *const f32, ld: usize, dst: *mut f32, ldd: usize) {
+        unsafe {
+            let r: [__m256; 8] = core::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ld)));
+            let t = [
+                _mm256_unpacklo_ps(r[0], r[1]),
+                _mm256_unpackhi_ps(r[0], r[1]),
+                _mm256_unpacklo_ps(r[2], r[3]),
+                _mm256_unpackhi_ps(r[2], r[3]),
+                _mm256_unpacklo_ps(r[4], r[5]),
+                _mm256_unpackhi_ps(r[4], r[5]),
+                _mm256_unpacklo_ps(r[6], r[7]),
+                _mm256_unpackhi_ps(r[6], r[7]),
+            ];
+            let s = [
+                _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+                _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+                _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+                _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+                _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+                _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+                _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+                _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+            ];
+            for j in 0..4 {
+                _mm256_storeu_ps(dst.add(j * ldd), _mm256_permute2f128_ps::<0x20>(s[j], s[j + 4]));
+                _mm256_storeu_ps(dst.add((j + 4) * ldd), _mm256_permute2f128_ps::<0x31>(s[j], s[j + 4]));
+            }
+        }
+    }
+
     /// Eight f32 lanes in a `__m256` (AVX2 + FMA).
     #[derive(Clone, Copy, Debug)]
     pub(crate) struct Avx2(__m256);
@@ -287,6 +337,10 @@ mod x86 {
         #[inline(always)]
         fn mul_add(self, b: Self, c: Self) -> Self {
             Avx2(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        unsafe fn transpose8(src: *const f32, ld: usize, dst: *mut f32, ldd: usize) {
+            unsafe { transpose8_avx(src, ld, dst, ldd) }
         }
         #[inline(always)]
         fn exp(self) -> Self {
@@ -389,6 +443,11 @@ mod x86 {
         #[inline(always)]
         fn mul_add(self, b: Self, c: Self) -> Self {
             Avx512(unsafe { _mm512_fmadd_ps(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        unsafe fn transpose8(src: *const f32, ld: usize, dst: *mut f32, ldd: usize) {
+            // AVX-512F implies AVX2.
+            unsafe { transpose8_avx(src, ld, dst, ldd) }
         }
         #[inline(always)]
         fn exp(self) -> Self {

@@ -1,0 +1,358 @@
+//! The engine's own GEMM for outputs wider than the skinny kernel's: `B` packed into panels
+//! of `NR` columns (zero-padded), `A` read in place (its `MR` values of one column are
+//! broadcast straight from memory, whatever its strides), and an `MR x NR` block of `C` kept
+//! in vector registers, written once over [`Vector`] and compiled per SIMD level:
+//!
+//! | level | vector | tile (MR x NR) | accumulators |
+//! |---|---|---|---|
+//! | AVX-512F | 16 lanes | 8 x 48 | 24 of 32 registers |
+//! | AVX2 + FMA | 8 lanes | 6 x 16 | 12 of 16 registers |
+//! | portable | 1 value | 4 x 4 | 16 |
+//!
+//! Every element of `C` is one multiply-add chain over `k` in order, starting from
+//! `beta * C` (from `C` itself when `beta` is 1, from 0 when it is 0; `alpha` scales `B` as
+//! it is packed). Blocking over `k` continues the same chain from the partial result, and the threads split `C` by columns, so the bits do not
+//! depend on the block sizes, the tile shape or the thread count; the AVX2 and AVX-512
+//! kernels, both fused, give the same bits (the portable one rounds the product apart).
+//!
+//! The packing buffer is per thread and kept between calls: a warm step allocates nothing.
+
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use num_traits::{One, Zero};
+
+use crate::Float;
+use crate::simd::{Kernel, Level, Vector};
+
+/// Largest block of `k` packed at once (a panel of `B` is then at most `KC_MAX x NR`).
+const KC_MAX: usize = 256;
+/// Columns of `C` per thread-split unit: whole vectors at every level (a split that is not
+/// a whole number of panels costs one narrower tile, less than an unbalanced split).
+const SPLIT_ALIGN: usize = 16;
+
+/// `C = alpha * A * B + beta * C` with the columns of `C` split into `parts` blocks run in
+/// parallel (each packs its own columns of `B`).
+pub(crate) fn packed_gemm<T: Float>(
+    level: Level,
+    parts: usize,
+    alpha: T,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    beta: T,
+    c: ArrayViewMut2<T>,
+) {
+    let n = c.ncols();
+    if parts <= 1 || n < 4 * SPLIT_ALIGN {
+        // Room for the panels of one k block at any level's NR (at most 48 columns): the
+        // buffer is taken here, outside the kernel, so that the kernel is compiled whole
+        // with the level's instructions.
+        let k = a.ncols();
+        let kc_max = k.div_ceil(k.div_ceil(KC_MAX).max(1));
+        return T::with_scratch((n + 48) * kc_max + 16, |buf| {
+            T::dispatch_at(
+                level,
+                Packed {
+                    alpha,
+                    a,
+                    b,
+                    beta,
+                    c,
+                    buf,
+                },
+            )
+        });
+    }
+    let left = parts / 2;
+    let mid = ((n * left / parts).div_ceil(SPLIT_ALIGN) * SPLIT_ALIGN).clamp(1, n - 1);
+    let (b1, b2) = b.split_at(Axis(1), mid);
+    let (c1, c2) = c.split_at(Axis(1), mid);
+    rayon::join(
+        || packed_gemm(level, left, alpha, a, b1, beta, c1),
+        || packed_gemm(level, parts - left, alpha, a, b2, beta, c2),
+    );
+}
+
+/// One block of `C` on the calling thread, with the buffer its panels are packed into.
+struct Packed<'a, T> {
+    alpha: T,
+    a: ArrayView2<'a, T>,
+    b: ArrayView2<'a, T>,
+    beta: T,
+    c: ArrayViewMut2<'a, T>,
+    buf: &'a mut [T],
+}
+
+impl<T: Float> Kernel<T> for Packed<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        match V::LANES {
+            16 => drive::<V, 3, 8>(self),
+            8 => drive::<V, 2, 6>(self),
+            _ => drive::<V, 4, 4>(self),
+        }
+    }
+}
+
+/// How `C` starts a `k` block: from its own contents scaled by `beta` (the first block), or
+/// from the partial result the previous block left there.
+#[derive(Clone, Copy)]
+enum Start<T> {
+    /// `acc = 0`.
+    Zero,
+    /// `acc = C`.
+    Load,
+    /// `acc = beta * C`.
+    Scaled(T),
+}
+
+/// Blocks over `k`, packs each block of `B` into `NV * LANES`-column panels, and runs the
+/// tiles.
+#[inline(always)]
+fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
+    let Packed {
+        alpha,
+        a,
+        b,
+        beta,
+        mut c,
+        buf,
+    } = p;
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let nr = NV * V::LANES;
+    let panels = n.div_ceil(nr);
+    let kblocks = k.div_ceil(KC_MAX).max(1);
+    let kc_max = k.div_ceil(kblocks);
+    let [rsa, csa] = [a.strides()[0], a.strides()[1]];
+    let [rsc, csc] = [c.strides()[0], c.strides()[1]];
+    {
+        // 64-byte aligned panels: whole-cache-line vector loads.
+        let skip = buf.as_ptr().align_offset(64).min(16);
+        let buf = &mut buf[skip..];
+        let mut k0 = 0;
+        for kb in 0..kblocks {
+            let kc = kc_max.min(k - k0);
+            pack_b::<V>(b.slice(ndarray::s![k0..k0 + kc, ..]), alpha, nr, buf);
+            let start = match (kb, beta) {
+                (0, b) if b == V::E::zero() => Start::Zero,
+                (0, b) if b == V::E::one() => Start::Load,
+                (0, b) => Start::Scaled(b),
+                _ => Start::Load,
+            };
+            // SAFETY: `a` is m x k with strides (rsa, csa); column k0 exists (kc > 0).
+            let a0 = unsafe { a.as_ptr().offset(k0 as isize * csa) };
+            for jp in 0..panels {
+                let j0 = jp * nr;
+                let cols = nr.min(n - j0);
+                let panel = &buf[jp * nr * kc..(jp + 1) * nr * kc];
+                let nv = cols.div_ceil(V::LANES);
+                let mut i0 = 0;
+                while i0 < m {
+                    let rows = MR.min(m - i0);
+                    let tile = Tile {
+                        a: a0,
+                        rsa,
+                        csa,
+                        i0,
+                        rows,
+                        kc,
+                        panel: panel.as_ptr(),
+                        nr,
+                        // SAFETY: row i0 < m and column j0 < n lie inside `c`.
+                        c: unsafe { c.as_mut_ptr().offset(i0 as isize * rsc + j0 as isize * csc) },
+                        rsc,
+                        csc,
+                        cols,
+                        start,
+                    };
+                    // SAFETY (each arm): the tile lies inside `a`, the panel and `c`, as
+                    // `Tile::run` requires; nv vectors cover `cols <= nr` columns.
+                    unsafe {
+                        match nv {
+                            n if n >= NV => tile.run::<V, NV, MR>(),
+                            1 => tile.run::<V, 1, MR>(),
+                            2 => tile.run::<V, 2, MR>(),
+                            3 => tile.run::<V, 3, MR>(),
+                            _ => tile.run::<V, NV, MR>(),
+                        }
+                    }
+                    i0 += rows;
+                }
+            }
+            k0 += kc;
+        }
+    }
+}
+
+/// Packs the kc x n block `b` (times `alpha`) into panels of `nr` columns, each `kc` rows of
+/// `nr` values, the columns past `n` zero.
+#[inline(always)]
+fn pack_b<V: Vector>(b: ArrayView2<V::E>, alpha: V::E, nr: usize, buf: &mut [V::E]) {
+    let (kc, n) = b.dim();
+    let [rsb, csb] = [b.strides()[0], b.strides()[1]];
+    let src = b.as_ptr();
+    for (jp, dst) in buf.chunks_exact_mut(nr * kc).take(n.div_ceil(nr)).enumerate() {
+        let j0 = jp * nr;
+        let cols = nr.min(n - j0);
+        if csb == 1 {
+            // Row-major B: each panel row is a contiguous piece of a row.
+            for (p, row) in dst.chunks_exact_mut(nr).enumerate() {
+                // SAFETY: row p < kc, columns j0 .. j0 + cols < n of the view.
+                let s = unsafe { std::slice::from_raw_parts(src.offset(p as isize * rsb + j0 as isize), cols) };
+                row[..cols].copy_from_slice(s);
+                row[cols..].fill(V::E::zero());
+            }
+        } else {
+            // Column-major B (a weight matrix seen transposed) is transposed in 8 x 8 blocks;
+            // other layouts and the edges value by value.
+            let mut p8 = 0;
+            if rsb == 1 && csb > 0 && cols == nr && nr.is_multiple_of(8) {
+                p8 = kc / 8 * 8;
+                for p in (0..p8).step_by(8) {
+                    for jb in (0..nr).step_by(8) {
+                        // SAFETY: rows p .. p + 8 <= kc and columns j0 + jb .. + 8 <= n of the
+                        // view (column j starts csb apart, its rows contiguous); the panel
+                        // rows p .. p + 8 hold nr values each.
+                        unsafe {
+                            V::transpose8(
+                                src.offset((j0 + jb) as isize * csb + p as isize),
+                                csb as usize,
+                                dst.as_mut_ptr().add(p * nr + jb),
+                                nr,
+                            )
+                        };
+                    }
+                }
+            }
+            for jj in 0..cols {
+                // SAFETY: column j0 + jj < n of the view.
+                let col = unsafe { src.offset((j0 + jj) as isize * csb) };
+                for p in p8..kc {
+                    // SAFETY: row p < kc.
+                    dst[p * nr + jj] = unsafe { *col.offset(p as isize * rsb) };
+                }
+            }
+            if cols < nr {
+                for row in dst.chunks_exact_mut(nr) {
+                    row[cols..].fill(V::E::zero());
+                }
+            }
+        }
+        if alpha != V::E::one() {
+            dst.iter_mut().for_each(|x| *x = alpha * *x);
+        }
+    }
+}
+
+/// One `MR x (NV * LANES)` tile of `C` over one block of `k`.
+struct Tile<T> {
+    /// `A[0, k0]`: row `i` of the block starts at `a + i * rsa`.
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    /// The tile's first row and how many of its `MR` rows exist (the rest are computed on a
+    /// repeat of the last row and not stored).
+    i0: usize,
+    rows: usize,
+    kc: usize,
+    /// The packed panel: `kc` rows of `nr` values.
+    panel: *const T,
+    nr: usize,
+    /// `C[i0, j0]`.
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+    cols: usize,
+    start: Start<T>,
+}
+
+impl<T: Float> Tile<T> {
+    /// # Safety
+    /// Rows `i0 .. i0 + rows` and columns `0 .. kc` of `a`, `kc * nr` values of the panel,
+    /// and the `rows x cols` block at `c` must be valid; `NV * LANES <= nr` and
+    /// `cols <= NV * LANES`.
+    #[inline(always)]
+    unsafe fn run<V: Vector<E = T>, const NV: usize, const MR: usize>(&self) {
+        let zero = T::zero();
+        let mut acc = [[V::splat(zero); NV]; MR];
+        let w = NV * V::LANES;
+        let full = self.rows == MR && self.cols == w && self.csc == 1;
+        // The starting values.
+        match self.start {
+            Start::Zero => {}
+            Start::Load | Start::Scaled(_) => {
+                let scale = match self.start {
+                    Start::Scaled(s) => Some(V::splat(s)),
+                    _ => None,
+                };
+                for (r, acc_row) in acc.iter_mut().enumerate().take(self.rows) {
+                    // SAFETY: row r < rows of the C block.
+                    let row = unsafe { self.c.offset(r as isize * self.rsc) };
+                    for (q, v) in acc_row.iter_mut().enumerate() {
+                        *v = if full {
+                            // SAFETY: q * LANES + LANES <= w = cols, contiguous (csc == 1).
+                            unsafe { V::load(row.add(q * V::LANES)) }
+                        } else {
+                            let mut t = [zero; 16];
+                            for (l, t) in t.iter_mut().enumerate().take(V::LANES) {
+                                let j = q * V::LANES + l;
+                                if j < self.cols {
+                                    // SAFETY: column j < cols.
+                                    *t = unsafe { *row.offset(j as isize * self.csc) };
+                                }
+                            }
+                            // SAFETY: t holds 16 >= LANES values.
+                            unsafe { V::load(t.as_ptr()) }
+                        };
+                        if let Some(s) = scale {
+                            *v = s.mul(*v);
+                        }
+                    }
+                }
+            }
+        }
+        // Row pointers into A (rows past the block repeat its last row).
+        let rows: [*const T; MR] = core::array::from_fn(|r| {
+            let i = self.i0 + r.min(self.rows - 1);
+            // SAFETY: row i < i0 + rows lies inside `a`.
+            unsafe { self.a.offset(i as isize * self.rsa) }
+        });
+        let mut bp = self.panel;
+        for p in 0..self.kc {
+            let off = p as isize * self.csa;
+            // SAFETY: panel row p holds nr >= NV * LANES values.
+            let bv: [V; NV] = core::array::from_fn(|q| unsafe { V::load(bp.add(q * V::LANES)) });
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                // SAFETY: column p < kc of row `rows[r]`.
+                let av = V::splat(unsafe { *rows[r].offset(off) });
+                for q in 0..NV {
+                    acc_row[q] = av.mul_add(bv[q], acc_row[q]);
+                }
+            }
+            // SAFETY: stays within (or one past) the panel.
+            bp = unsafe { bp.add(self.nr) };
+        }
+        // Store.
+        for (r, acc_row) in acc.iter().enumerate().take(self.rows) {
+            // SAFETY: row r < rows of the C block.
+            let row = unsafe { self.c.offset(r as isize * self.rsc) };
+            for (q, v) in acc_row.iter().enumerate() {
+                if full {
+                    // SAFETY: as for the load.
+                    unsafe { v.store(row.add(q * V::LANES)) };
+                } else {
+                    let mut t = [zero; 16];
+                    // SAFETY: t holds 16 >= LANES values.
+                    unsafe { v.store(t.as_mut_ptr()) };
+                    for (l, &x) in t.iter().enumerate().take(V::LANES) {
+                        let j = q * V::LANES + l;
+                        if j < self.cols {
+                            // SAFETY: column j < cols.
+                            unsafe { *row.offset(j as isize * self.csc) = x };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
