@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use vae::linalg::{Backend, force_backend, fpenv, simd};
+use vae::linalg::{Backend, force_backend, fpenv, simd, team};
 use vae::mnist::{BatchConfig, Batches, Mnist};
 use vae::model::{Bound, LevelConfig, Objective, Vae, VaeConfig};
 use vae::nn::{Activation, Adam, AdamConfig, Optimizer};
@@ -188,8 +188,11 @@ fn bench(c: &mut Criterion) {
                                 batches.start_epoch(epoch);
                                 epoch += 1;
                                 while let Some(batch) = batches.next_batch() {
-                                    black_box(vae.train_step(batch.images, &mut rng, model.objective));
-                                    adam.step(vae.tape_mut(), &params);
+                                    // As the trainer runs a step: one team per pass.
+                                    black_box(team::with_team(|| {
+                                        vae.train_step(batch.images, &mut rng, model.objective)
+                                    }));
+                                    team::with_team(|| adam.step(vae.tape_mut(), &params));
                                 }
                                 seconds.push(one.elapsed().as_secs_f64());
                             }

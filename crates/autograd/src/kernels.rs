@@ -2,7 +2,8 @@
 //! elementwise kernels are `vae_linalg::elementwise`. Every element is computed
 //! independently, so the result never depends on the thread count.
 
-use ndarray::{Array2, ArrayView2, Zip};
+use ndarray::{Array2, ArrayView2, Axis, Zip, s};
+use vae_linalg::team::for_blocks;
 
 use crate::Float;
 
@@ -11,13 +12,15 @@ const PAR_MIN_LEN: usize = 1 << 15;
 
 /// `g[i] = f(x[i])` when `first`, `g[i] += f(x[i])` otherwise (gradient accumulation).
 pub(crate) fn acc1<T: Float>(g: &mut Array2<T>, first: bool, x: ArrayView2<T>, f: impl Fn(T) -> T + Sync + Send) {
-    let z = Zip::from(g).and(&x);
     let body = |o: &mut T, &a: &T| put(o, f(a), first);
-    if x.len() >= PAR_MIN_LEN {
-        z.par_for_each(body);
+    let parts = if x.len() >= PAR_MIN_LEN || (vae_linalg::team::in_team() && x.len() >= PAR_MIN_LEN / 8) {
+        rayon::current_num_threads()
     } else {
-        z.for_each(body);
-    }
+        1
+    };
+    for_blocks(g.view_mut(), Axis(0), parts, 1, |rows, mut g| {
+        Zip::from(&mut g).and(&x.slice(s![rows, ..])).for_each(body)
+    });
 }
 
 /// `g[i] (+)= f(x[i], y[i], w[i])`.
@@ -29,13 +32,19 @@ pub(crate) fn acc3<T: Float>(
     w: ArrayView2<T>,
     f: impl Fn(T, T, T) -> T + Sync + Send,
 ) {
-    let z = Zip::from(g).and(&x).and(&y).and(&w);
     let body = |o: &mut T, &a: &T, &b: &T, &c: &T| put(o, f(a, b, c), first);
-    if x.len() >= PAR_MIN_LEN {
-        z.par_for_each(body);
+    let parts = if x.len() >= PAR_MIN_LEN || (vae_linalg::team::in_team() && x.len() >= PAR_MIN_LEN / 8) {
+        rayon::current_num_threads()
     } else {
-        z.for_each(body);
-    }
+        1
+    };
+    for_blocks(g.view_mut(), Axis(0), parts, 1, |rows, mut g| {
+        Zip::from(&mut g)
+            .and(&x.slice(s![rows.clone(), ..]))
+            .and(&y.slice(s![rows.clone(), ..]))
+            .and(&w.slice(s![rows, ..]))
+            .for_each(body)
+    });
 }
 
 /// Writes or accumulates one gradient element.

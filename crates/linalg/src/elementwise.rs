@@ -3,23 +3,29 @@
 //! is computed independently, and row reductions stay within a row, so results never depend
 //! on the thread count.
 
-use rayon::prelude::*;
-
 use crate::Float;
 use crate::simd::{
     AdamStep, AdamUpdate, AddBias, BernoulliGrad, BernoulliRows, Binary, BinaryMap, ColumnSums, GaussianGrad,
     GaussianRows, KlGradLogvar, KlNormal, Unary, UnaryGrad, UnaryMap, dispatch,
 };
+use crate::team::{SendPtr, for_chunks_mut, for_parts};
 
 /// Below this many elements a kernel runs on the calling thread.
 pub const PAR_MIN_LEN: usize = 1 << 15;
+/// The same inside a team (`team::with_team`), where a fork-join costs no wake-up.
+pub const PAR_MIN_LEN_TEAM: usize = 1 << 12;
 
 /// How many contiguous chunks of `align`-element units to cut `len` elements of work into.
 fn chunk(len: usize, work: usize, align: usize) -> usize {
-    let parts = if work < PAR_MIN_LEN {
+    let min = if crate::team::in_team() {
+        PAR_MIN_LEN_TEAM
+    } else {
+        PAR_MIN_LEN
+    };
+    let parts = if work < min {
         1
     } else {
-        rayon::current_num_threads().min(work / (PAR_MIN_LEN / 4)).max(1)
+        rayon::current_num_threads().min(work / (min / 4)).max(1)
     };
     let units = len.div_ceil(align.max(1));
     units.div_ceil(parts).max(1) * align.max(1)
@@ -37,8 +43,8 @@ fn split<T: Float, const K: usize>(
     if len >= out.len() {
         return f(out, ins);
     }
-    out.par_chunks_mut(len).enumerate().for_each(|(i, o)| {
-        let r = i * len..i * len + o.len();
+    for_chunks_mut(out, len, |start, o| {
+        let r = start..start + o.len();
         f(o, core::array::from_fn(|j| &ins[j][r.clone()]));
     });
 }
@@ -75,9 +81,10 @@ pub fn add_bias<T: Float>(x: &[T], bias: &[T], out: &mut [T]) {
     if len >= out.len() {
         return dispatch(AddBias { x, bias, out });
     }
-    out.par_chunks_mut(len)
-        .zip(x.par_chunks(len))
-        .for_each(|(out, x)| dispatch(AddBias { x, bias, out }));
+    for_chunks_mut(out, len, |start, out| {
+        let x = &x[start..start + out.len()];
+        dispatch(AddBias { x, bias, out })
+    });
 }
 
 /// `dst (+)= sum over the rows of src` (row-major, `dst.len()` columns), rows in order.
@@ -92,10 +99,12 @@ pub fn bernoulli_nll_rows<T: Float>(logits: &[T], target: &[T], n: usize, out: &
     if rows >= out.len() {
         return dispatch(BernoulliRows { logits, target, n, out });
     }
-    let len = rows * n.max(1);
-    out.par_chunks_mut(rows)
-        .zip(logits.par_chunks(len).zip(target.par_chunks(len)))
-        .for_each(|(out, (logits, target))| dispatch(BernoulliRows { logits, target, n, out }));
+    let n1 = n.max(1);
+    for_chunks_mut(out, rows, |row, out| {
+        let r = row * n1..(row + out.len()) * n1;
+        let (logits, target) = (&logits[r.clone()], &target[r]);
+        dispatch(BernoulliRows { logits, target, n, out })
+    });
 }
 
 /// `out[i, j] (+)= g[i] * (sigmoid(l[i, j]) - t[i, j])`.
@@ -112,18 +121,19 @@ pub fn bernoulli_nll_grad<T: Float>(g: &[T], logits: &[T], target: &[T], out: &m
             acc,
         });
     }
-    out.par_chunks_mut(len)
-        .zip(g.par_chunks(rows))
-        .zip(logits.par_chunks(len).zip(target.par_chunks(len)))
-        .for_each(|((out, g), (logits, target))| {
-            dispatch(BernoulliGrad {
-                g,
-                logits,
-                target,
-                out,
-                acc,
-            })
-        });
+    let n1 = n.max(1);
+    for_chunks_mut(out, len, |start, out| {
+        let r = start..start + out.len();
+        let g = &g[start / n1..(start + out.len()) / n1];
+        let (logits, target) = (&logits[r.clone()], &target[r]);
+        dispatch(BernoulliGrad {
+            g,
+            logits,
+            target,
+            out,
+            acc,
+        })
+    });
 }
 
 /// Per row: the Gaussian negative log-likelihood (see [`GaussianRows`]).
@@ -192,8 +202,27 @@ pub fn adam<T: Float>(w: &mut [T], g: &[T], m: &mut [T], v: &mut [T], h: AdamSte
     if len >= w.len() {
         return dispatch(AdamUpdate { w, g, m, v, h });
     }
-    w.par_chunks_mut(len)
-        .zip(g.par_chunks(len))
-        .zip(m.par_chunks_mut(len).zip(v.par_chunks_mut(len)))
-        .for_each(|((w, g), (m, v))| dispatch(AdamUpdate { w, g, m, v, h }));
+    let total = w.len();
+    assert!(
+        g.len() == total && m.len() == total && v.len() == total,
+        "adam: lengths differ"
+    );
+    let (wp, mp, vp) = (
+        SendPtr(w.as_mut_ptr()),
+        SendPtr(m.as_mut_ptr()),
+        SendPtr(v.as_mut_ptr()),
+    );
+    for_parts(total.div_ceil(len), |i| {
+        let r = i * len..((i + 1) * len).min(total);
+        // SAFETY: the pieces are disjoint ranges of the live, mutably borrowed `w`, `m` and
+        // `v` (of equal lengths, checked), one per piece.
+        let (w, m, v) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(wp.get().add(r.start), r.len()),
+                std::slice::from_raw_parts_mut(mp.get().add(r.start), r.len()),
+                std::slice::from_raw_parts_mut(vp.get().add(r.start), r.len()),
+            )
+        };
+        dispatch(AdamUpdate { w, g: &g[r], m, v, h })
+    });
 }

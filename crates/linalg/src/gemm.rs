@@ -8,6 +8,7 @@ use crate::Float;
 use crate::packed::packed_gemm;
 use crate::simd;
 use crate::skinny::{SKINNY_MAX, skinny_gemm};
+use crate::team::for_blocks;
 
 /// Which code computes the products wider than the skinny kernel's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,27 +141,22 @@ pub fn gemm_with<T: Float>(
 /// smaller than a kernel-aligned strip or carry too little work to repay the split.
 fn plan_parts(m: usize, k: usize, n: usize, threads: usize) -> usize {
     let flops = 2 * m * n * k;
-    let by_work = (flops / MIN_FLOPS_PER_PART).max(1);
+    let min = if crate::team::in_team() {
+        MIN_FLOPS_PER_PART / 8
+    } else {
+        MIN_FLOPS_PER_PART
+    };
+    let by_work = (flops / min).max(1);
     let by_size = m.max(n).div_ceil(ALIGN);
     threads.min(by_work).min(by_size).max(1)
 }
 
-/// Splits `C` (and `A` with it) into `parts` row blocks, aligned to [`ALIGN`] rows, and
-/// computes them in parallel with `rayon::join`.
+/// Cuts `C` (and `A` with it) into `parts` row blocks, aligned to [`ALIGN`] rows, computed
+/// in parallel.
 fn split_rows<T: Float>(parts: usize, alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, c: ArrayViewMut2<T>) {
-    let m = c.nrows();
-    if parts <= 1 {
-        return block_gemm(alpha, a, b, beta, c);
-    }
-    let left = parts / 2;
-    let mid = (m * left / parts).div_ceil(ALIGN) * ALIGN;
-    let mid = mid.clamp(1, m - 1);
-    let (a1, a2) = a.split_at(Axis(0), mid);
-    let (c1, c2) = c.split_at(Axis(0), mid);
-    rayon::join(
-        || split_rows(left, alpha, a1, b, beta, c1),
-        || split_rows(parts - left, alpha, a2, b, beta, c2),
-    );
+    for_blocks(c, Axis(0), parts, ALIGN, |rows, c| {
+        block_gemm(alpha, a.slice(ndarray::s![rows, ..]), b, beta, c)
+    });
 }
 
 /// One block on the calling thread, by matrixmultiply.

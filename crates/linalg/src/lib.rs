@@ -35,6 +35,7 @@ mod packed;
 mod reference;
 pub mod simd;
 mod skinny;
+pub mod team;
 
 pub use float::Float;
 pub use gemm::{Backend, Parallelism, backend, force_backend, gemm, gemm_with};

@@ -22,6 +22,7 @@ use num_traits::{One, Zero};
 
 use crate::Float;
 use crate::simd::{Kernel, Level, Vector};
+use crate::team::for_blocks;
 
 /// Largest block of `k` packed at once (a panel of `B` is then at most `KC_MAX x NR`).
 const KC_MAX: usize = 256;
@@ -29,8 +30,8 @@ const KC_MAX: usize = 256;
 /// a whole number of panels costs one narrower tile, less than an unbalanced split).
 const SPLIT_ALIGN: usize = 16;
 
-/// `C = alpha * A * B + beta * C` with the columns of `C` split into `parts` blocks run in
-/// parallel (each packs its own columns of `B`).
+/// `C = alpha * A * B + beta * C` with the columns of `C` cut into `parts` blocks (whole
+/// vectors) run in parallel, each packing its own columns of `B`.
 pub(crate) fn packed_gemm<T: Float>(
     level: Level,
     parts: usize,
@@ -41,13 +42,15 @@ pub(crate) fn packed_gemm<T: Float>(
     c: ArrayViewMut2<T>,
 ) {
     let n = c.ncols();
-    if parts <= 1 || n < 4 * SPLIT_ALIGN {
+    let parts = if n < 4 * SPLIT_ALIGN { 1 } else { parts };
+    for_blocks(c, Axis(1), parts, SPLIT_ALIGN, |cols, c| {
+        let b = b.slice(ndarray::s![.., cols]);
         // Room for the panels of one k block at any level's NR (at most 48 columns): the
         // buffer is taken here, outside the kernel, so that the kernel is compiled whole
         // with the level's instructions.
         let k = a.ncols();
         let kc_max = k.div_ceil(k.div_ceil(KC_MAX).max(1));
-        return T::with_scratch((n + 48) * kc_max + 16, |buf| {
+        T::with_scratch((c.ncols() + 48) * kc_max + 16, |buf| {
             T::dispatch_at(
                 level,
                 Packed {
@@ -60,15 +63,7 @@ pub(crate) fn packed_gemm<T: Float>(
                 },
             )
         });
-    }
-    let left = parts / 2;
-    let mid = ((n * left / parts).div_ceil(SPLIT_ALIGN) * SPLIT_ALIGN).clamp(1, n - 1);
-    let (b1, b2) = b.split_at(Axis(1), mid);
-    let (c1, c2) = c.split_at(Axis(1), mid);
-    rayon::join(
-        || packed_gemm(level, left, alpha, a, b1, beta, c1),
-        || packed_gemm(level, parts - left, alpha, a, b2, beta, c2),
-    );
+    });
 }
 
 /// One block of `C` on the calling thread, with the buffer its panels are packed into.

@@ -13,6 +13,7 @@ use num_traits::Zero;
 
 use crate::Float;
 use crate::simd::{self, Kernel, Level, Vector};
+use crate::team::for_blocks;
 
 /// The widest output the skinny kernel takes.
 pub(crate) const SKINNY_MAX: usize = 32;
@@ -54,7 +55,7 @@ pub(crate) fn skinny_gemm<T: Float>(
     });
 }
 
-/// Splits the rows of `A` and `C` into `parts` blocks (multiples of 16 rows) for rayon.
+/// Cuts the rows of `A` and `C` into `parts` blocks (multiples of 16 rows) run in parallel.
 #[allow(clippy::too_many_arguments)]
 fn split<T: Float>(
     level: Level,
@@ -66,11 +67,12 @@ fn split<T: Float>(
     beta: T,
     c: ArrayViewMut2<T>,
 ) {
-    let m = a.nrows();
-    if parts <= 1 || m < 32 {
-        // 8-lane vectors at every level; with AVX-512's 32 registers, taller blocks.
-        let wide = level == Level::Avx512;
-        return T::dispatch_narrow_at(
+    let parts = if a.nrows() < 32 { 1 } else { parts };
+    // 8-lane vectors at every level; with AVX-512's 32 registers, taller blocks.
+    let wide = level == Level::Avx512;
+    for_blocks(c, Axis(0), parts, 16, |rows, c| {
+        let a = a.slice(ndarray::s![rows, ..]);
+        T::dispatch_narrow_at(
             level,
             Block {
                 alpha,
@@ -81,16 +83,8 @@ fn split<T: Float>(
                 c,
                 wide,
             },
-        );
-    }
-    let left = parts / 2;
-    let mid = ((m * left / parts).div_ceil(16) * 16).clamp(1, m - 1);
-    let (a1, a2) = a.split_at(Axis(0), mid);
-    let (c1, c2) = c.split_at(Axis(0), mid);
-    rayon::join(
-        || split(level, left, alpha, a1, panel, w, beta, c1),
-        || split(level, parts - left, alpha, a2, panel, w, beta, c2),
-    );
+        )
+    });
 }
 
 /// One row block of the product on the calling thread, at the level in force.

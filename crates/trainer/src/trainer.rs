@@ -396,7 +396,10 @@ impl<'d> Trainer<'d> {
             poisoned[[0, 0]] = f32::NAN;
             self.model.train_step(poisoned.view(), &mut rng, objective)
         } else {
-            self.model.train_step(x, &mut rng, objective)
+            // One team for the whole forward and backward pass: the pool's threads wait in
+            // a spin loop between its ops instead of going to sleep (see vae_linalg::team).
+            let model = &mut self.model;
+            vae_linalg::team::with_team(|| model.train_step(x, &mut rng, objective))
         };
         if self.collective.is_some() {
             let stop;
@@ -414,7 +417,8 @@ impl<'d> Trainer<'d> {
                 sums,
             });
         }
-        self.adam.step(self.model.tape_mut(), &self.params);
+        let (adam, model, params) = (&mut self.adam, &mut self.model, &self.params);
+        vae_linalg::team::with_team(|| adam.step(model.tape_mut(), params));
         self.position.batches_done += 1;
         self.position.partial.add(&sums);
         Ok(Some(sums))
