@@ -57,6 +57,7 @@ fn own_kernels_compute_one_chain_per_element_at_every_level() {
         (61, 513, 97),
         (100, 1, 50),
         (47, 300, 200),
+        (37, 2100, 60),
     ];
     let scalars = [(1.0f32, 0.0f32), (1.0, 1.0), (-0.75, 1.5), (2.0, 0.0)];
     for level in simd::supported_levels() {
