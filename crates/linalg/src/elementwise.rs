@@ -138,18 +138,26 @@ pub fn bernoulli_nll_grad<T: Float>(g: &[T], logits: &[T], target: &[T], out: &m
 
 /// Per row: the Gaussian negative log-likelihood (see [`GaussianRows`]).
 pub fn gaussian_nll_rows<T: Float>(mean: &[T], target: &[T], logvar: &[T], n: usize, range: (T, T), out: &mut [T]) {
-    dispatch(GaussianRows {
-        mean,
-        target,
-        logvar,
-        n,
-        range,
-        out,
+    let n1 = n.max(1);
+    let shared = logvar.len() == n1;
+    let rows = chunk(out.len(), mean.len(), 1);
+    for_chunks_mut(out, rows, |row, out| {
+        let r = row * n1..(row + out.len()) * n1;
+        let lv = if shared { logvar } else { &logvar[r.clone()] };
+        dispatch(GaussianRows {
+            mean: &mean[r.clone()],
+            target: &target[r],
+            logvar: lv,
+            n,
+            range,
+            out,
+        })
     });
 }
 
 /// One gradient of the Gaussian negative log-likelihood (see [`GaussianGrad`]; `wrt`: 0 the
-/// mean, 1 the target, 2 the log-variance).
+/// mean, 1 the target, 2 the log-variance). Split by rows across the pool, except the
+/// gradient of a shared log-variance row, which sums the rows in order.
 #[allow(clippy::too_many_arguments)]
 pub fn gaussian_nll_grad<T: Float>(
     g: &[T],
@@ -162,16 +170,36 @@ pub fn gaussian_nll_grad<T: Float>(
     out: &mut [T],
     acc: bool,
 ) {
-    dispatch(GaussianGrad {
-        g,
-        mean,
-        target,
-        logvar,
-        n,
-        range,
-        wrt,
-        out,
-        acc,
+    let n1 = n.max(1);
+    let shared = logvar.len() == n1;
+    if shared && wrt == 2 {
+        return dispatch(GaussianGrad {
+            g,
+            mean,
+            target,
+            logvar,
+            n,
+            range,
+            wrt,
+            out,
+            acc,
+        });
+    }
+    let rows = chunk(g.len(), mean.len(), 1);
+    for_chunks_mut(out, rows * n1, |start, out| {
+        let r = start..start + out.len();
+        let lv = if shared { logvar } else { &logvar[r.clone()] };
+        dispatch(GaussianGrad {
+            g: &g[start / n1..(start + out.len()) / n1],
+            mean: &mean[r.clone()],
+            target: &target[r],
+            logvar: lv,
+            n,
+            range,
+            wrt,
+            out,
+            acc,
+        })
     });
 }
 

@@ -29,12 +29,14 @@ use crate::team::for_blocks;
 /// GFLOP/s on one core, 256 gave 102, 512 gave 107, 1024 (one block) 109: reloading the
 /// partial C tiles costs more than streaming the panel from L2.
 const KC_MAX: usize = 1024;
-/// Columns of `C` per thread-split unit: whole vectors at every level (a split that is not
-/// a whole number of panels costs one narrower tile, less than an unbalanced split).
-const SPLIT_ALIGN: usize = 16;
+/// Columns of `C` per parallel block: whole panels at every level (48 = the AVX-512 NR,
+/// three AVX2 NR).
+const SPLIT_ALIGN: usize = 48;
+/// Blocks per thread when a product is split: enough for the threads to even out.
+const BLOCKS_PER_THREAD: usize = 4;
 
-/// `C = alpha * A * B + beta * C` with the columns of `C` cut into `parts` blocks (whole
-/// vectors) run in parallel, each packing its own columns of `B`.
+/// `C = alpha * A * B + beta * C` with the columns of `C` cut into blocks of whole panels
+/// for `parts` threads, each block packing its own columns of `B`.
 pub(crate) fn packed_gemm<T: Float>(
     level: Level,
     parts: usize,
@@ -45,7 +47,13 @@ pub(crate) fn packed_gemm<T: Float>(
     c: ArrayViewMut2<T>,
 ) {
     let n = c.ncols();
-    let parts = if n < 4 * SPLIT_ALIGN { 1 } else { parts };
+    // More blocks than threads, whole panels each, claimed as threads come free: a thread
+    // that finishes early takes the next block (packing stays per panel either way).
+    let parts = if parts <= 1 || n < 2 * SPLIT_ALIGN {
+        1
+    } else {
+        n.div_ceil(SPLIT_ALIGN).min(BLOCKS_PER_THREAD * parts)
+    };
     for_blocks(c, Axis(1), parts, SPLIT_ALIGN, |cols, c| {
         let b = b.slice(ndarray::s![.., cols]);
         // Room for one panel at any level's NR (at most 48 columns): the buffer is taken

@@ -105,12 +105,22 @@ impl Team {
             // (about 100 us, e.g. more threads than cores) yield the core between checks.
             idle = idle.saturating_add(1);
             if idle < SPINS_BEFORE_YIELD {
-                std::hint::spin_loop();
+                relax();
             } else {
                 std::thread::yield_now();
             }
         }
     }
+}
+
+/// One wait of a spin loop. Not x86's `pause`: on a KVM guest a run of pauses can make the
+/// hypervisor take the vCPU away (pause-loop exiting), the very wake-up latency the team
+/// exists to avoid. Measured on a Zen 4 KVM guest, two-level IWAE model, 2 threads, 3 runs
+/// of 3 epochs of 20,000 images: 9,000-9,700 img/s with plain loads, 8,500-9,600 with
+/// `pause`, 7,800-8,800 without teams.
+#[inline(always)]
+fn relax() {
+    std::hint::black_box(());
 }
 
 thread_local! {
@@ -151,7 +161,7 @@ pub fn for_parts(parts: usize, f: impl Fn(usize) + Sync) {
         .store((generation << 32) | ((parts as u64) << 16), Ordering::Release);
     let (_, payload) = team.work(true);
     while team.done.load(Ordering::Acquire) < parts {
-        std::hint::spin_loop();
+        relax();
     }
     if let Some(p) = payload {
         resume_unwind(p);
