@@ -9,7 +9,7 @@ use ndarray_rand::rand::SeedableRng;
 use ndarray_rand::rand::rngs::StdRng;
 use ndarray_rand::rand_distr::Uniform;
 use vae::autograd::gradcheck::{self, Config, Error};
-use vae::autograd::{Tape, Var};
+use vae::autograd::{DenseAct, Tape, Var};
 
 const SHAPES: [(usize, usize); 4] = [(1, 1), (3, 4), (5, 2), (7, 9)];
 
@@ -70,6 +70,40 @@ fn matmul() {
                     t.matmul_t(v[0], ta, v[1], tb)
                 });
             }
+        }
+    }
+}
+
+/// The fused dense layer, with every activation it takes, at shapes that take the fused
+/// product (more than 32 rows and columns) and shapes that take the three-pass fallback.
+#[test]
+fn dense() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let acts = [
+        None,
+        Some(DenseAct::Relu),
+        Some(DenseAct::LeakyRelu(0.2)),
+        Some(DenseAct::Sigmoid),
+        Some(DenseAct::Tanh),
+    ];
+    for (m, k, n) in [(3, 4, 5), (9, 5, 8), (33, 3, 40), (40, 7, 50)] {
+        for act in acts {
+            let mut x = uniform(&mut rng, (m, k), -1.0, 1.0);
+            let mut w = uniform(&mut rng, (n, k), -1.0, 1.0);
+            let mut b = uniform(&mut rng, (1, n), -1.0, 1.0);
+            if matches!(act, Some(DenseAct::Relu | DenseAct::LeakyRelu(_))) {
+                // Pre-activations at least 0.05 from the kink: positive inputs, and each
+                // output unit's weights and bias all positive (on) or all negative (off).
+                x.mapv_inplace(|v| 0.1 + 0.45 * (v + 1.0));
+                for (j, mut row) in w.rows_mut().into_iter().enumerate() {
+                    let sign = if j % 2 == 0 { 1.0 } else { -1.0 };
+                    row.mapv_inplace(|v| sign * (0.1 + 0.45 * (v + 1.0)));
+                    b[[0, j]] = sign * (0.05 + 0.05 * b[[0, j]].abs());
+                }
+            }
+            verify(&format!("dense {act:?}"), &[x, w, b], |t, v| {
+                t.dense(v[0], v[1], v[2], act)
+            });
         }
     }
 }

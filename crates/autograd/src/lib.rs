@@ -32,8 +32,8 @@ mod kernels;
 mod ops;
 mod tape;
 
-pub use ops::Axis;
 pub use ops::custom::CustomOp;
+pub use ops::{Axis, DenseAct};
 pub use tape::{Tape, Var};
 pub use vae_linalg::Float;
 

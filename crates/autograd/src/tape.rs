@@ -277,7 +277,7 @@ impl<T: Float> Tape<T> {
             if !graph.set[i] || !node.requires_grad || matches!(node.op, Op::Leaf) {
                 continue;
             }
-            let g = std::mem::take(&mut graph.grads[i]);
+            let mut g = std::mem::take(&mut graph.grads[i]);
             let vals = Values {
                 params: &params.nodes,
                 nodes: &graph.nodes[..*len],
@@ -286,7 +286,7 @@ impl<T: Float> Tape<T> {
                 params: (&mut params.grads, &mut params.set),
                 nodes: (&mut graph.grads, &mut graph.set),
             };
-            ops::backward(&node.op, &node.value, &g, &vals, &mut grads);
+            ops::backward(&node.op, &node.value, &mut g, &vals, &mut grads);
             graph.grads[i] = g;
         }
     }

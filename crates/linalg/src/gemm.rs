@@ -5,7 +5,7 @@ use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::Float;
-use crate::packed::packed_gemm;
+use crate::packed::{Epilogue, packed_gemm};
 use crate::simd;
 use crate::skinny::{SKINNY_MAX, skinny_gemm};
 use crate::team::for_blocks;
@@ -126,14 +126,79 @@ pub fn gemm_with<T: Float>(
         // as its transpose.
         let [rsc, csc] = [c.strides()[0], c.strides()[1]];
         if csc != 1 && (rsc == 1 || rsc.abs() < csc.abs()) && m > SKINNY_MAX {
-            return packed_gemm(simd::level(), parts, alpha, b.t(), a.t(), beta, c.reversed_axes());
+            return packed_gemm(
+                simd::level(),
+                parts,
+                alpha,
+                b.t(),
+                a.t(),
+                beta,
+                c.reversed_axes(),
+                Epilogue::none(),
+            );
         }
-        return packed_gemm(simd::level(), parts, alpha, a, b, beta, c);
+        return packed_gemm(simd::level(), parts, alpha, a, b, beta, c, Epilogue::none());
     }
     if m >= n {
         split_rows(parts, alpha, a, b, beta, c);
     } else {
         split_rows(parts, alpha, b.t(), a.t(), beta, c.reversed_axes());
+    }
+}
+
+/// `C = act(A * B + bias)` on every thread of the current rayon pool, with the 1 x n `bias`
+/// broadcast over the rows: a dense layer's forward pass in one sweep over `C`. Where the
+/// engine's own kernels compute the product (`n` above 32, a row-major `C`) every element's
+/// multiply-add chain starts from its bias and the activation is applied in registers as the
+/// tile is stored; elsewhere the product, the bias and the activation are three passes (the
+/// same functions, the bias added last). Which of the two depends on the shapes and the
+/// backend only, never on the thread count.
+///
+/// # Panics
+/// If the shapes do not agree.
+pub fn gemm_bias_act<T: Float>(
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    bias: &[T],
+    act: Option<simd::Unary<T>>,
+    mut c: ArrayViewMut2<T>,
+) {
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert!(
+        k == k2 && c.dim() == (m, n) && bias.len() == n,
+        "gemm_bias_act: shapes {:?} x {:?} + bias {} -> {:?} do not agree",
+        a.dim(),
+        b.dim(),
+        bias.len(),
+        c.dim()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let fused = backend() == Backend::Own && n > SKINNY_MAX && m > SKINNY_MAX && c.strides()[1] == 1 && k > 0;
+    if fused {
+        let parts = plan_parts(m, k, n, rayon::current_num_threads());
+        let epi = Epilogue { bias: Some(bias), act };
+        return packed_gemm(simd::level(), parts, T::one(), a, b, T::zero(), c, epi);
+    }
+    gemm(T::one(), a, b, T::zero(), c.view_mut());
+    let bias = ndarray::ArrayView1::from(bias);
+    c.rows_mut()
+        .into_iter()
+        .for_each(|mut row| row.zip_mut_with(&bias, |x, &b| *x = *x + b));
+    if let Some(f) = act {
+        if let Some(out) = c.as_slice_mut() {
+            T::with_scratch(out.len(), |x| {
+                x.copy_from_slice(out);
+                crate::elementwise::unary(f, x, out);
+            });
+        } else {
+            let x = c.to_owned();
+            let mut y = x.clone();
+            crate::elementwise::unary(f, x.as_slice().expect("owned"), y.as_slice_mut().expect("owned"));
+            c.assign(&y);
+        }
     }
 }
 

@@ -38,5 +38,5 @@ mod skinny;
 pub mod team;
 
 pub use float::Float;
-pub use gemm::{Backend, Parallelism, backend, force_backend, gemm, gemm_with};
+pub use gemm::{Backend, Parallelism, backend, force_backend, gemm, gemm_bias_act, gemm_with};
 pub use reference::naive_gemm;

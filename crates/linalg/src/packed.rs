@@ -21,7 +21,7 @@ use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use num_traits::{One, Zero};
 
 use crate::Float;
-use crate::simd::{Kernel, Level, Vector};
+use crate::simd::{Kernel, Level, Unary, Vector, unary_vector};
 use crate::team::for_blocks;
 
 /// Largest block of `k` packed at once (a panel of `B` is then at most `KC_MAX x NR`, 192 KiB
@@ -37,6 +37,7 @@ const BLOCKS_PER_THREAD: usize = 4;
 
 /// `C = alpha * A * B + beta * C` with the columns of `C` cut into blocks of whole panels
 /// for `parts` threads, each block packing its own columns of `B`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn packed_gemm<T: Float>(
     level: Level,
     parts: usize,
@@ -45,6 +46,7 @@ pub(crate) fn packed_gemm<T: Float>(
     b: ArrayView2<T>,
     beta: T,
     c: ArrayViewMut2<T>,
+    epi: Epilogue<'_, T>,
 ) {
     let n = c.ncols();
     // More blocks than threads, whole panels each, claimed as threads come free: a thread
@@ -55,6 +57,10 @@ pub(crate) fn packed_gemm<T: Float>(
         n.div_ceil(SPLIT_ALIGN).min(BLOCKS_PER_THREAD * parts)
     };
     for_blocks(c, Axis(1), parts, SPLIT_ALIGN, |cols, c| {
+        let epi = Epilogue {
+            bias: epi.bias.map(|bias| &bias[cols.clone()]),
+            act: epi.act,
+        };
         let b = b.slice(ndarray::s![.., cols]);
         // Room for one panel at any level's NR (at most 48 columns): the buffer is taken
         // here, outside the kernel, so that the kernel is compiled whole with the level's
@@ -71,6 +77,7 @@ pub(crate) fn packed_gemm<T: Float>(
                     beta,
                     c,
                     buf,
+                    epi,
                 },
             )
         });
@@ -85,6 +92,24 @@ struct Packed<'a, T> {
     beta: T,
     c: ArrayViewMut2<'a, T>,
     buf: &'a mut [T],
+    epi: Epilogue<'a, T>,
+}
+
+/// What the last `k` block does to the tiles of `C` as it stores them: `C = act(A B + bias)`,
+/// the bias being where each element's chain starts (the product's `beta` must be 0).
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a, T> {
+    /// One value per column of `C`, the start of each chain (instead of 0).
+    pub bias: Option<&'a [T]>,
+    /// Applied to each element as it is stored (by `simd::unary_vector`).
+    pub act: Option<Unary<T>>,
+}
+
+impl<T> Epilogue<'_, T> {
+    /// Neither a bias nor an activation.
+    pub fn none() -> Self {
+        Epilogue { bias: None, act: None }
+    }
 }
 
 impl<T: Float> Kernel<T> for Packed<'_, T> {
@@ -105,6 +130,8 @@ impl<T: Float> Kernel<T> for Packed<'_, T> {
 enum Start<T> {
     /// `acc = 0`.
     Zero,
+    /// `acc = bias` (the tile's columns of the epilogue's bias, from `Tile::bias`).
+    Bias,
     /// `acc = C`.
     Load,
     /// `acc = beta * C`.
@@ -122,6 +149,7 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
         beta,
         mut c,
         buf,
+        epi,
     } = p;
     let (m, k) = a.dim();
     let n = b.ncols();
@@ -139,6 +167,7 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
         for kb in 0..kblocks {
             let kc = kc_max.min(k - k0);
             let start = match (kb, beta) {
+                (0, _) if epi.bias.is_some() => Start::Bias,
                 (0, b) if b == V::E::zero() => Start::Zero,
                 (0, b) if b == V::E::one() => Start::Load,
                 (0, b) => Start::Scaled(b),
@@ -171,6 +200,9 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
                         csc,
                         cols,
                         start,
+                        // SAFETY: columns j0 .. j0 + cols of the bias (one per column of C).
+                        bias: epi.bias.map(|bias| unsafe { bias.as_ptr().add(j0) }),
+                        act: if kb + 1 == kblocks { epi.act } else { None },
                     };
                     // SAFETY (each arm): the tile lies inside `a`, the panel and `c`, as
                     // `Tile::run` requires; nv vectors cover `cols <= nr` columns.
@@ -286,9 +318,51 @@ struct Tile<T> {
     csc: isize,
     cols: usize,
     start: Start<T>,
+    /// `cols` values: the chains' start under [`Start::Bias`].
+    bias: Option<*const T>,
+    /// Applied as the tile is stored (the last `k` block).
+    act: Option<Unary<T>>,
 }
 
 impl<T: Float> Tile<T> {
+    /// Applies `f` to the stored `rows x cols` block (after the registers are free: keeping
+    /// the activation's code beside the accumulators costs the main loop its registers).
+    ///
+    /// # Safety
+    /// As for [`Tile::run`].
+    #[inline(always)]
+    unsafe fn activate<V: Vector<E = T>, const NV: usize>(&self, f: Unary<T>) {
+        for r in 0..self.rows {
+            // SAFETY: row r < rows of the C block.
+            let row = unsafe { self.c.offset(r as isize * self.rsc) };
+            for q in 0..NV {
+                let j0 = q * V::LANES;
+                if self.csc == 1 && j0 + V::LANES <= self.cols {
+                    // SAFETY: columns j0 .. j0 + LANES <= cols, contiguous.
+                    unsafe {
+                        let p = row.add(j0);
+                        unary_vector(f, V::load(p)).store(p);
+                    }
+                } else {
+                    let mut t = [T::zero(); 16];
+                    let n = self.cols.saturating_sub(j0).min(V::LANES);
+                    for (l, t) in t.iter_mut().enumerate().take(n) {
+                        // SAFETY: column j0 + l < cols.
+                        *t = unsafe { *row.offset((j0 + l) as isize * self.csc) };
+                    }
+                    // SAFETY: t holds 16 >= LANES values.
+                    let v = unary_vector(f, unsafe { V::load(t.as_ptr()) });
+                    // SAFETY: as above.
+                    unsafe { v.store(t.as_mut_ptr()) };
+                    for (l, &x) in t.iter().enumerate().take(n) {
+                        // SAFETY: column j0 + l < cols.
+                        unsafe { *row.offset((j0 + l) as isize * self.csc) = x };
+                    }
+                }
+            }
+        }
+    }
+
     /// # Safety
     /// Rows `i0 .. i0 + rows` and columns `0 .. kc` of `a`, `kc * nr` values of the panel,
     /// and the `rows x cols` block at `c` must be valid; `NV * LANES <= nr` and
@@ -302,14 +376,21 @@ impl<T: Float> Tile<T> {
         // The starting values.
         match self.start {
             Start::Zero => {}
-            Start::Load | Start::Scaled(_) => {
+            Start::Bias | Start::Load | Start::Scaled(_) => {
                 let scale = match self.start {
                     Start::Scaled(s) => Some(V::splat(s)),
                     _ => None,
                 };
+                // A bias start reads the same row for every row of the tile.
+                let (src, rs) = match (self.start, self.bias) {
+                    (Start::Bias, Some(b)) => (b as *mut T, 0),
+                    _ => (self.c, self.rsc),
+                };
+                let full = full || (matches!(self.start, Start::Bias) && self.cols == w);
+                let cs = if matches!(self.start, Start::Bias) { 1 } else { self.csc };
                 for (r, acc_row) in acc.iter_mut().enumerate().take(self.rows) {
-                    // SAFETY: row r < rows of the C block.
-                    let row = unsafe { self.c.offset(r as isize * self.rsc) };
+                    // SAFETY: row r < rows of the C block (or the bias row).
+                    let row = unsafe { src.offset(r as isize * rs) };
                     for (q, v) in acc_row.iter_mut().enumerate() {
                         *v = if full {
                             // SAFETY: q * LANES + LANES <= w = cols, contiguous (csc == 1).
@@ -320,7 +401,7 @@ impl<T: Float> Tile<T> {
                                 let j = q * V::LANES + l;
                                 if j < self.cols {
                                     // SAFETY: column j < cols.
-                                    *t = unsafe { *row.offset(j as isize * self.csc) };
+                                    *t = unsafe { *row.offset(j as isize * cs) };
                                 }
                             }
                             // SAFETY: t holds 16 >= LANES values.
@@ -375,6 +456,10 @@ impl<T: Float> Tile<T> {
                     }
                 }
             }
+        }
+        if let Some(f) = self.act {
+            // SAFETY: the tile just stored, read back from L1.
+            unsafe { self.activate::<V, NV>(f) };
         }
     }
 }

@@ -2,16 +2,19 @@
 //! element of `C` must equal one multiply-add chain over `k` in order, starting from
 //! `beta * C` (fused at the AVX2 and AVX-512 levels, rounded twice on the portable one), so
 //! the AVX2 and AVX-512 results are identical to each other, at every thread count and at
-//! shapes that leave partial tiles and partial `k` blocks. One test function: the level is
-//! process-wide.
+//! shapes that leave partial tiles and partial `k` blocks. The level is process-wide: the
+//! tests take turns (`LEVEL_LOCK`).
 
 use ndarray::{Array2, ShapeBuilder};
 use ndarray_rand::RandomExt;
 use ndarray_rand::rand::SeedableRng;
 use ndarray_rand::rand::rngs::StdRng;
 use ndarray_rand::rand_distr::Uniform;
+use vae_linalg::simd::Unary;
 use vae_linalg::simd::{self, Level};
-use vae_linalg::{Backend, force_backend, gemm};
+use vae_linalg::{Backend, elementwise, force_backend, gemm, gemm_bias_act};
+
+static LEVEL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn operand(rng: &mut StdRng, m: usize, n: usize, transposed: bool) -> Array2<f32> {
     let data = Array2::<f32>::random_using((m, n), Uniform::new(-1.0, 1.0).unwrap(), rng);
@@ -46,6 +49,7 @@ fn chain(a: &Array2<f32>, b: &Array2<f32>, alpha: f32, beta: f32, c0: &Array2<f3
 
 #[test]
 fn own_kernels_compute_one_chain_per_element_at_every_level() {
+    let _turn = LEVEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     force_backend(Backend::Own);
     let mut rng = StdRng::seed_from_u64(7);
     let shapes = [
@@ -88,6 +92,56 @@ fn own_kernels_compute_one_chain_per_element_at_every_level() {
                         want[[i, j]]
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The fused dense layer: every chain starts at the bias and the activation is the engine's
+/// own, applied to the finished chain, at every level and thread count.
+#[test]
+fn fused_bias_and_activation_equal_the_chain_then_the_activation() {
+    let _turn = LEVEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    force_backend(Backend::Own);
+    let mut rng = StdRng::seed_from_u64(8);
+    let acts = [
+        None,
+        Some(Unary::Relu),
+        Some(Unary::Tanh),
+        Some(Unary::Sigmoid),
+        Some(Unary::LeakyRelu(0.2)),
+    ];
+    for level in simd::supported_levels() {
+        simd::force_level(level).unwrap();
+        let fused = level != Level::Scalar;
+        for (idx, &(m, k, n)) in [(128, 784, 400), (61, 513, 97), (40, 1500, 50), (500, 100, 200)]
+            .iter()
+            .enumerate()
+        {
+            let x = operand(&mut rng, m, k, false);
+            let w = operand(&mut rng, n, k, false); // [out, in], used transposed
+            let bias = operand(&mut rng, 1, n, false);
+            let act = acts[idx % acts.len()];
+            let mut want = chain(
+                &x,
+                &w.t().to_owned(),
+                1.0,
+                1.0,
+                &Array2::from_shape_fn((m, n), |(_, j)| bias[[0, j]]),
+                fused,
+            );
+            if let Some(f) = act {
+                let pre = want.clone();
+                elementwise::unary(f, pre.as_slice().unwrap(), want.as_slice_mut().unwrap());
+            }
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut c = Array2::from_elem((m, n), f32::NAN);
+                pool.install(|| gemm_bias_act(x.view(), w.t(), bias.as_slice().unwrap(), act, c.view_mut()));
+                assert!(
+                    c.iter().zip(want.iter()).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{level} ({m},{k},{n}) {act:?} {threads} threads"
+                );
             }
         }
     }

@@ -31,6 +31,18 @@ impl Activation {
     }
 }
 
+impl Activation {
+    /// The same function as the tape's fused dense layer takes it.
+    pub fn dense<T: Float>(self) -> vae_autograd::DenseAct<T> {
+        match self {
+            Activation::Relu => vae_autograd::DenseAct::Relu,
+            Activation::LeakyRelu(s) => vae_autograd::DenseAct::LeakyRelu(T::c(s)),
+            Activation::Sigmoid => vae_autograd::DenseAct::Sigmoid,
+            Activation::Tanh => vae_autograd::DenseAct::Tanh,
+        }
+    }
+}
+
 impl fmt::Display for Activation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -38,19 +38,32 @@ impl Linear {
         }
     }
 
-    /// Records `x W^T + b` (a stride-swapped product: no transposed copy of `W`).
+    /// Records `x W^T + b` (one fused op, `Tape::dense`: no transposed copy of `W`, the
+    /// bias added inside the product).
     pub fn forward<T: Float>(&self, tape: &mut Tape<T>, x: Var) -> Var {
-        let y = tape.matmul_t(x, false, self.weight, true);
-        tape.add_bias(y, self.bias)
+        tape.dense(x, self.weight, self.bias, None)
+    }
+
+    /// Records `act(x W^T + b)` as one op.
+    pub fn forward_act<T: Float>(&self, tape: &mut Tape<T>, x: Var, act: Activation) -> Var {
+        tape.dense(x, self.weight, self.bias, Some(act.dense()))
     }
 
     /// The layer with its parameters detached: gradients flow into `x`, not into the
     /// weight and bias (the frozen-parameter density of the DReG estimator).
     pub fn forward_detached<T: Float>(&self, tape: &mut Tape<T>, x: Var) -> Var {
+        self.detached(tape, x, None)
+    }
+
+    /// [`Linear::forward_act`] with the parameters detached.
+    pub fn forward_act_detached<T: Float>(&self, tape: &mut Tape<T>, x: Var, act: Activation) -> Var {
+        self.detached(tape, x, Some(act))
+    }
+
+    fn detached<T: Float>(&self, tape: &mut Tape<T>, x: Var, act: Option<Activation>) -> Var {
         let w = tape.detach(self.weight);
         let b = tape.detach(self.bias);
-        let y = tape.matmul_t(x, false, w, true);
-        tape.add_bias(y, b)
+        tape.dense(x, w, b, act.map(Activation::dense))
     }
 
     /// `prefix.weight` and `prefix.bias`.
@@ -97,8 +110,7 @@ impl Mlp {
     /// Records the stack on `x`.
     pub fn forward<T: Float>(&self, tape: &mut Tape<T>, mut x: Var) -> Var {
         for l in &self.layers {
-            let y = l.forward(tape, x);
-            x = self.activation.apply(tape, y);
+            x = l.forward_act(tape, x, self.activation);
         }
         x
     }
@@ -106,8 +118,7 @@ impl Mlp {
     /// [`Mlp::forward`] with every parameter detached (see [`Linear::forward_detached`]).
     pub fn forward_detached<T: Float>(&self, tape: &mut Tape<T>, mut x: Var) -> Var {
         for l in &self.layers {
-            let y = l.forward_detached(tape, x);
-            x = self.activation.apply(tape, y);
+            x = l.forward_act_detached(tape, x, self.activation);
         }
         x
     }

@@ -1,7 +1,8 @@
 //! Matrix product and row-broadcast bias: the dense layer's two halves.
 
 use ndarray::ArrayView2;
-use vae_linalg::{elementwise, gemm};
+use vae_linalg::simd::Unary;
+use vae_linalg::{elementwise, gemm, gemm_bias_act};
 
 use super::Op;
 use super::elementwise::{sl, sl_mut};
@@ -30,6 +31,37 @@ impl<T: Float> Tape<T> {
         assert_eq!(k, k2, "matmul: inner dimensions differ ({m}x{k} times {k2}x{n})");
         self.record(Op::MatMul { a, b, ta, tb }, (m, n), false, |out, v| {
             gemm(T::one(), op(v.get(a), ta), op(v.get(b), tb), T::zero(), out.view_mut())
+        })
+    }
+
+    /// `act(x w^T + b)`, a dense layer with PyTorch's `[out, in]` weight layout and a 1 x out
+    /// bias, as one op: one product whose multiply-add chains start from the bias and whose
+    /// activation is applied as the result is stored (`vae_linalg::gemm_bias_act`); its
+    /// backward takes the activation's derivative from the output. After `backward`, the
+    /// node's gradient holds the gradient of the pre-activation.
+    ///
+    /// # Panics
+    /// If the shapes do not agree.
+    pub fn dense(&mut self, x: Var, w: Var, b: Var, act: Option<DenseAct<T>>) -> Var {
+        let (m, k) = self.dim(x);
+        let (n, k2) = self.dim(w);
+        assert!(
+            k == k2 && self.dim(b) == (1, n),
+            "dense: x {:?}, w {:?} and b {:?} do not agree (w is [out, in], b is 1 x out)",
+            self.dim(x),
+            self.dim(w),
+            self.dim(b)
+        );
+        if let Some(DenseAct::LeakyRelu(s)) = act {
+            // With a negative slope the output's sign would no longer tell the input's.
+            assert!(
+                s >= T::zero(),
+                "dense: leaky ReLU slope {s} is negative (use leaky_relu)"
+            );
+        }
+        let act = act.map(DenseAct::unary);
+        self.record(Op::Dense { x, w, b, act }, (m, n), false, |out, v| {
+            gemm_bias_act(v.get(x), v.get(w).t(), sl(v.get(b)), act, out.view_mut())
         })
     }
 
@@ -80,6 +112,70 @@ pub(super) fn matmul_backward<T: Float>(
             gemm(T::one(), g.t(), op(av, ta), beta, gb.view_mut());
         } else {
             gemm(T::one(), op(av, ta).t(), g, beta, gb.view_mut());
+        }
+    }
+}
+
+/// The backward of [`Tape::dense`]: the pre-activation gradient (in `g`'s own buffer), then
+/// `dx = g w`, `dw = g^T x`, `db = column sums of g`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dense_backward<T: Float>(
+    x: Var,
+    w: Var,
+    b: Var,
+    act: Option<Unary<T>>,
+    y: &ndarray::Array2<T>,
+    g: &mut ndarray::Array2<T>,
+    vals: &Values<T>,
+    grads: &mut Grads<T>,
+) {
+    if let Some(f) = act {
+        let ys = y.as_slice().expect("values are contiguous");
+        let gs = g.as_slice_mut().expect("gradients are contiguous");
+        // In place: each element of g is read before it is written, lane by lane.
+        T::with_scratch(gs.len(), |copy| {
+            copy.copy_from_slice(gs);
+            elementwise::unary_grad(f, copy, ys, ys, gs, false)
+        });
+    }
+    let g = &*g;
+    let gv = g.view();
+    if vals.wants_grad(x) {
+        let (gx, first) = grads.slot(x, vals.get(x).dim());
+        let beta = if first { T::zero() } else { T::one() };
+        gemm(T::one(), gv, vals.get(w), beta, gx.view_mut());
+    }
+    if vals.wants_grad(w) {
+        let (gw, first) = grads.slot(w, vals.get(w).dim());
+        let beta = if first { T::zero() } else { T::one() };
+        gemm(T::one(), gv.t(), vals.get(x), beta, gw.view_mut());
+    }
+    if vals.wants_grad(b) {
+        let (gb, first) = grads.slot(b, (1, g.ncols()));
+        elementwise::column_sums(sl(gv), sl_mut(gb), !first);
+    }
+}
+
+/// An activation a fused dense layer can apply: one whose derivative follows from its output.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DenseAct<T> {
+    /// `max(x, 0)`.
+    Relu,
+    /// `x` if positive, else `slope * x` (`slope >= 0`).
+    LeakyRelu(T),
+    /// The logistic function.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+}
+
+impl<T: Float> DenseAct<T> {
+    fn unary(self) -> Unary<T> {
+        match self {
+            DenseAct::Relu => Unary::Relu,
+            DenseAct::LeakyRelu(s) => Unary::LeakyRelu(s),
+            DenseAct::Sigmoid => Unary::Sigmoid,
+            DenseAct::Tanh => Unary::Tanh,
         }
     }
 }

@@ -10,6 +10,7 @@ mod loss;
 mod reduce;
 mod shape;
 
+pub use linear::DenseAct;
 use ndarray::Array2;
 pub use ndarray::Axis;
 
@@ -26,6 +27,14 @@ pub(crate) enum Op<T> {
     MatMul { a: Var, b: Var, ta: bool, tb: bool },
     /// `x + bias`, `bias` (1 x n) broadcast over the rows of `x`.
     AddBias { x: Var, bias: Var },
+    /// `act(x w^T + b)`: a dense layer in one product (`w` is `[out, in]`, `b` is 1 x out;
+    /// `act` one whose derivative follows from its output).
+    Dense {
+        x: Var,
+        w: Var,
+        b: Var,
+        act: Option<Unary<T>>,
+    },
     /// `a + b`.
     Add(Var, Var),
     /// `a - b`.
@@ -65,6 +74,7 @@ impl<T> Op<T> {
             Op::Leaf => [None; 3],
             Op::MatMul { a, b, .. } | Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) => [Some(a), Some(b), None],
             Op::AddBias { x, bias } => [Some(x), Some(bias), None],
+            Op::Dense { x, w, b, .. } => [Some(x), Some(w), Some(b)],
             Op::Scale(x, _)
             | Op::Unary(x, _)
             | Op::Sum(x)
@@ -82,9 +92,15 @@ impl<T> Op<T> {
     }
 }
 
-/// Sends the gradient `g` of a node with value `y` to the inputs that need one.
-pub(crate) fn backward<T: Float>(op: &Op<T>, y: &Array2<T>, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
+/// Sends the gradient `g` of a node with value `y` to the inputs that need one. (`g` is the
+/// node's own buffer, which a fused op may turn into the gradient of its pre-activation.)
+pub(crate) fn backward<T: Float>(op: &Op<T>, y: &Array2<T>, g: &mut Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
+    if let Op::Dense { x, w, b, act } = *op {
+        return linear::dense_backward(x, w, b, act, y, g, vals, grads);
+    }
+    let g = &*g;
     match *op {
+        Op::Dense { .. } => unreachable!("handled above"),
         Op::Custom(ref c) => custom::custom_backward(c, y, g, vals, grads),
         Op::Leaf => {}
         Op::MatMul { a, b, ta, tb } => linear::matmul_backward(a, b, ta, tb, g, vals, grads),
