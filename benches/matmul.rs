@@ -20,8 +20,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 use vae::linalg::{Backend, Parallelism, force_backend, fpenv, gemm_with, naive_gemm, simd};
 
-/// (M, K, N, A transposed, B transposed, what it is in a step of the reference model).
-const SHAPES: [(usize, usize, usize, bool, bool, &str); 10] = [
+/// (M, K, N, A transposed, B transposed, what it is in a training step: of the reference
+/// model, batch 128, or of the two-level IWAE model, batch 100 x K = 5 samples).
+const SHAPES: [(usize, usize, usize, bool, bool, &str); 15] = [
     (128, 784, 400, false, true, "encoder forward X W1^T"),
     (128, 400, 784, false, true, "decoder output forward H W^T"),
     (128, 784, 400, false, false, "decoder input gradient G W"),
@@ -29,6 +30,11 @@ const SHAPES: [(usize, usize, usize, bool, bool, &str); 10] = [
     (400, 128, 784, true, false, "encoder weight gradient G^T X"),
     (128, 400, 20, false, true, "latent heads forward"),
     (128, 20, 400, false, true, "decoder first layer forward"),
+    (500, 200, 784, false, true, "iwae2 decoder output forward"),
+    (500, 784, 200, false, false, "iwae2 decoder input gradient"),
+    (784, 500, 200, true, false, "iwae2 decoder weight gradient"),
+    (500, 100, 100, false, true, "iwae2 upper layer forward"),
+    (100, 500, 100, true, false, "iwae2 upper weight gradient"),
     (256, 256, 256, false, false, "square"),
     (512, 512, 512, false, false, "square"),
     (1024, 1024, 1024, false, false, "square"),
