@@ -208,6 +208,8 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
                     // `Tile::run` requires; nv vectors cover `cols <= nr` columns.
                     unsafe {
                         match nv {
+                            // The last few columns (n = 100 leaves 4): half-width vectors.
+                            1 if V::LANES == 16 && cols <= 8 => tile.run::<V::Half, 1, MR>(),
                             n if n >= NV => tile.run::<V, NV, MR>(),
                             1 => tile.run::<V, 1, MR>(),
                             2 => tile.run::<V, 2, MR>(),

@@ -15,6 +15,9 @@ pub trait Vector: Copy {
     type E: Float;
     /// Number of lanes.
     const LANES: usize;
+    /// The vector of half the lanes (itself below 16), usable wherever `Self` is: for the
+    /// last few columns of a GEMM, where a full vector would mostly multiply padding.
+    type Half: Vector<E = Self::E>;
     /// Loads `LANES` values from `p` (no alignment needed).
     ///
     /// # Safety
@@ -86,6 +89,7 @@ macro_rules! scalar_vector {
         impl Vector for Scalar<$t> {
             type E = $t;
             const LANES: usize = 1;
+            type Half = Self;
             #[inline(always)]
             unsafe fn load(p: *const $t) -> Self {
                 // SAFETY: the caller's contract.
@@ -272,6 +276,7 @@ mod x86 {
     impl Vector for Avx2 {
         type E = f32;
         const LANES: usize = 8;
+        type Half = Self;
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
             Avx2(unsafe { _mm256_loadu_ps(p) })
@@ -368,6 +373,8 @@ mod x86 {
     impl Vector for Avx512 {
         type E = f32;
         const LANES: usize = 16;
+        // AVX-512F implies AVX2 and FMA: eight lanes run inside the same functions.
+        type Half = Avx2;
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
             Avx512(unsafe { _mm512_loadu_ps(p) })
