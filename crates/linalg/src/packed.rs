@@ -235,6 +235,9 @@ fn pack_b<V: Vector>(b: ArrayView2<V::E>, alpha: V::E, nr: usize, buf: &mut [V::
     for (jp, dst) in buf.chunks_exact_mut(nr * kc).take(n.div_ceil(nr)).enumerate() {
         let j0 = jp * nr;
         let cols = nr.min(n - j0);
+        // A partial panel is read by a narrower tile, whose vectors (at most 16 lanes) end
+        // before `pad`: only up to there must the padding be zero.
+        let pad = cols.next_multiple_of(V::LANES.max(8)).min(nr);
         if csb == 1 {
             // Row-major B: each panel row is a contiguous piece of a row, copied in vectors
             // (rows are short: a call to memcpy per row would cost as much as the copy).
@@ -252,7 +255,7 @@ fn pack_b<V: Vector>(b: ArrayView2<V::E>, alpha: V::E, nr: usize, buf: &mut [V::
                         for j in 0..cols {
                             *d.add(j) = *s.add(j);
                         }
-                        for j in cols..nr {
+                        for j in cols..pad {
                             *d.add(j) = V::E::zero();
                         }
                     }
@@ -290,7 +293,7 @@ fn pack_b<V: Vector>(b: ArrayView2<V::E>, alpha: V::E, nr: usize, buf: &mut [V::
             }
             if cols < nr {
                 for row in dst.chunks_exact_mut(nr) {
-                    row[cols..].fill(V::E::zero());
+                    row[cols..pad].fill(V::E::zero());
                 }
             }
         }
