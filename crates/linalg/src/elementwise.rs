@@ -6,7 +6,7 @@
 use crate::Float;
 use crate::simd::{
     AdamStep, AdamUpdate, AddBias, BernoulliGrad, BernoulliRows, Binary, BinaryMap, ColumnSums, GaussianGrad,
-    GaussianRows, KlGradLogvar, KlNormal, Unary, UnaryGrad, UnaryMap, dispatch,
+    GaussianRows, KlGradLogvar, KlNormal, Unary, UnaryGrad, UnaryGradFromOutput, UnaryMap, dispatch,
 };
 use crate::team::{SendPtr, for_chunks_mut, for_parts};
 
@@ -59,6 +59,11 @@ pub fn unary_grad<T: Float>(f: Unary<T>, g: &[T], x: &[T], y: &[T], out: &mut [T
     split(out, [g, x, y], 16, |out, [g, x, y]| {
         dispatch(UnaryGrad { f, g, x, y, out, acc })
     });
+}
+
+/// `g = g * f'(x)` in place, from the output `y = f(x)` alone (see [`UnaryGradFromOutput`]).
+pub fn unary_grad_from_output<T: Float>(f: Unary<T>, y: &[T], g: &mut [T]) {
+    split(g, [y], 16, |g, [y]| dispatch(UnaryGradFromOutput { f, y, g }));
 }
 
 /// `out (+)= a op b`.

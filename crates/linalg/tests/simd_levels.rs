@@ -10,7 +10,7 @@ use ndarray_rand::rand::{Rng, SeedableRng};
 use ndarray_rand::rand_distr::Uniform;
 use vae_linalg::simd::{
     self, AdamStep, AdamUpdate, AddBias, BernoulliGrad, BernoulliRows, Binary, BinaryMap, ColumnSums, GaussianGrad,
-    GaussianRows, KlGradLogvar, KlNormal, Level, Unary, UnaryGrad, UnaryMap,
+    GaussianRows, KlGradLogvar, KlNormal, Level, Unary, UnaryGrad, UnaryGradFromOutput, UnaryMap,
 };
 use vae_linalg::{Parallelism, gemm_with, naive_gemm};
 
@@ -69,6 +69,12 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                 },
             );
             out.push((format!("{f:?} grad acc={acc}"), g));
+        }
+        if matches!(f, Unary::Relu | Unary::LeakyRelu(_) | Unary::Sigmoid | Unary::Tanh) {
+            // The fused dense layer's in-place derivative, from the output alone.
+            let mut g = y.clone();
+            simd::dispatch_at(level, UnaryGradFromOutput { f, y: &fwd, g: &mut g });
+            out.push((format!("{f:?} grad from output"), g));
         }
         let mut summed = w.clone();
         simd::dispatch_at(

@@ -132,11 +132,7 @@ pub(super) fn dense_backward<T: Float>(
     if let Some(f) = act {
         let ys = y.as_slice().expect("values are contiguous");
         let gs = g.as_slice_mut().expect("gradients are contiguous");
-        // In place: each element of g is read before it is written, lane by lane.
-        T::with_scratch(gs.len(), |copy| {
-            copy.copy_from_slice(gs);
-            elementwise::unary_grad(f, copy, ys, ys, gs, false)
-        });
+        elementwise::unary_grad_from_output(f, ys, gs);
     }
     let g = &*g;
     let gv = g.view();

@@ -457,6 +457,66 @@ impl<T: Float> Kernel<T> for UnaryGrad<'_, T> {
     }
 }
 
+/// `g = g * f'(x)` in place, with `f'` taken from the output `y = f(x)` alone (ReLU, leaky
+/// ReLU with a slope >= 0, sigmoid, tanh: the fused dense layer's activations).
+pub struct UnaryGradFromOutput<'a, T> {
+    /// The function.
+    pub f: Unary<T>,
+    /// The forward output.
+    pub y: &'a [T],
+    /// The upstream gradient, overwritten with the input's.
+    pub g: &'a mut [T],
+}
+
+impl<T: Float> Kernel<T> for UnaryGradFromOutput<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        let UnaryGradFromOutput { f, y, g } = self;
+        let (zero, one) = (T::zero(), T::one());
+        // The derivative kernels take [g, x, y]; x > 0 exactly when y > 0 for these.
+        match f {
+            Unary::Relu => in_place::<V>(y, g, &ReluG(p0())),
+            Unary::LeakyRelu(s) => in_place::<V>(y, g, &LeakyReluG(p(s, zero, zero))),
+            Unary::Sigmoid => in_place::<V>(y, g, &SigmoidG(p(one, zero, zero))),
+            Unary::Tanh => in_place::<V>(y, g, &TanhG(p(one, zero, zero))),
+            other => panic!("{other:?}: its derivative does not follow from its output"),
+        }
+    }
+}
+
+/// `g[i] = f(g[i], y[i], y[i])`: a [`Lanewise`] derivative in place (the tail through a
+/// zero-padded buffer, as in `zip`).
+#[inline(always)]
+fn in_place<V: Vector>(y: &[V::E], g: &mut [V::E], f: &impl Lanewise<V, 3>) {
+    let n = g.len();
+    assert_eq!(y.len(), n, "kernel operands differ in length");
+    let l = V::LANES;
+    let mut i = 0;
+    while i + l <= n {
+        // SAFETY: i + l <= n, the length of both operands.
+        unsafe {
+            let yv = V::load(y.as_ptr().add(i));
+            f.apply([V::load(g.as_ptr().add(i)), yv, yv])
+                .store(g.as_mut_ptr().add(i));
+        }
+        i += l;
+    }
+    if i < n {
+        let rem = n - i;
+        let zero = V::E::zero();
+        let (mut gb, mut yb) = ([zero; REDUCE_LANES], [zero; REDUCE_LANES]);
+        gb[..rem].copy_from_slice(&g[i..]);
+        yb[..rem].copy_from_slice(&y[i..]);
+        // SAFETY: the buffers hold REDUCE_LANES >= LANES values.
+        unsafe {
+            let yv = V::load(yb.as_ptr());
+            f.apply([V::load(gb.as_ptr()), yv, yv]).store(gb.as_mut_ptr());
+        }
+        g[i..].copy_from_slice(&gb[..rem]);
+    }
+}
+
 /// An elementwise function of two inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binary {
