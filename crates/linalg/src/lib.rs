@@ -1,14 +1,17 @@
 //! The performance core of the VAE engine: a general matrix multiply
 //! `C = alpha * op(A) * op(B) + beta * C` over strided `ndarray` views.
 //!
-//! A transposed operand is a stride swap (`a.t()`), never a copy. Large products are split
-//! into kernel-aligned blocks of `C` across rayon's thread pool, each block computed by
-//! single-threaded `matrixmultiply` (its own threading is never enabled, so rayon owns every
-//! thread). Products with a narrow output (`n <= 32`, the latent layers of a VAE) take a
-//! direct register-blocked kernel instead, which avoids packing the tall operand.
+//! A transposed operand is a stride swap (`a.t()`), never a copy. Products are computed by
+//! the engine's own packed micro-kernels at the SIMD level in force (AVX-512F, AVX2 + FMA or
+//! portable), their output cut into blocks that the threads of the current rayon pool claim
+//! ([`team`]); products with a narrow output (`n <= 32`, the latent layers of a VAE) take a
+//! register-blocked kernel that packs only the small operand. `matrixmultiply` is the
+//! reference backend ([`force_backend`], `VAE_GEMM=matrixmultiply`). [`gemm_bias_act`] is a
+//! dense layer in one product. Every engine thread flushes subnormal floats to zero
+//! ([`fpenv`]).
 //!
-//! Every element of `C` is reduced over `k` in the same order whatever the thread count, so
-//! results are bitwise identical for 1 or many threads.
+//! Every element of `C` is one multiply-add chain over `k` in order whatever the thread
+//! count, so results are bitwise identical for 1 or many threads.
 
 //!
 //! Elementwise kernels (`elementwise`, written over `simd::Vector`) run at the SIMD level
