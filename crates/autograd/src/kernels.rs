@@ -3,22 +3,25 @@
 //! independently, so the result never depends on the thread count.
 
 use ndarray::{Array2, ArrayView2, Axis, Zip, s};
+use vae_linalg::elementwise::par_min_len;
 use vae_linalg::team::for_blocks;
 
 use crate::Float;
 
-/// Below this many elements a loop runs on the calling thread.
-const PAR_MIN_LEN: usize = 1 << 15;
+/// Row blocks for a loop over `len` elements: one per thread when it is long enough to
+/// split (the hot kernels' threshold), else one.
+fn parts(len: usize) -> usize {
+    if len >= par_min_len() {
+        rayon::current_num_threads()
+    } else {
+        1
+    }
+}
 
 /// `g[i] = f(x[i])` when `first`, `g[i] += f(x[i])` otherwise (gradient accumulation).
 pub(crate) fn acc1<T: Float>(g: &mut Array2<T>, first: bool, x: ArrayView2<T>, f: impl Fn(T) -> T + Sync + Send) {
     let body = |o: &mut T, &a: &T| put(o, f(a), first);
-    let parts = if x.len() >= PAR_MIN_LEN || (vae_linalg::team::in_team() && x.len() >= PAR_MIN_LEN / 8) {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
-    for_blocks(g.view_mut(), Axis(0), parts, 1, |rows, mut g| {
+    for_blocks(g.view_mut(), Axis(0), parts(x.len()), 1, |rows, mut g| {
         Zip::from(&mut g).and(&x.slice(s![rows, ..])).for_each(body)
     });
 }
@@ -33,12 +36,7 @@ pub(crate) fn acc3<T: Float>(
     f: impl Fn(T, T, T) -> T + Sync + Send,
 ) {
     let body = |o: &mut T, &a: &T, &b: &T, &c: &T| put(o, f(a, b, c), first);
-    let parts = if x.len() >= PAR_MIN_LEN || (vae_linalg::team::in_team() && x.len() >= PAR_MIN_LEN / 8) {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
-    for_blocks(g.view_mut(), Axis(0), parts, 1, |rows, mut g| {
+    for_blocks(g.view_mut(), Axis(0), parts(x.len()), 1, |rows, mut g| {
         Zip::from(&mut g)
             .and(&x.slice(s![rows.clone(), ..]))
             .and(&y.slice(s![rows.clone(), ..]))

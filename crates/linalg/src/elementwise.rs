@@ -15,13 +15,19 @@ pub const PAR_MIN_LEN: usize = 1 << 15;
 /// The same inside a team (`team::with_team`), where a fork-join costs no wake-up.
 pub const PAR_MIN_LEN_TEAM: usize = 1 << 12;
 
-/// How many contiguous chunks of `align`-element units to cut `len` elements of work into.
-fn chunk(len: usize, work: usize, align: usize) -> usize {
-    let min = if crate::team::in_team() {
+/// The fewest elements worth splitting across threads on the calling thread now:
+/// [`PAR_MIN_LEN_TEAM`] inside a team, [`PAR_MIN_LEN`] outside.
+pub fn par_min_len() -> usize {
+    if crate::team::in_team() {
         PAR_MIN_LEN_TEAM
     } else {
         PAR_MIN_LEN
-    };
+    }
+}
+
+/// How many contiguous chunks of `align`-element units to cut `len` elements of work into.
+fn chunk(len: usize, work: usize, align: usize) -> usize {
+    let min = par_min_len();
     let parts = if work < min {
         1
     } else {

@@ -39,8 +39,9 @@ pub fn backend() -> Backend {
         1 => Backend::Own,
         2 => Backend::MatrixMultiply,
         _ => {
-            let b = match std::env::var("VAE_GEMM").as_deref().map(str::trim) {
-                Ok("matrixmultiply") => Backend::MatrixMultiply,
+            let mm = Backend::MatrixMultiply;
+            let b = match std::env::var("VAE_GEMM") {
+                Ok(v) if v.trim() == mm.name() => mm,
                 _ => Backend::Own,
             };
             force_backend(b);

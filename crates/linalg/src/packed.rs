@@ -130,8 +130,8 @@ impl<T: Float> Kernel<T> for Packed<'_, T> {
 enum Start<T> {
     /// `acc = 0`.
     Zero,
-    /// `acc = bias` (the tile's columns of the epilogue's bias, from `Tile::bias`).
-    Bias,
+    /// `acc = bias`, every row of the tile from the same `cols` values.
+    Bias(*const T),
     /// `acc = C`.
     Load,
     /// `acc = beta * C`.
@@ -167,7 +167,6 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
         for kb in 0..kblocks {
             let kc = kc_max.min(k - k0);
             let start = match (kb, beta) {
-                (0, _) if epi.bias.is_some() => Start::Bias,
                 (0, b) if b == V::E::zero() => Start::Zero,
                 (0, b) if b == V::E::one() => Start::Load,
                 (0, b) => Start::Scaled(b),
@@ -199,9 +198,11 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
                         rsc,
                         csc,
                         cols,
-                        start,
-                        // SAFETY: columns j0 .. j0 + cols of the bias (one per column of C).
-                        bias: epi.bias.map(|bias| unsafe { bias.as_ptr().add(j0) }),
+                        start: match (kb, epi.bias) {
+                            // SAFETY: columns j0 .. j0 + cols of the bias (one per column of C).
+                            (0, Some(bias)) => Start::Bias(unsafe { bias.as_ptr().add(j0) }),
+                            _ => start,
+                        },
                         act: if kb + 1 == kblocks { epi.act } else { None },
                     };
                     // SAFETY (each arm): the tile lies inside `a`, the panel and `c`, as
@@ -225,81 +226,79 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
     }
 }
 
-/// Packs the kc x n block `b` (times `alpha`) into panels of `nr` columns, each `kc` rows of
-/// `nr` values, the columns past `n` zero.
+/// Packs the kc x cols block `b` (times `alpha`, `cols <= nr`) into one panel at the start
+/// of `buf`: `kc` rows of `nr` values, the columns past `cols` zero as far as a tile reads.
 #[inline(always)]
 fn pack_b<V: Vector>(b: ArrayView2<V::E>, alpha: V::E, nr: usize, buf: &mut [V::E]) {
-    let (kc, n) = b.dim();
+    let (kc, cols) = b.dim();
+    debug_assert!(cols <= nr, "one panel at a time");
     let [rsb, csb] = [b.strides()[0], b.strides()[1]];
     let src = b.as_ptr();
-    for (jp, dst) in buf.chunks_exact_mut(nr * kc).take(n.div_ceil(nr)).enumerate() {
-        let j0 = jp * nr;
-        let cols = nr.min(n - j0);
-        // A partial panel is read by a narrower tile, whose vectors (at most 16 lanes) end
-        // before `pad`: only up to there must the padding be zero.
-        let pad = cols.next_multiple_of(V::LANES.max(8)).min(nr);
-        if csb == 1 {
-            // Row-major B: each panel row is a contiguous piece of a row, copied in vectors
-            // (rows are short: a call to memcpy per row would cost as much as the copy).
-            let whole = if cols == nr { nr / V::LANES } else { 0 };
-            for p in 0..kc {
-                // SAFETY: row p < kc, columns j0 .. j0 + cols <= n of the view; panel row p
-                // holds nr values.
-                unsafe {
-                    let s = src.offset(p as isize * rsb + j0 as isize);
-                    let d = dst.as_mut_ptr().add(p * nr);
-                    for q in 0..whole {
-                        V::load(s.add(q * V::LANES)).store(d.add(q * V::LANES));
-                    }
-                    if whole == 0 {
-                        for j in 0..cols {
-                            *d.add(j) = *s.add(j);
-                        }
-                        for j in cols..pad {
-                            *d.add(j) = V::E::zero();
-                        }
-                    }
+    let dst = &mut buf[..nr * kc];
+    // A partial panel is read by a narrower tile, whose vectors (at most 16 lanes) end
+    // before `pad`: only up to there must the padding be zero.
+    let pad = cols.next_multiple_of(V::LANES.max(8)).min(nr);
+    if csb == 1 {
+        // Row-major B: each panel row is a contiguous piece of a row, copied in vectors
+        // (rows are short: a call to memcpy per row would cost as much as the copy).
+        let whole = if cols == nr { nr / V::LANES } else { 0 };
+        for p in 0..kc {
+            // SAFETY: row p < kc, columns 0 .. cols of the view; panel row p holds nr
+            // values.
+            unsafe {
+                let s = src.offset(p as isize * rsb);
+                let d = dst.as_mut_ptr().add(p * nr);
+                for q in 0..whole {
+                    V::load(s.add(q * V::LANES)).store(d.add(q * V::LANES));
                 }
-            }
-        } else {
-            // Column-major B (a weight matrix seen transposed) is transposed in 8 x 8 blocks;
-            // other layouts and the edges value by value.
-            let mut p8 = 0;
-            if rsb == 1 && csb > 0 && cols == nr && nr.is_multiple_of(8) {
-                p8 = kc / 8 * 8;
-                for p in (0..p8).step_by(8) {
-                    for jb in (0..nr).step_by(8) {
-                        // SAFETY: rows p .. p + 8 <= kc and columns j0 + jb .. + 8 <= n of the
-                        // view (column j starts csb apart, its rows contiguous); the panel
-                        // rows p .. p + 8 hold nr values each.
-                        unsafe {
-                            V::transpose8(
-                                src.offset((j0 + jb) as isize * csb + p as isize),
-                                csb as usize,
-                                dst.as_mut_ptr().add(p * nr + jb),
-                                nr,
-                            )
-                        };
+                if whole == 0 {
+                    for j in 0..cols {
+                        *d.add(j) = *s.add(j);
                     }
-                }
-            }
-            for jj in 0..cols {
-                // SAFETY: column j0 + jj < n of the view.
-                let col = unsafe { src.offset((j0 + jj) as isize * csb) };
-                for p in p8..kc {
-                    // SAFETY: row p < kc.
-                    dst[p * nr + jj] = unsafe { *col.offset(p as isize * rsb) };
-                }
-            }
-            if cols < nr {
-                for row in dst.chunks_exact_mut(nr) {
-                    row[cols..pad].fill(V::E::zero());
+                    for j in cols..pad {
+                        *d.add(j) = V::E::zero();
+                    }
                 }
             }
         }
-        if alpha != V::E::one() {
-            dst.iter_mut().for_each(|x| *x = alpha * *x);
+    } else {
+        // Column-major B (a weight matrix seen transposed) is transposed in 8 x 8 blocks;
+        // other layouts and the edges value by value.
+        let mut p8 = 0;
+        if rsb == 1 && csb > 0 && cols == nr && nr.is_multiple_of(8) {
+            p8 = kc / 8 * 8;
+            for p in (0..p8).step_by(8) {
+                for jb in (0..nr).step_by(8) {
+                    // SAFETY: rows p .. p + 8 <= kc and columns jb .. jb + 8 <= cols of the
+                    // view (column j starts csb apart, its rows contiguous); the panel
+                    // rows p .. p + 8 hold nr values each.
+                    unsafe {
+                        V::transpose8(
+                            src.offset(jb as isize * csb + p as isize),
+                            csb as usize,
+                            dst.as_mut_ptr().add(p * nr + jb),
+                            nr,
+                        )
+                    };
+                }
+            }
         }
+        for jj in 0..cols {
+            // SAFETY: column jj < cols of the view.
+            let col = unsafe { src.offset(jj as isize * csb) };
+            for p in p8..kc {
+                // SAFETY: row p < kc.
+                dst[p * nr + jj] = unsafe { *col.offset(p as isize * rsb) };
+            }
+        }
+        if cols < nr {
+            for row in dst.chunks_exact_mut(nr) {
+                row[cols..pad].fill(V::E::zero());
+            }
+        }
+    }
+    if alpha != V::E::one() {
+        dst.iter_mut().for_each(|x| *x = alpha * *x);
     }
 }
 
@@ -323,8 +322,6 @@ struct Tile<T> {
     csc: isize,
     cols: usize,
     start: Start<T>,
-    /// `cols` values: the chains' start under [`Start::Bias`].
-    bias: Option<*const T>,
     /// Applied as the tile is stored (the last `k` block).
     act: Option<Unary<T>>,
 }
@@ -381,18 +378,16 @@ impl<T: Float> Tile<T> {
         // The starting values.
         match self.start {
             Start::Zero => {}
-            Start::Bias | Start::Load | Start::Scaled(_) => {
+            Start::Bias(_) | Start::Load | Start::Scaled(_) => {
                 let scale = match self.start {
                     Start::Scaled(s) => Some(V::splat(s)),
                     _ => None,
                 };
-                // A bias start reads the same row for every row of the tile.
-                let (src, rs) = match (self.start, self.bias) {
-                    (Start::Bias, Some(b)) => (b as *mut T, 0),
-                    _ => (self.c, self.rsc),
+                // A bias start reads the same contiguous row for every row of the tile.
+                let (src, rs, cs, full) = match self.start {
+                    Start::Bias(b) => (b, 0, 1, self.cols == w),
+                    _ => (self.c as *const T, self.rsc, self.csc, full),
                 };
-                let full = full || (matches!(self.start, Start::Bias) && self.cols == w);
-                let cs = if matches!(self.start, Start::Bias) { 1 } else { self.csc };
                 for (r, acc_row) in acc.iter_mut().enumerate().take(self.rows) {
                     // SAFETY: row r < rows of the C block (or the bias row).
                     let row = unsafe { src.offset(r as isize * rs) };
