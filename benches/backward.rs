@@ -11,15 +11,15 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ndarray::s;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use vae::data::Dataset;
 use vae::linalg::simd;
-use vae::mnist::Mnist;
 use vae::model::{Objective, Vae, VaeConfig};
 use vae::nn::{Adam, AdamConfig, Optimizer};
 
 const BATCH: usize = 128;
 
 fn bench(c: &mut Criterion) {
-    let mnist = Mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")).expect("the shipped MNIST");
+    let mnist = Dataset::open(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")).expect("the shipped MNIST");
     let x = mnist.train.images.slice(s![..BATCH, ..]).to_owned();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut group = c.benchmark_group("vae_step_784-400-20_b128");

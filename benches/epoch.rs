@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use vae::data::{BatchConfig, Batches, Dataset};
 use vae::linalg::{Backend, force_backend, fpenv, simd, team};
-use vae::mnist::{BatchConfig, Batches, Mnist};
 use vae::model::{Bound, LevelConfig, Objective, Vae, VaeConfig};
 use vae::nn::{Activation, Adam, AdamConfig, Optimizer};
 
@@ -47,6 +47,7 @@ fn models() -> Vec<Model> {
             hidden: vec![100, 100],
             latent: 50,
         }],
+        shape: None,
     };
     vec![
         Model {
@@ -135,7 +136,7 @@ fn peak(level: simd::Level, threads: usize) -> f64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let mnist = Mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")).expect("the shipped MNIST");
+    let mnist = Dataset::open(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")).expect("the shipped MNIST");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let counts = if threads > 1 { vec![1, threads] } else { vec![1] };
     let best = simd::detected_level();

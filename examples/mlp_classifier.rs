@@ -7,7 +7,7 @@
 use ndarray::{Array2, Axis};
 use rand::SeedableRng;
 use vae::autograd::Tape;
-use vae::mnist::{BatchConfig, Batches, Mnist};
+use vae::data::{BatchConfig, Batches, Dataset};
 use vae::nn::{Activation, Adam, AdamConfig, Linear, Mlp, Optimizer};
 
 fn flag(name: &str) -> Option<usize> {
@@ -22,7 +22,7 @@ fn flag(name: &str) -> Option<usize> {
 
 fn main() {
     let (epochs, subset) = (flag("--epochs").unwrap_or(5), flag("--subset"));
-    let mnist = Mnist::load("data/mnist").expect("run from the repository root, which ships data/mnist");
+    let mnist = Dataset::open("data/mnist").expect("run from the repository root, which ships data/mnist");
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let mut t = Tape::<f32>::new();
     let hidden = Mlp::new(&mut t, 784, &[256], Activation::Relu, &mut rng);
@@ -41,8 +41,9 @@ fn main() {
         batches.start_epoch(epoch as u64);
         while let Some(b) = batches.next_batch() {
             // One-hot targets; loss = mean over images of logsumexp(logits) - logit[label].
-            let mut onehot = Array2::<f32>::zeros((b.labels.len(), 10));
-            for (i, &l) in b.labels.iter().enumerate() {
+            let labels = b.labels.expect("MNIST is labelled");
+            let mut onehot = Array2::<f32>::zeros((labels.len(), 10));
+            for (i, &l) in labels.iter().enumerate() {
                 onehot[[i, l as usize]] = 1.0;
             }
             t.reset();
@@ -67,7 +68,7 @@ fn main() {
             .value(logits)
             .rows()
             .into_iter()
-            .zip(&mnist.test.labels)
+            .zip(mnist.test.labels.as_ref().expect("MNIST is labelled"))
             .filter(|(row, label)| {
                 let best = row
                     .iter()

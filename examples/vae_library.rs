@@ -6,7 +6,7 @@
 //! `cargo run --release --example vae_library -- [--epochs 5] [--subset N]`
 
 use rand::SeedableRng;
-use vae::mnist::Mnist;
+use vae::data::Dataset;
 use vae::model::{Vae, VaeConfig, checkpoint};
 use vae::trainer::{Control, EpochEnd, TrainConfig, Trainer};
 
@@ -22,7 +22,7 @@ fn flag(name: &str) -> Option<usize> {
 
 fn main() {
     let (epochs, subset) = (flag("--epochs").unwrap_or(5), flag("--subset"));
-    let mnist = Mnist::load("data/mnist").expect("run from the repository root, which ships data/mnist");
+    let mnist = Dataset::open("data/mnist").expect("run from the repository root, which ships data/mnist");
     let model = VaeConfig {
         latent: 8,
         ..VaeConfig::reference()

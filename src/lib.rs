@@ -14,8 +14,8 @@
 #![warn(missing_docs)]
 
 pub use vae_autograd as autograd;
+pub use vae_data as data;
 pub use vae_linalg as linalg;
-pub use vae_mnist as mnist;
 pub use vae_model as model;
 pub use vae_nn as nn;
 pub use vae_train as train;

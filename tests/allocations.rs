@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use vae::mnist::{BatchConfig, Batches, Mnist};
+use vae::data::{BatchConfig, Batches, Dataset};
 use vae::model::{Objective, Vae, VaeConfig};
 use vae::nn::{Adam, AdamConfig, Optimizer};
 
@@ -38,7 +38,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn a_warm_training_step_reuses_every_buffer() {
-    let mnist = Mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")).unwrap();
+    let mnist = Dataset::open(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")).unwrap();
     let split = mnist.train.head(128 * 12);
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();

@@ -11,8 +11,8 @@ use vae::model::checkpoint;
 use vae::model::{Bound, LevelConfig, Likelihood, Vae, VaeConfig};
 use vae::nn::Activation;
 use vae::train::cli::TrainArgs;
+use vae::train::commands::train::train;
 use vae::train::report::{Progress, Verbosity};
-use vae::train::train::train;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vae-ckpt-it-{}-{name}", std::process::id()));
@@ -22,7 +22,7 @@ fn tmp(name: &str) -> PathBuf {
 
 fn args(dir: &Path) -> TrainArgs {
     TrainArgs {
-        data: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist"),
+        data: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist")),
         subset: Some(1000),
         threads: Some(2),
         run_dir: Some(dir.to_path_buf()),
@@ -37,10 +37,10 @@ fn quiet() -> Progress {
 /// Two stochastic layers trained with the IWAE bound and DReG.
 fn args_two_levels(dir: &Path) -> TrainArgs {
     TrainArgs {
-        latent: vec![6, 3],
-        upper_hidden: vec![10],
-        objective: Bound::Iwae,
-        samples: 3,
+        latent: Some(vec![6, 3]),
+        upper_hidden: Some(vec![10]),
+        objective: Some(Bound::Iwae),
+        samples: Some(3),
         dreg: true,
         binarize: true,
         ..args(dir)
@@ -60,6 +60,7 @@ fn small(likelihood: Likelihood, levels: usize) -> Vae<f32> {
                 latent: 2,
             })
             .collect(),
+        shape: None,
     };
     let mut v = Vae::<f32>::new(cfg, &mut StdRng::seed_from_u64(3)).unwrap();
     // Give the learned variance (if any) a non-trivial value too.

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use ndarray::{Array2, ArrayView2, array};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use vae::mnist::Mnist;
+use vae::data::Dataset;
 use vae::model::Vae;
 use vae::model::checkpoint;
 use vae::train::cli::TrainArgs;
@@ -16,10 +16,10 @@ use vae::train::commands::manifold::{ManifoldArgs, grid_point, manifold};
 use vae::train::commands::reconstruct::{ReconstructArgs, reconstruct};
 use vae::train::commands::sample::{SampleArgs, sample};
 use vae::train::commands::score::{Method, ScoreArgs, score};
+use vae::train::commands::train::train;
 use vae::train::commands::{RunArgs, eval, latents, plot};
 use vae::train::image::{PAD, read_png, to_byte, untile};
 use vae::train::report::{Progress, Verbosity};
-use vae::train::train::train;
 
 fn data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
@@ -33,11 +33,11 @@ fn tiny(latent: usize) -> PathBuf {
             let dir = std::env::temp_dir().join(format!("vae-cmd-it-{}-{latent}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             let args = TrainArgs {
-                data: data(),
+                data: Some(data()),
                 epochs: Some(2),
                 subset: Some(500),
-                hidden: vec![32],
-                latent: vec![latent],
+                hidden: Some(vec![32]),
+                latent: Some(vec![latent]),
                 threads: Some(2),
                 run_dir: Some(dir.clone()),
                 ..TrainArgs::default()
@@ -106,7 +106,7 @@ fn reconstruct_puts_test_images_over_their_reconstructions() {
     assert_eq!(out, dir.join("reconstruct.png"));
     let g = read_png(&out).unwrap();
     assert_eq!((g.width, g.height), grid_size(5, 2));
-    let test = Mnist::load(data()).unwrap().test.head(5);
+    let test = Dataset::open(data()).unwrap().test.head(5);
     let tiles = untile(&g, 28, 28, 10, 5);
     assert_eq!(tiles[..5], bytes(test.images.view())[..]);
     let recon = model(&dir).reconstruct(test.images.view());
@@ -138,7 +138,7 @@ fn interpolate_runs_from_one_latent_mean_to_the_other() {
         let g = read_png(&vae::train::commands::interpolate::run(&a).unwrap()).unwrap();
         assert_eq!((g.width, g.height), grid_size(6, 2));
         let tiles = untile(&g, 28, 28, 12, 6);
-        let test = Mnist::load(data()).unwrap().test.head(4);
+        let test = Dataset::open(data()).unwrap().test.head(4);
         let mut m = model(&dir);
         let (mu, _) = m.encode(test.images.view());
         let ends = m.decode(mu.view());
@@ -277,14 +277,14 @@ fn two_stochastic_layers_with_iwae_work_with_every_command() {
     let dir = std::env::temp_dir().join(format!("vae-cmd-it-{}-two-levels", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let args = TrainArgs {
-        data: data(),
+        data: Some(data()),
         epochs: Some(3),
         subset: Some(500),
-        hidden: vec![32],
-        latent: vec![6, 2],
-        upper_hidden: vec![16],
-        objective: vae::model::Bound::Iwae,
-        samples: 4,
+        hidden: Some(vec![32]),
+        latent: Some(vec![6, 2]),
+        upper_hidden: Some(vec![16]),
+        objective: Some(vae::model::Bound::Iwae),
+        samples: Some(4),
         dreg: true,
         binarize: true,
         // Every epoch: any training time reaches the mark.
@@ -389,14 +389,14 @@ fn two_stochastic_layers_with_iwae_work_with_every_command() {
 
 #[test]
 fn every_binarized_run_is_tested_on_the_same_binary_test_set() {
-    let mnist = vae::train::train::load_data(&data(), &Default::default()).unwrap();
+    let mnist = vae::train::data::open(&data(), &Default::default()).unwrap();
     let args = |seed| TrainArgs {
         binarize: true,
-        seed,
+        seed: Some(seed),
         ..TrainArgs::default()
     };
-    let a = vae::train::train::test_split(&args(1), &mnist);
-    let b = vae::train::train::test_split(&args(7), &mnist);
+    let a = vae::train::data::test_split(&args(1).recipe(), &mnist);
+    let b = vae::train::data::test_split(&args(7).recipe(), &mnist);
     assert_eq!(a.images, b.images);
     assert!(a.images.iter().all(|&p| p == 0.0 || p == 1.0));
 }

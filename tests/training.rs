@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use vae::mnist::Mnist;
+use vae::data::Dataset;
 use vae::model::Vae;
 use vae::train::cli::TrainArgs;
+use vae::train::commands::train::train;
 use vae::train::report::{Progress, Verbosity};
 use vae::train::run::EpochMetrics;
-use vae::train::train::{evaluate, train};
+use vae::trainer::evaluate;
 
 fn data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
@@ -24,7 +25,7 @@ fn run_dir(name: &str) -> PathBuf {
 /// Reference configuration on a 2,000-image subset.
 fn args(name: &str) -> TrainArgs {
     TrainArgs {
-        data: data(),
+        data: Some(data()),
         epochs: Some(1),
         subset: Some(2000),
         threads: Some(2),
@@ -41,9 +42,9 @@ fn quiet() -> Progress {
 fn one_epoch_on_a_subset_lowers_the_test_loss() {
     let a = args("lowers");
     // The untrained model, initialised exactly as the run will be.
-    let mnist = Mnist::load(data()).unwrap();
-    let mut rng = StdRng::seed_from_u64(vae::mnist::stream_seed(1, 0, 10));
-    let mut fresh = Vae::<f32>::new(a.model_config(784), &mut rng).unwrap();
+    let mnist = Dataset::open(data()).unwrap();
+    let mut rng = StdRng::seed_from_u64(vae::data::stream_seed(1, 0, 10));
+    let mut fresh = Vae::<f32>::new(a.recipe().model_config(vae::data::ImageShape::grey(28, 28)), &mut rng).unwrap();
     let before = evaluate(&mut fresh, &mnist.test, &mut StdRng::seed_from_u64(0)).neg_elbo();
     let out = train(&a, &mut quiet()).unwrap();
     let after = out.metrics[0].test_loss;
@@ -64,7 +65,10 @@ fn one_epoch_on_a_subset_lowers_the_test_loss() {
 #[test]
 fn beta_weights_the_kl_term() {
     let kl = |beta: f64, name: &str| {
-        let a = TrainArgs { beta, ..args(name) };
+        let a = TrainArgs {
+            beta: Some(beta),
+            ..args(name)
+        };
         let m = train(&a, &mut quiet()).unwrap().metrics[0];
         (m.train_kl, m.test_kl)
     };
@@ -91,7 +95,7 @@ fn the_same_seed_gives_the_same_metrics() {
     assert_eq!(strip(&a), strip(&b));
     let c = train(
         &TrainArgs {
-            seed: 2,
+            seed: Some(2),
             ..args("seed-c")
         },
         &mut quiet(),
@@ -128,8 +132,8 @@ fn a_learning_rate_schedule_changes_the_updates() {
     let train = |schedule: &str, name: &str| {
         let mut a = args(name);
         a.epochs = Some(2);
-        a.lr_schedule = schedule.parse().unwrap();
-        vae::train::train::train(&a, &mut quiet()).unwrap().metrics
+        a.lr_schedule = Some(schedule.parse().unwrap());
+        vae::train::commands::train::train(&a, &mut quiet()).unwrap().metrics
     };
     let (c, e) = (train("constant", "sched-c"), train("exponential:0.5", "sched-e"));
     assert_eq!(c[0].train_loss, e[0].train_loss, "epoch 0 runs at the base rate");

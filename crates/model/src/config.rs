@@ -1,6 +1,7 @@
 //! What a VAE is (architecture, likelihood) and what it is trained for (β, free bits).
 
 use serde::{Deserialize, Serialize};
+use vae_data::ImageShape;
 use vae_nn::Activation;
 
 /// The decoder's distribution over pixels.
@@ -37,6 +38,10 @@ pub struct VaeConfig {
     /// own hidden widths (the prior side mirrors them), and p(z_top) = N(0, I).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upper: Vec<LevelConfig>,
+    /// The shape of the images, whose values are the `input` (`None`: not recorded, as in
+    /// models saved before shapes were; see [`VaeConfig::image_shape`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<ImageShape>,
 }
 
 /// A stochastic layer above the first.
@@ -58,7 +63,14 @@ impl VaeConfig {
             activation: Activation::Relu,
             likelihood: Likelihood::Bernoulli,
             upper: Vec::new(),
+            shape: None,
         }
+    }
+
+    /// The shape of the model's images: the recorded one, else (models saved before shapes
+    /// were recorded) a grey square of `input` pixels if `input` is a square.
+    pub fn image_shape(&self) -> Option<ImageShape> {
+        self.shape.or_else(|| ImageShape::square_grey(self.input))
     }
 
     /// Number of stochastic layers.
@@ -81,39 +93,52 @@ impl VaeConfig {
 
     /// Checks every size and constant.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, message: String| Err(ConfigError { field, message });
         if self.input == 0 {
-            return Err(ConfigError("input size must be at least 1".into()));
+            return err("input", "must be at least 1".into());
+        }
+        if let Some(shape) = self.shape
+            && shape.len() != self.input
+        {
+            return err(
+                "shape",
+                format!("{shape} holds {} values, not the {} inputs", shape.len(), self.input),
+            );
         }
         if self.latent == 0 {
-            return Err(ConfigError("latent size must be at least 1".into()));
+            return err("latent", "must be at least 1".into());
         }
         if self.hidden.is_empty() {
-            return Err(ConfigError(
-                "the hidden layer list is empty: give at least one width, e.g. 400".into(),
-            ));
+            return err("hidden", "is empty: give at least one layer width, e.g. 400".into());
         }
         if self.hidden.contains(&0) {
-            return Err(ConfigError(format!(
-                "hidden widths must be at least 1, got {:?}",
-                self.hidden
-            )));
+            return err("hidden", format!("widths must be at least 1, got {:?}", self.hidden));
         }
         for (i, l) in self.upper.iter().enumerate() {
-            if l.latent == 0 || l.hidden.is_empty() || l.hidden.contains(&0) {
-                return Err(ConfigError(format!(
-                    "stochastic layer {} needs at least one hidden width and a latent size, all at least 1 (got hidden {:?}, latent {})",
-                    i + 2,
-                    l.hidden,
-                    l.latent
-                )));
+            if l.latent == 0 {
+                return err(
+                    "upper.latent",
+                    format!("must be at least 1 (for each stochastic layer; layer {} has 0)", i + 2),
+                );
+            }
+            if l.hidden.is_empty() || l.hidden.contains(&0) {
+                return err(
+                    "upper.hidden",
+                    format!(
+                        "widths must be at least 1, and at least one is needed (stochastic layer {} has {:?})",
+                        i + 2,
+                        l.hidden
+                    ),
+                );
             }
         }
         if let Likelihood::Gaussian { variance: Some(v) } = self.likelihood
             && !(v.is_finite() && v > 0.0)
         {
-            return Err(ConfigError(format!(
-                "the Gaussian variance must be positive and finite, got {v}"
-            )));
+            return err(
+                "likelihood",
+                format!("needs a positive, finite Gaussian variance, got {v}"),
+            );
         }
         Ok(())
     }
@@ -176,28 +201,39 @@ impl Objective {
 
     /// Checks that the pieces fit together.
     pub fn validate(&self, config: &VaeConfig) -> Result<(), ConfigError> {
+        let err = |field, message: String| Err(ConfigError { field, message });
         if self.samples == 0 {
-            return Err(ConfigError("the number of samples per image must be at least 1".into()));
+            return err("samples", "must be at least 1".into());
+        }
+        if !(self.free_bits.is_finite() && self.free_bits >= 0.0) {
+            return err("free_bits", format!("must be 0 or more nats, got {}", self.free_bits));
         }
         if self.free_bits > 0.0 && !self.is_classic(config) {
-            return Err(ConfigError(
-                "free bits act on the analytic KL of a one-level model trained with one sample and the plain gradient; drop --free-bits, or use --samples 1 without --dreg and one latent level".into(),
-            ));
+            return err(
+                "free_bits",
+                format!(
+                    "acts on the analytic KL of one latent layer trained with one sample: it cannot be combined with {{samples}} {}, {{dreg}} or several {{latent}} layers",
+                    self.samples
+                ),
+            );
         }
         if !(self.kl_weight.is_finite() && self.kl_weight >= 0.0) {
-            return Err(ConfigError(format!(
-                "the KL weight must be finite and non-negative, got {}",
-                self.kl_weight
-            )));
+            return err("kl_weight", format!("must be 0 or more, got {}", self.kl_weight));
         }
         Ok(())
     }
 }
 
-/// An invalid configuration, with what is wrong.
+/// An invalid configuration: the field that is wrong, and what is wrong with it. Other
+/// fields the message mentions appear as `{name}`.
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+#[error("{field} {}", message.replace(['{', '}'], ""))]
+pub struct ConfigError {
+    /// The field (`hidden`, `upper.latent`, `samples`, `kl_weight`, ...).
+    pub field: &'static str,
+    /// What is wrong, to follow the field's name.
+    pub message: String,
+}
 
 impl std::fmt::Display for Likelihood {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -205,6 +241,64 @@ impl std::fmt::Display for Likelihood {
             Likelihood::Bernoulli => write!(f, "Bernoulli"),
             Likelihood::Gaussian { variance: Some(v) } => write!(f, "Gaussian (variance {v})"),
             Likelihood::Gaussian { variance: None } => write!(f, "Gaussian (learned variance)"),
+        }
+    }
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bound::Elbo => "elbo",
+            Bound::Iwae => "iwae",
+        })
+    }
+}
+
+impl std::str::FromStr for Bound {
+    type Err = String;
+
+    /// `elbo` or `iwae`, case-insensitive.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "elbo" => Ok(Bound::Elbo),
+            "iwae" => Ok(Bound::Iwae),
+            _ => Err(format!("'{s}': expected elbo or iwae")),
+        }
+    }
+}
+
+impl Likelihood {
+    /// The spelling [`Likelihood::from_str`](std::str::FromStr) reads back: `bernoulli`,
+    /// `gaussian:VARIANCE` or `gaussian-learned`.
+    pub fn spec(&self) -> String {
+        match self {
+            Likelihood::Bernoulli => "bernoulli".into(),
+            Likelihood::Gaussian { variance: Some(v) } => format!("gaussian:{v}"),
+            Likelihood::Gaussian { variance: None } => "gaussian-learned".into(),
+        }
+    }
+}
+
+impl std::str::FromStr for Likelihood {
+    type Err = String;
+
+    /// `bernoulli`, `gaussian` (unit variance; also `mse`), `gaussian:VARIANCE` or
+    /// `gaussian-learned`, case-insensitive.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "bernoulli" => Ok(Likelihood::Bernoulli),
+            "gaussian" | "mse" => Ok(Likelihood::Gaussian { variance: Some(1.0) }),
+            "gaussian-learned" => Ok(Likelihood::Gaussian { variance: None }),
+            _ => match lower.strip_prefix("gaussian:").map(str::parse::<f64>) {
+                Some(Ok(v)) if v.is_finite() && v > 0.0 => Ok(Likelihood::Gaussian { variance: Some(v) }),
+                Some(_) => Err(format!(
+                    "'{s}': the variance after 'gaussian:' must be a positive number"
+                )),
+                None => Err(format!(
+                    "'{s}': expected bernoulli, gaussian, gaussian:VARIANCE or gaussian-learned"
+                )),
+            },
         }
     }
 }

@@ -1,15 +1,16 @@
-//! Command-line arguments (clap) and their validation.
+//! Command-line arguments (clap): the subcommands, and the training flags as a view of the
+//! run recipe ([`crate::recipe`]).
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
-use clap::{Args, Parser, Subcommand};
-use vae_mnist::Limits;
-use vae_model::{Bound, LevelConfig, Likelihood, VaeConfig};
+use anyhow::Result;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use vae_model::{Bound, Likelihood};
 use vae_nn::Activation;
 use vae_trainer::LrSchedule;
 
 use crate::commands;
+use crate::recipe::RunConfig;
 
 /// Train and explore variational autoencoders on MNIST.
 ///
@@ -49,100 +50,90 @@ pub enum Command {
     Score(commands::score::ScoreArgs),
 }
 
-/// Flags of `vae-train train`. Defaults are PyTorch's example: 784-400-20, ReLU, Bernoulli
-/// decoder on grey-level pixels, Adam lr 1e-3, batch 128, 10 epochs, seed 1.
-#[derive(Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// Flags of `vae-train train`: a view of the run recipe ([`RunConfig`]), which holds every
+/// default and rule; a flag not given leaves the recipe's value (the default, or on
+/// `--resume` the run's own).
+#[derive(Args, Debug, Clone, Default)]
 pub struct TrainArgs {
     /// Directory holding the MNIST IDX files.
-    #[arg(long, default_value = "data/mnist")]
-    pub data: PathBuf,
-    /// Passes over the training set [default: 10]; with --resume, the total to reach
-    /// [default: the run's own].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Passes over the training set (with --resume: the total to reach, the run's own if not
+    /// given).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per batch.
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: usize,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Adam's learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
-    pub lr: f64,
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
     /// Hidden layer widths of the encoder, comma-separated (the decoder mirrors them).
-    #[arg(long, default_value = "400", value_delimiter = ',', num_args = 0..)]
-    pub hidden: Vec<usize>,
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    pub hidden: Option<Vec<usize>>,
     /// Latent dimensions; a comma-separated list gives several stochastic layers, z1 first
     /// (`--latent 100,50`: q(z1|x) q(z2|z1), p(z2) p(z1|z2) p(x|z1), as in the IWAE paper).
-    #[arg(long, default_value = "20", value_delimiter = ',', num_args = 1..)]
-    #[serde(deserialize_with = "one_or_many")]
-    pub latent: Vec<usize>,
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub latent: Option<Vec<usize>>,
     /// Hidden widths of each stochastic layer above the first (its q network; its p network
     /// mirrors them).
-    #[arg(long, default_value = "100,100", value_delimiter = ',', num_args = 1..)]
-    #[serde(default = "default_upper_hidden")]
-    pub upper_hidden: Vec<usize>,
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub upper_hidden: Option<Vec<usize>>,
     /// The bound trained: elbo, or iwae (the importance-weighted bound over --samples).
-    #[arg(long, default_value = "elbo", value_parser = parse_bound)]
-    #[serde(default)]
-    pub objective: Bound,
+    #[arg(long)]
+    pub objective: Option<Bound>,
     /// Samples of z per image (K): the IWAE bound's K, or the ELBO averaged over K.
-    #[arg(long, default_value_t = 1)]
-    #[serde(default = "one")]
-    pub samples: usize,
+    #[arg(long)]
+    pub samples: Option<usize>,
     /// The encoder's gradient through the samples alone, with q's parameters held fixed in
     /// its density: DReG (Tucker et al. 2018) for iwae, sticking-the-landing for elbo.
     #[arg(long)]
-    #[serde(default)]
     pub dreg: bool,
     /// relu, leaky-relu[:SLOPE] (default slope 0.01), sigmoid or tanh.
-    #[arg(long, default_value = "relu")]
-    pub activation: Activation,
+    #[arg(long)]
+    pub activation: Option<Activation>,
     /// Decoder distribution: bernoulli, gaussian (unit variance: the squared-error loss),
     /// gaussian:VARIANCE (fixed), or gaussian-learned (one variance per pixel).
-    #[arg(long, default_value = "bernoulli", value_parser = parse_likelihood)]
-    pub likelihood: Likelihood,
+    #[arg(long)]
+    pub likelihood: Option<Likelihood>,
     /// Learning-rate schedule: constant, iwae (the IWAE paper's stages of 3^i epochs at
     /// lr * 10^(-i/7)), cosine (to 0 over the run's epochs) or exponential[:GAMMA] (lr *
     /// GAMMA^epoch, default 0.95).
-    #[arg(long, default_value = "constant")]
-    #[serde(default = "constant_schedule")]
-    pub lr_schedule: LrSchedule,
+    #[arg(long)]
+    pub lr_schedule: Option<LrSchedule>,
     /// Adam's epsilon (added to the denominator; the IWAE paper uses 1e-4).
-    #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true)]
-    #[serde(default = "default_eps")]
-    pub adam_eps: f64,
+    #[arg(long, allow_negative_numbers = true)]
+    pub adam_eps: Option<f64>,
     /// Adam's decay of the first moment.
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    #[serde(default = "default_beta1")]
-    pub adam_beta1: f64,
+    #[arg(long, allow_negative_numbers = true)]
+    pub adam_beta1: Option<f64>,
     /// Adam's decay of the second moment.
-    #[arg(long, default_value_t = 0.999, allow_negative_numbers = true)]
-    #[serde(default = "default_beta2")]
-    pub adam_beta2: f64,
+    #[arg(long, allow_negative_numbers = true)]
+    pub adam_beta2: Option<f64>,
     /// Stop training after this much wall-clock time (e.g. 90s, 60m, 1.5h) with a checkpoint
     /// that `--resume` continues exactly.
     #[arg(long, value_parser = parse_duration)]
-    #[serde(skip)]
     pub time_budget: Option<f64>,
     /// Keep a copy of the model every this much training time (e.g. 10m) and at the end, in
     /// RUN_DIR/snapshots/ (each a run directory `vae-train eval` takes), for learning curves.
     #[arg(long, value_parser = parse_duration)]
-    #[serde(default)]
     pub snapshot_every: Option<f64>,
     /// Weight of the KL term (β-VAE); 1 is the ELBO.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    pub beta: f64,
+    #[arg(long, allow_negative_numbers = true)]
+    pub beta: Option<f64>,
     /// Epochs over which the KL weight rises linearly from 0 to β (0: no warm-up).
-    #[arg(long, default_value_t = 0.0)]
-    pub warmup: f64,
+    #[arg(long)]
+    pub warmup: Option<f64>,
     /// Free bits: minimum KL per latent unit, in nats (0: off).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub free_bits: f64,
+    #[arg(long, allow_negative_numbers = true)]
+    pub free_bits: Option<f64>,
     /// Dynamic binarization: each training pixel drawn as Bernoulli(intensity) every epoch.
     #[arg(long)]
     pub binarize: bool,
     /// Seed of every random stream (initialisation, shuffling, noise).
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Worker threads (default: every core).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Worker threads [default: every core].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Train on the first N training images only.
@@ -153,81 +144,189 @@ pub struct TrainArgs {
     pub exclude_digit: Option<u8>,
     /// Refuse any IDX file whose header declares more data than this many bytes (checked
     /// before its body is read or inflated).
-    #[arg(long, default_value_t = Limits::DEFAULT_MAX_DATA_BYTES)]
-    #[serde(default = "default_max_data_bytes")]
-    pub max_data_bytes: u64,
+    #[arg(long)]
+    pub max_data_bytes: Option<u64>,
     /// Magnify the pictures of the run N times [default: enough for tiles of 28 pixels].
     #[arg(long)]
-    #[serde(default)]
     pub scale: Option<usize>,
-    /// Where to write the run (default: runs/<UTC time>).
+    /// Where to write the run [default: runs/<UTC time>].
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Continue the run in this directory exactly where its last checkpoint left off (with
-    /// its own configuration; --epochs and --threads may be given anew).
+    /// its own recipe; --epochs, --threads, --time-budget, --snapshot-every and --data may be
+    /// given anew).
     #[arg(long, conflicts_with = "run_dir")]
-    #[serde(skip)]
     pub resume: Option<PathBuf>,
     /// Start afresh in a --run-dir that holds an unfinished run (one that never wrote its
     /// first checkpoint). Never applies to a directory holding a checkpoint.
     #[arg(long, conflicts_with = "resume")]
-    #[serde(skip)]
     pub overwrite: bool,
-    /// The seed of the test set's one binarization: fixed for every new run; absent from
-    /// runs saved before it was (they used their --seed).
-    #[arg(skip = Some(crate::train::TEST_BINARIZE_SEED))]
-    #[serde(default)]
-    pub test_binarize_seed: Option<u64>,
     /// Testing aid: poison the batch with this global index (0-based) with a NaN.
     #[arg(long, hide = true)]
-    #[serde(skip)]
     pub inject_nan_at: Option<usize>,
 }
 
-fn default_upper_hidden() -> Vec<usize> {
-    vec![100, 100]
+/// A flag given on the command line, written over a recipe setting.
+trait Given<T> {
+    fn put(&self, into: &mut T);
 }
 
-fn one() -> usize {
-    1
-}
-
-/// A number (runs saved before several levels existed) or a list.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(usize),
-        Many(Vec<usize>),
-    }
-    Ok(match serde::Deserialize::deserialize(d)? {
-        OneOrMany::One(v) => vec![v],
-        OneOrMany::Many(v) => v,
-    })
-}
-
-fn parse_bound(s: &str) -> Result<Bound, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "elbo" => Ok(Bound::Elbo),
-        "iwae" => Ok(Bound::Iwae),
-        _ => Err(format!("'{s}': expected elbo or iwae")),
+impl<T: Clone> Given<T> for Option<T> {
+    fn put(&self, into: &mut T) {
+        if let Some(v) = self {
+            *into = v.clone();
+        }
     }
 }
 
-fn constant_schedule() -> LrSchedule {
-    LrSchedule::Constant
+impl<T: Clone> Given<Option<T>> for Option<T> {
+    fn put(&self, into: &mut Option<T>) {
+        if self.is_some() {
+            into.clone_from(self);
+        }
+    }
 }
 
-fn default_eps() -> f64 {
-    1e-8
+impl Given<bool> for bool {
+    fn put(&self, into: &mut bool) {
+        *into |= *self;
+    }
 }
 
-fn default_beta1() -> f64 {
-    0.9
+/// A recipe value as it would be typed after its flag (`None`: nothing worth showing).
+trait AsFlag {
+    fn as_flag(&self) -> Option<String>;
 }
 
-fn default_beta2() -> f64 {
-    0.999
+macro_rules! as_flag_by_display {
+    ($($t:ty),*) => {$(
+        impl AsFlag for $t {
+            fn as_flag(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    )*};
+}
+as_flag_by_display!(usize, u64, Activation, LrSchedule, Bound);
+
+impl AsFlag for f64 {
+    fn as_flag(&self) -> Option<String> {
+        let small = *self != 0.0 && self.abs() < 1e-3;
+        Some(if small { format!("{self:e}") } else { self.to_string() })
+    }
+}
+
+impl AsFlag for Likelihood {
+    fn as_flag(&self) -> Option<String> {
+        Some(self.spec())
+    }
+}
+
+impl AsFlag for bool {
+    fn as_flag(&self) -> Option<String> {
+        None
+    }
+}
+
+impl AsFlag for PathBuf {
+    fn as_flag(&self) -> Option<String> {
+        Some(self.display().to_string())
+    }
+}
+
+impl AsFlag for Vec<usize> {
+    fn as_flag(&self) -> Option<String> {
+        Some(self.iter().map(usize::to_string).collect::<Vec<_>>().join(","))
+    }
+}
+
+impl<T> AsFlag for Option<T> {
+    fn as_flag(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Each recipe flag beside the setting it sets: the one line a new training flag adds here
+/// (its conversion, its `[default: ...]` in `--help`, and its name in error messages).
+macro_rules! recipe_flags {
+    ($($flag:ident => $section:ident . $field:ident,)*) => {
+        impl TrainArgs {
+            /// Writes every flag given over `recipe`.
+            pub fn apply(&self, recipe: &mut RunConfig) {
+                $(Given::put(&self.$flag, &mut recipe.$section.$field);)*
+            }
+        }
+
+        /// (flag, recipe field) of every recipe flag.
+        const FLAGS: &[(&str, &str)] = &[$((stringify!($flag), stringify!($field)),)*];
+
+        /// (flag, default as typed) of every recipe flag.
+        fn defaults(r: &RunConfig) -> Vec<(&'static str, Option<String>)> {
+            vec![$((stringify!($flag), AsFlag::as_flag(&r.$section.$field)),)*]
+        }
+    };
+}
+
+recipe_flags! {
+    hidden => model.hidden,
+    latent => model.latent,
+    upper_hidden => model.upper_hidden,
+    activation => model.activation,
+    likelihood => model.likelihood,
+    epochs => training.epochs,
+    batch_size => training.batch_size,
+    lr => training.lr,
+    lr_schedule => training.lr_schedule,
+    adam_eps => training.adam_eps,
+    adam_beta1 => training.adam_beta1,
+    adam_beta2 => training.adam_beta2,
+    objective => training.objective,
+    samples => training.samples,
+    dreg => training.dreg,
+    beta => training.beta,
+    warmup => training.warmup,
+    free_bits => training.free_bits,
+    binarize => training.binarize,
+    seed => training.seed,
+    threads => training.threads,
+    snapshot_every => training.snapshot_every,
+    data => data.path,
+    max_data_bytes => data.max_data_bytes,
+    subset => data.subset,
+    exclude_digit => data.exclude_digit,
+    run_dir => output.run_dir,
+    scale => output.scale,
+}
+
+/// The command-line spelling of a recipe setting (`batch_size` is `--batch-size`, `path`
+/// is `--data`).
+pub fn flag(field: &str) -> String {
+    let name = FLAGS.iter().find(|(_, f)| *f == field).map_or(field, |(flag, _)| flag);
+    format!("--{}", name.replace('_', "-"))
+}
+
+/// The command line's parser, with each recipe flag's default (from [`RunConfig::default`])
+/// in its help.
+pub fn command() -> clap::Command {
+    let show = |cmd: clap::Command| {
+        defaults(&RunConfig::default())
+            .into_iter()
+            .filter_map(|(id, v)| v.map(|v| (id, v)))
+            .fold(cmd, |cmd, (id, v)| {
+                cmd.mut_arg(id, |a| {
+                    let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                    a.help(format!("{help} [default: {v}]"))
+                })
+            })
+    };
+    let cli = show(Cli::command());
+    cli.mut_subcommand("train", show)
+}
+
+/// Parses the process's arguments (with [`command`]'s help).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// `90s`, `60m`, `1.5h` or plain seconds, as seconds.
@@ -249,131 +348,39 @@ fn parse_duration(s: &str) -> Result<f64, String> {
     }
 }
 
-fn default_max_data_bytes() -> u64 {
-    Limits::DEFAULT_MAX_DATA_BYTES
-}
-
-/// Epochs when --epochs is not given.
-pub const DEFAULT_EPOCHS: usize = 10;
-
-fn parse_likelihood(s: &str) -> Result<Likelihood, String> {
-    let lower = s.trim().to_ascii_lowercase();
-    match lower.as_str() {
-        "bernoulli" => Ok(Likelihood::Bernoulli),
-        "gaussian" | "mse" => Ok(Likelihood::Gaussian { variance: Some(1.0) }),
-        "gaussian-learned" => Ok(Likelihood::Gaussian { variance: None }),
-        _ => match lower.strip_prefix("gaussian:").map(str::parse::<f64>) {
-            Some(Ok(v)) if v.is_finite() && v > 0.0 => Ok(Likelihood::Gaussian { variance: Some(v) }),
-            Some(_) => Err(format!(
-                "'{s}': the variance after 'gaussian:' must be a positive number"
-            )),
-            None => Err(format!(
-                "'{s}': expected bernoulli, gaussian, gaussian:VARIANCE or gaussian-learned"
-            )),
-        },
-    }
+/// How a training session starts and stops (not part of the recipe: not saved).
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// The run to continue, if any.
+    pub resume: Option<PathBuf>,
+    /// Start afresh in a run directory holding an unfinished run.
+    pub overwrite: bool,
+    /// Seconds of wall-clock time after which to stop with a checkpoint.
+    pub time_budget: Option<f64>,
+    /// Testing aid: the global batch to poison with a NaN.
+    pub inject_nan_at: Option<usize>,
 }
 
 impl TrainArgs {
-    /// Rejects values that are out of range, naming the flag.
+    /// The recipe of a new run: the defaults with the flags given written over them.
+    pub fn recipe(&self) -> RunConfig {
+        let mut r = RunConfig::default();
+        self.apply(&mut r);
+        r
+    }
+
+    /// Checks the recipe these flags give, naming the flag that is wrong.
     pub fn validate(&self) -> Result<()> {
-        if self.epochs == Some(0) {
-            bail!("--epochs must be at least 1");
-        }
-        if self.batch_size == 0 {
-            bail!("--batch-size must be at least 1");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("--lr must be a positive number, got {}", self.lr);
-        }
-        if self.hidden.is_empty() {
-            bail!("--hidden is empty: give at least one layer width, e.g. --hidden 400");
-        }
-        if self.hidden.contains(&0) {
-            bail!("--hidden widths must be at least 1, got {:?}", self.hidden);
-        }
-        if self.latent.is_empty() || self.latent.contains(&0) {
-            bail!(
-                "--latent must be at least 1 (for each stochastic layer), got {:?}",
-                self.latent
-            );
-        }
-        if self.latent.len() > 1 && (self.upper_hidden.is_empty() || self.upper_hidden.contains(&0)) {
-            bail!("--upper-hidden widths must be at least 1, got {:?}", self.upper_hidden);
-        }
-        if self.samples == 0 {
-            bail!("--samples must be at least 1");
-        }
-        if self.free_bits > 0.0 && (self.samples > 1 || self.dreg || self.latent.len() > 1) {
-            bail!(
-                "--free-bits acts on the analytic KL of one latent layer trained with one sample: it cannot be combined with --samples {}, --dreg or --latent {:?}",
-                self.samples,
-                self.latent
-            );
-        }
-        if !(self.beta.is_finite() && self.beta >= 0.0) {
-            bail!("--beta must be 0 or more, got {}", self.beta);
-        }
-        if !(self.warmup.is_finite() && self.warmup >= 0.0) {
-            bail!("--warmup must be 0 or more epochs, got {}", self.warmup);
-        }
-        if !(self.free_bits.is_finite() && self.free_bits >= 0.0) {
-            bail!("--free-bits must be 0 or more nats, got {}", self.free_bits);
-        }
-        if self.threads == Some(0) {
-            bail!("--threads must be at least 1");
-        }
-        if self.subset == Some(0) {
-            bail!("--subset must be at least 1 image");
-        }
-        if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
-            bail!("--adam-eps must be a positive number, got {}", self.adam_eps);
-        }
-        for (flag, b) in [("--adam-beta1", self.adam_beta1), ("--adam-beta2", self.adam_beta2)] {
-            if !(0.0..1.0).contains(&b) {
-                bail!("{flag} must be in [0, 1), got {b}");
-            }
-        }
-        if self.max_data_bytes == 0 {
-            bail!("--max-data-bytes must be at least 1");
-        }
-        crate::image::scale_for(self.scale, 1, 1)?;
-        Ok(())
+        self.recipe().validate().map_err(|e| anyhow::anyhow!(e.render(flag)))
     }
 
-    /// The number of epochs to reach.
-    pub fn total_epochs(&self) -> usize {
-        self.epochs.unwrap_or(DEFAULT_EPOCHS)
-    }
-
-    /// The reading limits these flags set.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_data_bytes: self.max_data_bytes,
+    /// The session options among the flags.
+    pub fn launch(&self) -> Launch {
+        Launch {
+            resume: self.resume.clone(),
+            overwrite: self.overwrite,
+            time_budget: self.time_budget,
+            inject_nan_at: self.inject_nan_at,
         }
-    }
-
-    /// The model architecture these flags describe, for images of `input` pixels.
-    pub fn model_config(&self, input: usize) -> VaeConfig {
-        VaeConfig {
-            input,
-            hidden: self.hidden.clone(),
-            latent: self.latent[0],
-            activation: self.activation,
-            likelihood: self.likelihood,
-            upper: self.latent[1..]
-                .iter()
-                .map(|&latent| LevelConfig {
-                    hidden: self.upper_hidden.clone(),
-                    latent,
-                })
-                .collect(),
-        }
-    }
-}
-
-impl Default for TrainArgs {
-    fn default() -> Self {
-        Cli::parse_from(["vae-train"]).train
     }
 }

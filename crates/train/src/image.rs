@@ -27,10 +27,17 @@ pub const MIN_TILE: usize = 28;
 /// makes a tile at least [`MIN_TILE`] pixels on its longer side (1 for MNIST).
 pub fn scale_for(given: Option<usize>, h: usize, w: usize) -> Result<usize> {
     match given {
-        Some(0) => anyhow::bail!("--scale must be at least 1"),
-        Some(s) if s > 64 => anyhow::bail!("--scale must be at most 64, got {s}"),
-        Some(s) => Ok(s),
+        Some(s) => check_scale(s).map(|()| s).map_err(|m| anyhow::anyhow!("--scale {m}")),
         None => Ok(MIN_TILE.div_ceil(h.max(w).max(1)).max(1)),
+    }
+}
+
+/// Checks a magnification (1 to 64); the error follows the setting's name.
+pub fn check_scale(s: usize) -> std::result::Result<(), String> {
+    match s {
+        0 => Err("must be at least 1".into()),
+        s if s > 64 => Err(format!("must be at most 64, got {s}")),
+        _ => Ok(()),
     }
 }
 

@@ -5,12 +5,12 @@
 
 //!
 //! ```
-//! use vae_train::cli::TrainArgs;
+//! use vae_train::recipe::RunConfig;
 //!
 //! // The defaults are PyTorch's example VAE.
-//! let args = TrainArgs::default();
-//! assert_eq!((args.batch_size, args.latent.clone(), args.hidden.clone()), (128, vec![20], vec![400]));
-//! args.validate().unwrap();
+//! let r = RunConfig::default();
+//! assert_eq!((r.training.batch_size, r.model.latent.clone(), r.model.hidden.clone()), (128, vec![20], vec![400]));
+//! r.validate().unwrap();
 //! ```
 #![warn(missing_docs)]
 // The flags' doc comments are also their `--help` text, written for a terminal: `[:SLOPE]`
@@ -19,11 +19,14 @@
 
 pub mod cli;
 pub mod commands;
+pub mod data;
 pub mod image;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod recipe;
 pub mod report;
 pub mod run;
+pub mod session;
 pub mod stats;
 pub mod svg;
-pub mod train;
+pub mod threads;

@@ -22,62 +22,42 @@ pub const RECONSTRUCTIONS: &str = "reconstructions.png";
 
 pub use vae_trainer::EpochMetrics;
 
-const CSV_HEADER: &str = "epoch,train_neg_elbo,train_recon,train_kl,test_neg_elbo,test_recon,test_kl,kl_weight,train_seconds,train_objective\n";
+/// Where snapshots go, one directory each.
+pub const SNAPSHOTS: &str = "snapshots";
 
-/// Renders metrics as CSV, header included.
+/// What a snapshot records besides the model.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// Complete epochs.
+    pub epochs: usize,
+    /// Batches of the next epoch.
+    pub batches: usize,
+    /// Seconds of training (batches only).
+    pub train_seconds: f64,
+}
+
+/// Renders metrics as CSV, header included (the columns of [`vae_trainer::FIELDS`]).
 pub fn metrics_csv(rows: &[EpochMetrics]) -> String {
-    let mut s = String::from(CSV_HEADER);
+    let mut s = EpochMetrics::csv_header() + "\n";
     for m in rows {
-        let _ = writeln!(
-            s,
-            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.4},{:.6}",
-            m.epoch,
-            m.train_loss,
-            m.train_recon,
-            m.train_kl,
-            m.test_loss,
-            m.test_recon,
-            m.test_kl,
-            m.kl_weight,
-            m.train_seconds,
-            m.train_objective
-        );
+        let _ = writeln!(s, "{}", m.csv_row());
     }
     s
 }
 
-/// Parses a metrics file written by [`metrics_csv`].
+/// Parses a metrics file written by [`metrics_csv`] (or by an earlier version, whose
+/// columns it finds by their names).
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        let f: Vec<f64> = line
-            .split(',')
-            .map(|v| v.trim().parse::<f64>())
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{}: line {} is not numbers", path.display(), i + 1))?;
-        // Files written before the objective column have 9 fields.
-        anyhow::ensure!(
-            f.len() == 9 || f.len() == 10,
-            "{}: line {} has {} fields, expected 10 (or 9)",
-            path.display(),
-            i + 1,
-            f.len()
-        );
-        rows.push(EpochMetrics {
-            epoch: f[0] as usize,
-            train_loss: f[1],
-            train_recon: f[2],
-            train_kl: f[3],
-            test_loss: f[4],
-            test_recon: f[5],
-            test_kl: f[6],
-            kl_weight: f[7],
-            train_seconds: f[8],
-            train_objective: f.get(9).copied().unwrap_or(f[1]),
-        });
-    }
-    Ok(rows)
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').map(str::trim).collect();
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            EpochMetrics::from_csv(&header, line)
+                .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", path.display(), i + 2))
+        })
+        .collect()
 }
 
 /// Writes the metrics file atomically.

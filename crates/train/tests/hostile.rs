@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use vae_mnist::idx::{self, Idx, IdxData};
+use vae_data::idx::{self, Idx, IdxData};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vae-train");
 

@@ -138,7 +138,7 @@ fn a_time_budget_stops_with_a_checkpoint_that_resumes() {
     assert_eq!(after.metadata["epochs_done"], target);
     let config: serde_json::Value = serde_json::from_str(&after.metadata["train.config"]).unwrap();
     assert_eq!(
-        config["lr_schedule"], "Iwae",
+        config["training"]["lr_schedule"], "Iwae",
         "the schedule is part of the run's configuration"
     );
 }

@@ -11,13 +11,13 @@
 //! continues bitwise as the uninterrupted one would have.
 //!
 //! ```
-//! use vae_mnist::{Mnist, Split};
+//! use vae_data::{ImageShape, Split};
 //! use vae_model::VaeConfig;
 //! use vae_trainer::{Control, EpochEnd, TrainConfig, Trainer};
 //!
 //! // 256 random 4x4 "images" stand in for MNIST here.
 //! let images = ndarray::Array2::from_shape_fn((256, 16), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 10.0);
-//! let split = Split { images, labels: vec![0; 256], rows: 4, cols: 4 };
+//! let split = Split { images, labels: None, shape: ImageShape::grey(4, 4) };
 //! let model = VaeConfig { input: 16, hidden: vec![8], latent: 2, ..VaeConfig::reference() };
 //! let mut trainer = Trainer::new(model, TrainConfig { batch_size: 32, ..TrainConfig::default() }, &split).unwrap();
 //! for _ in 0..3 {
@@ -35,7 +35,7 @@ mod metrics;
 mod schedule;
 mod trainer;
 
-pub use metrics::EpochMetrics;
+pub use metrics::{EpochMetrics, FIELDS, Field};
 pub use schedule::LrSchedule;
 pub use trainer::{
     Collective, Control, Diverged, EVAL_BATCH, EpochEnd, MODEL_FILE, Position, STATE_FILE, StateError, TrainConfig,

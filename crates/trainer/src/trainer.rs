@@ -8,7 +8,7 @@ use ndarray::Axis;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::Distribution;
-use vae_mnist::{BatchConfig, Batches, Split, stream_seed};
+use vae_data::{BatchConfig, Batches, Split, stream_seed};
 use vae_model::checkpoint::{self, CheckpointError, Loaded};
 use vae_model::{Bound, ConfigError, LossSums, Objective, Vae, VaeConfig};
 use vae_nn::{Adam, AdamConfig, Optimizer};
@@ -21,7 +21,7 @@ pub const STATE_FILE: &str = "training_state.safetensors";
 /// The shareable, weights-only checkpoint (PyTorch's tensor names and layout).
 pub const MODEL_FILE: &str = "model.safetensors";
 
-/// Salts of the random streams derived from the seed (see `vae_mnist::stream_seed`).
+/// Salts of the random streams derived from the seed (see `vae_data::stream_seed`).
 pub mod salt {
     /// Weight initialisation.
     pub const INIT: u64 = 10;

@@ -11,7 +11,7 @@ use vae_model::checkpoint::write_atomic;
 use vae_trainer::Collective;
 
 use super::{RunArgs, block_rng, block_rows, is_writer, my_blocks, output};
-use crate::train::with_threads;
+use crate::threads::with_threads;
 
 /// Flags of `vae-train eval`.
 #[derive(Args, Debug, Clone)]
@@ -67,6 +67,26 @@ pub fn active_units(mu: &ndarray::Array2<f32>) -> usize {
         .iter()
         .filter(|&&v| v > 0.01)
         .count()
+}
+
+/// `vae-train eval`: evaluates, writes the JSON and prints the summary (rank 0 alone).
+pub fn main(a: &EvalArgs, collective: Option<&mut dyn Collective>) -> Result<()> {
+    let writer = is_writer(&collective);
+    let e = eval_with(a, collective)?;
+    if writer {
+        let per_layer = match e.active_per_layer.as_slice() {
+            [_] => String::new(),
+            l => format!(
+                " ({} by layer, z1 first)",
+                l.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" + ")
+            ),
+        };
+        println!(
+            "{} test images: -ELBO {:.2} nats, -log p(x) ~ {:.2} nats (IWAE, k = {}, {:.1} s), {} of {} latent units active{per_layer}",
+            e.images, e.neg_elbo, e.neg_log_likelihood, e.k, e.iwae_seconds, e.active_units, e.latent
+        );
+    }
+    Ok(())
 }
 
 /// Runs the evaluation and writes it as JSON.

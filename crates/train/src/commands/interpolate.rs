@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use ndarray::{Array1, Array2, ArrayView1};
 
-use super::{RunArgs, image_side, output};
+use super::{RunArgs, image_shape, output};
 use crate::image::{scale_for, tile, write_png};
-use crate::train::with_threads;
+use crate::threads::with_threads;
 
 /// Flags of `vae-train interpolate`.
 #[derive(Args, Debug, Clone)]
@@ -76,8 +76,9 @@ pub fn run(a: &InterpolateArgs) -> Result<PathBuf> {
     }
     let pairs = parse_pairs(&a.pairs)?;
     let mut run = a.run.load()?;
-    let side = image_side(&run.model)?;
-    let scale = scale_for(a.scale, side, side)?;
+    let shape = image_shape(&run.model)?;
+    let (h, w) = (shape.height, shape.width);
+    let scale = scale_for(a.scale, h, w)?;
     let test = a.run.test_set(&run)?;
     if let Some(&(i, j)) = pairs.iter().find(|&&(i, j)| i.max(j) >= test.len()) {
         bail!(
@@ -99,6 +100,6 @@ pub fn run(a: &InterpolateArgs) -> Result<PathBuf> {
         run.model.decode(z.view())
     })?;
     let out = output(&run.dir, &a.out, "interpolate.png");
-    write_png(&out, &tile(images.view(), side, side, a.steps).upscaled(scale))?;
+    write_png(&out, &tile(images.view(), h, w, a.steps).upscaled(scale))?;
     Ok(out)
 }

@@ -10,7 +10,7 @@ use vae_model::checkpoint::write_atomic;
 use super::{RunArgs, output};
 use crate::stats::top2;
 use crate::svg::{Series, scatter};
-use crate::train::with_threads;
+use crate::threads::with_threads;
 
 /// Flags of `vae-train latents`.
 #[derive(Args, Debug, Clone)]
@@ -30,20 +30,26 @@ pub fn latents(a: &LatentsArgs) -> Result<PathBuf> {
     let (mu, _) = with_threads(a.run.threads, || run.model.encode(test.images.view()))?;
     let d = mu.ncols();
     let xy = top2(mu.mapv(f64::from).view());
-    let series: Vec<Series> = test
-        .classes()
-        .into_iter()
-        .map(|digit| Series {
-            name: format!("digit {digit}"),
-            points: test
-                .labels
-                .iter()
-                .enumerate()
-                .filter(|&(_, &l)| l == digit)
-                .map(|(i, _)| (xy[[i, 0]], xy[[i, 1]]))
-                .collect(),
-        })
-        .collect();
+    let series: Vec<Series> = match &test.labels {
+        // One series per label, with a legend.
+        Some(labels) => test
+            .classes()
+            .into_iter()
+            .map(|digit| Series {
+                name: format!("digit {digit}"),
+                points: labels
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &l)| l == digit)
+                    .map(|(i, _)| (xy[[i, 0]], xy[[i, 1]]))
+                    .collect(),
+            })
+            .collect(),
+        None => vec![Series {
+            name: "test images (unlabelled)".into(),
+            points: (0..xy.nrows()).map(|i| (xy[[i, 0]], xy[[i, 1]])).collect(),
+        }],
+    };
     let (title, xl, yl) = if d <= 2 {
         ("Latent means of the test set", "z1", "z2")
     } else {

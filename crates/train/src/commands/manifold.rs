@@ -7,10 +7,10 @@ use anyhow::{Result, bail};
 use clap::Args;
 use ndarray::Array2;
 
-use super::{RunArgs, image_side, output};
+use super::{RunArgs, image_shape, output};
 use crate::image::{scale_for, tile, write_png};
 use crate::stats::inverse_normal_cdf;
-use crate::train::with_threads;
+use crate::threads::with_threads;
 
 /// Flags of `vae-train manifold`.
 #[derive(Args, Debug, Clone)]
@@ -48,11 +48,12 @@ pub fn manifold(a: &ManifoldArgs) -> Result<PathBuf> {
             run.dir.display()
         );
     }
-    let side = image_side(&run.model)?;
-    let scale = scale_for(a.scale, side, side)?;
+    let shape = image_shape(&run.model)?;
+    let (h, w) = (shape.height, shape.width);
+    let scale = scale_for(a.scale, h, w)?;
     let z = Array2::from_shape_fn((a.n * a.n, 2), |(k, j)| grid_point(k / a.n, k % a.n, a.n)[j]);
     let images = with_threads(a.run.threads, || run.model.decode(z.view()))?;
     let out = output(&run.dir, &a.out, "manifold.png");
-    write_png(&out, &tile(images.view(), side, side, a.n).upscaled(scale))?;
+    write_png(&out, &tile(images.view(), h, w, a.n).upscaled(scale))?;
     Ok(out)
 }

@@ -9,20 +9,43 @@ pub mod plot;
 pub mod reconstruct;
 pub mod sample;
 pub mod score;
+pub mod train;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use vae_mnist::{Limits, Split};
+use vae_data::{ImageShape, Limits, Split};
 use vae_model::Vae;
 use vae_model::checkpoint;
 use vae_trainer::Collective;
 
-use crate::cli::TrainArgs;
+use crate::cli::Command;
+use crate::data::test_split;
+use crate::recipe::RunConfig;
+use crate::report::{Progress, Verbosity};
 use crate::run;
-use crate::train::{load_data, test_split};
+use crate::session::SharedCollective;
+
+/// Runs `command` (training when `None`, with `train` as its flags); `collective` gives the
+/// MPI ranks to share the work with, if any (training, `eval` and `score` use them).
+pub fn run(command: Option<Command>, train: crate::cli::TrainArgs, collective: Option<SharedCollective>) -> Result<()> {
+    let mut col = collective;
+    let wrote = |path: PathBuf| println!("wrote {}", path.display());
+    match command {
+        None => train::train_with(&train, &mut Progress::new(Verbosity::Normal), col).map(|_| ()),
+        Some(Command::Train(a)) => train::train_with(&a, &mut Progress::new(Verbosity::Normal), col).map(|_| ()),
+        Some(Command::Sample(a)) => sample::sample(&a).map(wrote),
+        Some(Command::Reconstruct(a)) => reconstruct::reconstruct(&a).map(wrote),
+        Some(Command::Interpolate(a)) => interpolate::run(&a).map(wrote),
+        Some(Command::Manifold(a)) => manifold::manifold(&a).map(wrote),
+        Some(Command::Latents(a)) => latents::latents(&a).map(wrote),
+        Some(Command::Plot(a)) => plot::plot(&a).map(wrote),
+        Some(Command::Eval(a)) => eval::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
+        Some(Command::Score(a)) => score::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
+    }
+}
 
 /// Flags every run command takes.
 #[derive(Args, Debug, Clone)]
@@ -41,14 +64,14 @@ pub struct RunArgs {
     pub max_data_bytes: Option<u64>,
 }
 
-/// A trained run: its model and the flags it was trained with.
+/// A trained run: its model and the recipe it was trained with.
 pub struct Run {
     /// The run directory.
     pub dir: PathBuf,
     /// The trained model.
     pub model: Vae<f32>,
-    /// The training flags (from `config.json`).
-    pub config: TrainArgs,
+    /// The recipe (from `config.json`, in this layout or an earlier one).
+    pub config: RunConfig,
 }
 
 impl RunArgs {
@@ -65,7 +88,7 @@ impl RunArgs {
         }
         let cfg_path = self.run_dir.join(run::CONFIG);
         let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
-        let config: TrainArgs = serde_json::from_str(&text)
+        let config = RunConfig::from_json(&text)
             .with_context(|| format!("{}: not a valid run configuration", cfg_path.display()))?;
         Ok(Run {
             dir: self.run_dir.clone(),
@@ -76,20 +99,20 @@ impl RunArgs {
 
     /// The test split the run was evaluated on (binarized the same way, if it was).
     pub fn test_set(&self, run: &Run) -> Result<Split> {
-        let dir = self.data.as_ref().unwrap_or(&run.config.data);
+        let dir = self.data.as_ref().unwrap_or(&run.config.data.path);
         let limits = Limits {
-            max_data_bytes: self.max_data_bytes.unwrap_or(run.config.max_data_bytes),
+            max_data_bytes: self.max_data_bytes.unwrap_or(run.config.data.max_data_bytes),
         };
-        let mnist = load_data(dir, &limits)?;
+        let data = crate::data::open(dir, &limits)?;
         let pixels = run.model.config().input;
-        if mnist.test.pixels() != pixels {
+        if data.test.pixels() != pixels {
             bail!(
                 "{}: images have {} pixels but the model expects {pixels}",
                 dir.display(),
-                mnist.test.pixels()
+                data.test.pixels()
             );
         }
-        Ok(match test_split(&run.config, &mnist) {
+        Ok(match test_split(&run.config, &data) {
             Cow::Borrowed(s) => s.clone(),
             Cow::Owned(s) => s,
         })
@@ -117,7 +140,7 @@ pub fn block_rows(b: usize, n: usize) -> std::ops::Range<usize> {
 
 /// The random stream of block `b` for `purpose`.
 pub fn block_rng(seed: u64, b: usize, purpose: u64) -> rand::rngs::StdRng {
-    <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(vae_mnist::stream_seed(seed, b as u64, purpose))
+    <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(vae_data::stream_seed(seed, b as u64, purpose))
 }
 
 /// Whether this process writes the results (rank 0, or no collective).
@@ -125,14 +148,21 @@ pub fn is_writer(collective: &Option<&mut dyn Collective>) -> bool {
     collective.as_ref().is_none_or(|c| c.rank() == 0)
 }
 
-/// The side of the model's square images (28 for MNIST), for tiling.
-pub fn image_side(model: &Vae<f32>) -> Result<usize> {
-    let n = model.config().input;
-    let side = (n as f64).sqrt().round() as usize;
-    if side * side != n {
-        bail!("the model's {n}-pixel images are not square; cannot draw them");
+/// The shape of the model's images, for tiling (models saved before shapes were recorded:
+/// grey squares).
+pub fn image_shape(model: &Vae<f32>) -> Result<ImageShape> {
+    let c = model.config();
+    match c.image_shape() {
+        Some(s) if s.channels == 1 => Ok(s),
+        Some(s) => bail!(
+            "the model's images are {s} with {} channels; only grey images can be drawn",
+            s.channels
+        ),
+        None => bail!(
+            "the model's {}-value images have no recorded shape and are not square; cannot draw them",
+            c.input
+        ),
     }
-    Ok(side)
 }
 
 /// `given`, or `name` inside the run directory.

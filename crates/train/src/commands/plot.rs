@@ -9,8 +9,8 @@ use vae_model::checkpoint::write_atomic;
 
 use super::output;
 use crate::run::{self, read_metrics};
+use crate::run::{SNAPSHOTS, Snapshot};
 use crate::svg::{Series, lines};
-use crate::train::{SNAPSHOTS, Snapshot};
 
 /// Flags of `vae-train plot`.
 #[derive(Args, Debug, Clone)]

@@ -9,9 +9,9 @@ use clap::Args;
 use ndarray::{Axis, concatenate, s};
 use vae_model::checkpoint::write_atomic;
 
-use super::{RunArgs, image_side, output};
+use super::{RunArgs, image_shape, output};
 use crate::image::{scale_for, tile, write_png};
-use crate::train::with_threads;
+use crate::threads::with_threads;
 
 /// Flags of `vae-train reconstruct`.
 #[derive(Args, Debug, Clone)]
@@ -39,15 +39,16 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<PathBuf> {
         bail!("--n must be at least 1");
     }
     let mut run = a.run.load()?;
-    let side = image_side(&run.model)?;
-    let scale = scale_for(a.scale, side, side)?;
+    let shape = image_shape(&run.model)?;
+    let (h, w) = (shape.height, shape.width);
+    let scale = scale_for(a.scale, h, w)?;
     let test = a.run.test_set(&run)?;
     let n = a.n.min(test.len());
     let originals = test.images.slice(s![..n, ..]);
     let recon = with_threads(a.run.threads, || run.model.reconstruct(originals))?;
     let out = output(&run.dir, &a.out, "reconstruct.png");
     let both = concatenate![Axis(0), originals, recon];
-    write_png(&out, &tile(both.view(), side, side, n).upscaled(scale))?;
+    write_png(&out, &tile(both.view(), h, w, n).upscaled(scale))?;
     if let Some(csv) = &a.csv {
         let mut text = String::new();
         for row in recon.rows() {

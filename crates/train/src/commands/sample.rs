@@ -7,9 +7,9 @@ use clap::Args;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::{RunArgs, image_side, output};
+use super::{RunArgs, image_shape, output};
 use crate::image::{scale_for, tile, write_png};
-use crate::train::with_threads;
+use crate::threads::with_threads;
 
 /// Flags of `vae-train sample`.
 #[derive(Args, Debug, Clone)]
@@ -37,12 +37,13 @@ pub fn sample(a: &SampleArgs) -> Result<PathBuf> {
         bail!("--n must be at least 1");
     }
     let mut run = a.run.load()?;
-    let side = image_side(&run.model)?;
-    let scale = scale_for(a.scale, side, side)?;
+    let shape = image_shape(&run.model)?;
+    let (h, w) = (shape.height, shape.width);
+    let scale = scale_for(a.scale, h, w)?;
     let out = output(&run.dir, &a.out, "sample.png");
     let images = with_threads(a.run.threads, || {
         run.model.sample(a.n * a.n, &mut StdRng::seed_from_u64(a.seed))
     })?;
-    write_png(&out, &tile(images.view(), side, side, a.n).upscaled(scale))?;
+    write_png(&out, &tile(images.view(), h, w, a.n).upscaled(scale))?;
     Ok(out)
 }

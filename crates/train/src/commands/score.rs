@@ -10,8 +10,9 @@ use vae_model::checkpoint::write_atomic;
 use vae_trainer::Collective;
 
 use super::{RunArgs, block_rng, block_rows, is_writer, my_blocks, output};
+use crate::data::list;
 use crate::stats::auroc;
-use crate::train::{list, with_threads};
+use crate::threads::with_threads;
 
 /// Which score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -56,6 +57,19 @@ pub struct Scores {
     pub auroc: Option<f64>,
 }
 
+/// `vae-train score`: scores every test image and says what it wrote (rank 0 alone).
+pub fn main(a: &ScoreArgs, collective: Option<&mut dyn Collective>) -> Result<()> {
+    let writer = is_writer(&collective);
+    let s = score_with(a, collective)?;
+    if writer {
+        println!("wrote {} ({} scores)", s.path.display(), s.scores.len());
+        if let (Some(auc), Some(d)) = (s.auroc, a.anomaly_digit) {
+            println!("AUROC for detecting digit {d} as an anomaly: {auc:.4}");
+        }
+    }
+    Ok(())
+}
+
 /// Scores every test image.
 pub fn score(a: &ScoreArgs) -> Result<Scores> {
     score_with(a, None)
@@ -71,6 +85,9 @@ pub fn score_with(a: &ScoreArgs, mut collective: Option<&mut dyn Collective>) ->
     let mut run = a.run.load()?;
     let test = a.run.test_set(&run)?;
     if let Some(d) = a.anomaly_digit {
+        if test.labels.is_none() {
+            bail!("--anomaly-digit {d}: the test set has no labels, so there is no AUROC to compute");
+        }
         let classes = test.classes();
         if !classes.contains(&d) || classes.len() < 2 {
             bail!(
@@ -116,13 +133,14 @@ pub fn score_with(a: &ScoreArgs, mut collective: Option<&mut dyn Collective>) ->
         });
     }
     let mut csv = String::from("index,label,score\n");
-    for (i, (s, l)) in scores.iter().zip(&test.labels).enumerate() {
-        let _ = writeln!(csv, "{i},{l},{s:.6}");
+    for (i, s) in scores.iter().enumerate() {
+        let label = test.labels.as_ref().map_or(String::new(), |l| l[i].to_string());
+        let _ = writeln!(csv, "{i},{label},{s:.6}");
     }
     write_atomic(&path, csv.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     let auroc = match a.anomaly_digit {
         Some(d) => {
-            let positive: Vec<bool> = test.labels.iter().map(|&l| l == d).collect();
+            let positive: Vec<bool> = test.labels.iter().flatten().map(|&l| l == d).collect();
             Some(auroc(&scores, &positive).with_context(|| format!("the test set has no digit {d}, or only it"))?)
         }
         None => None,

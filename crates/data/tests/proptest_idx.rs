@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use vae_mnist::idx::{self, Idx, IdxData};
+use vae_data::idx::{self, Idx, IdxData};
 
 fn valid_file(gzip: bool) -> Vec<u8> {
     let a = Idx {

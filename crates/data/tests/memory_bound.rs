@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use proptest::prelude::*;
-use vae_mnist::idx::{self, Limits};
+use vae_data::idx::{self, Limits};
 
 /// Tracks live heap bytes and their peak.
 struct Peak;

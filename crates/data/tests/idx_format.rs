@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use vae_mnist::idx::{self, Idx, IdxData};
-use vae_mnist::{IdxError, Limits};
+use vae_data::idx::{self, Idx, IdxData};
+use vae_data::{IdxError, Limits};
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vae-mnist-test-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("vae-data-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }

@@ -2,15 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use vae_mnist::idx::{self, Idx, IdxData};
-use vae_mnist::{BatchConfig, Batches, DatasetError, Mnist};
+use vae_data::idx::{self, Idx, IdxData};
+use vae_data::{BatchConfig, Batches, Dataset, DatasetError};
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist")
 }
 
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vae-mnist-ds-{}-{name}", std::process::id()));
+    let d = std::env::temp_dir().join(format!("vae-data-ds-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -19,13 +19,16 @@ fn tmpdir(name: &str) -> PathBuf {
 #[test]
 fn the_real_files() {
     let t = std::time::Instant::now();
-    let m = Mnist::load(data_dir()).unwrap();
+    let m = Dataset::open(data_dir()).unwrap();
     eprintln!("loaded MNIST in {:.3} s", t.elapsed().as_secs_f64());
     assert_eq!((m.train.len(), m.test.len()), (60_000, 10_000));
-    assert_eq!((m.train.rows, m.train.cols, m.train.pixels()), (28, 28, 784));
+    assert_eq!(
+        (m.train.shape.height, m.train.shape.width, m.train.pixels()),
+        (28, 28, 784)
+    );
     assert_eq!(m.train.images.dim(), (60_000, 784));
-    assert_eq!(&m.train.labels[..5], &[5, 0, 4, 1, 9]);
-    assert_eq!(&m.test.labels[..5], &[7, 2, 1, 0, 4]);
+    assert_eq!(&m.train.labels.as_ref().unwrap()[..5], &[5, 0, 4, 1, 9]);
+    assert_eq!(&m.test.labels.as_ref().unwrap()[..5], &[7, 2, 1, 0, 4]);
     for s in [&m.train, &m.test] {
         let min = s.images.iter().cloned().fold(f32::INFINITY, f32::min);
         let max = s.images.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -65,7 +68,7 @@ fn both_spellings_with_and_without_gz_and_any_image_size() {
         3,
         false,
     );
-    let m = Mnist::load(&d).unwrap();
+    let m = Dataset::open(&d).unwrap();
     assert_eq!((m.train.len(), m.test.len(), m.train.pixels()), (10, 5, 15));
     let d = tmpdir("dashes-gz");
     write_set(
@@ -81,13 +84,13 @@ fn both_spellings_with_and_without_gz_and_any_image_size() {
         4,
         true,
     );
-    assert_eq!(Mnist::load(&d).unwrap().train.images.dim(), (8, 16));
+    assert_eq!(Dataset::open(&d).unwrap().train.images.dim(), (8, 16));
 }
 
 #[test]
 fn a_directory_without_the_files() {
     let d = tmpdir("empty");
-    let e = Mnist::load(&d).unwrap_err();
+    let e = Dataset::open(&d).unwrap_err();
     assert!(
         matches!(
             e,
@@ -116,7 +119,7 @@ fn images_and_labels_of_different_counts() {
         data: IdxData::U8(vec![0; 5]),
     };
     idx::write(d.join(names[1]), &lab, false).unwrap();
-    let e = Mnist::load(&d).unwrap_err();
+    let e = Dataset::open(&d).unwrap_err();
     assert!(
         matches!(
             e,
@@ -141,12 +144,12 @@ fn a_label_file_where_images_are_expected() {
     ];
     write_set(&d, names, 6, 2, 2, false);
     std::fs::copy(d.join(names[1]), d.join(names[0])).unwrap();
-    let e = Mnist::load(&d).unwrap_err();
+    let e = Dataset::open(&d).unwrap_err();
     assert!(matches!(e, DatasetError::WrongKind { .. }), "{e}");
     assert!(e.to_string().contains("train-images-idx3-ubyte"), "{e}");
 }
 
-fn small_split() -> vae_mnist::Split {
+fn small_split() -> vae_data::Split {
     let d = tmpdir("batches");
     let names = [
         "train-images-idx3-ubyte",
@@ -155,7 +158,7 @@ fn small_split() -> vae_mnist::Split {
         "t10k-labels-idx1-ubyte",
     ];
     write_set(&d, names, 23, 2, 2, false);
-    Mnist::load(&d).unwrap().train
+    Dataset::open(&d).unwrap().train
 }
 
 fn epoch_order(b: &mut Batches, epoch: u64) -> (Vec<usize>, Vec<usize>) {
@@ -163,7 +166,7 @@ fn epoch_order(b: &mut Batches, epoch: u64) -> (Vec<usize>, Vec<usize>) {
     let (mut order, mut sizes) = (vec![], vec![]);
     while let Some(batch) = b.next_batch() {
         sizes.push(batch.images.nrows());
-        assert_eq!(batch.labels.len(), batch.images.nrows());
+        assert_eq!(batch.labels.unwrap().len(), batch.images.nrows());
         order.extend_from_slice(batch.indices);
     }
     (order, sizes)
@@ -199,7 +202,7 @@ fn batches_are_seeded_complete_and_keep_the_last_partial_batch() {
 
 #[test]
 fn dynamic_binarization_draws_anew_each_epoch() {
-    let m = Mnist::load(data_dir()).unwrap();
+    let m = Dataset::open(data_dir()).unwrap();
     let s = m.test.head(256);
     let cfg = BatchConfig {
         batch_size: 256,
@@ -223,7 +226,7 @@ fn dynamic_binarization_draws_anew_each_epoch() {
 
 #[test]
 fn skipping_batches_gives_the_rest_of_the_same_epoch() {
-    let m = Mnist::load(data_dir()).unwrap();
+    let m = Dataset::open(data_dir()).unwrap();
     let s = m.test.head(50);
     let cfg = BatchConfig {
         batch_size: 8,

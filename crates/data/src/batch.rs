@@ -39,8 +39,8 @@ pub fn stream_seed(seed: u64, epoch: u64, salt: u64) -> u64 {
 pub struct Batch<'a> {
     /// batch x pixels.
     pub images: ArrayView2<'a, f32>,
-    /// The labels of those images.
-    pub labels: &'a [u8],
+    /// The labels of those images, if the split has labels.
+    pub labels: Option<&'a [u8]>,
     /// Their indices in the split.
     pub indices: &'a [usize],
 }
@@ -134,11 +134,13 @@ impl<'a> Batches<'a> {
             } else {
                 self.pixels.extend_from_slice(row);
             }
-            self.labels.push(self.split.labels[i]);
+            if let Some(labels) = &self.split.labels {
+                self.labels.push(labels[i]);
+            }
         }
         Some(Batch {
             images: ArrayView2::from_shape((indices.len(), px), &self.pixels).expect("sized above"),
-            labels: &self.labels,
+            labels: self.split.labels.is_some().then_some(self.labels.as_slice()),
             indices,
         })
     }

@@ -1,16 +1,19 @@
-//! MNIST for the VAE engine: the IDX file format, the dataset, and batches.
+//! Datasets for the VAE engine: one [`Dataset`] type over every source, the IDX file
+//! format (MNIST's), and batches.
 //!
 //! * [`idx`]: read and write IDX files of every element type and any number of dimensions,
 //!   plain or gzip-compressed (detected from the first bytes). Untrusted headers are checked
 //!   against what the file can hold before anything is allocated.
-//! * [`Mnist`]: the train and test splits found in a directory, as f32 pixels in [0, 1].
+//! * [`Dataset`]: the train and test [`Split`]s found at a path ([`Dataset::open`]), as f32
+//!   values in [0, 1] with their [`ImageShape`] and, where the source has them, labels.
+//!   Sources: a directory of IDX files (MNIST) today.
 //! * [`Batches`]: seeded shuffling, optional subset, dynamic binarization, into a reused
 //!   buffer.
 
 //!
 //! ```
 //! use std::path::Path;
-//! use vae_mnist::idx::{self, Idx, IdxData};
+//! use vae_data::idx::{self, Idx, IdxData};
 //!
 //! // Two 2x3 "images", gzip-compressed and read back; a header that claims more than the
 //! // file holds is an error naming the file, never a panic.
@@ -28,6 +31,6 @@ mod error;
 pub mod idx;
 
 pub use batch::{Batch, BatchConfig, Batches, stream_seed};
-pub use dataset::{Mnist, Split};
+pub use dataset::{DEFAULT_DIR, Dataset, ImageShape, Source, Split};
 pub use error::{DatasetError, IdxError};
 pub use idx::Limits;

@@ -1,5 +1,6 @@
-//! `vae-train train`: the training loop, per-epoch evaluation, checkpoints (with exact
-//! resume), Ctrl-C, divergence, and the pictures of a finished run.
+//! A training session: the loop over epochs and batches, per-epoch evaluation, checkpoints
+//! (with exact resume), snapshots, Ctrl-C and the time budget, divergence, and the pictures
+//! of a finished run.
 //!
 //! Every random draw is a pure function of (seed, epoch, batch): the shuffle of an epoch,
 //! the binarization and the reparameterisation noise of a batch each come from their own
@@ -15,17 +16,23 @@ use anyhow::{Context, Result, bail, ensure};
 use ndarray::{Array2, Axis, concatenate, s};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use vae_mnist::{DatasetError, IdxError, Limits, Mnist, Split, stream_seed};
+use vae_data::{Dataset, Split, stream_seed};
 use vae_model::Vae;
 use vae_model::checkpoint::{self, write_atomic};
-use vae_nn::AdamConfig;
-use vae_trainer::{Collective, Control, EpochEnd, Position, TrainConfig, Trainer, binarized, salt};
-pub use vae_trainer::{EVAL_BATCH, evaluate};
+use vae_trainer::{Collective, Control, EpochEnd, Position, Trainer, salt};
 
-use crate::cli::TrainArgs;
+use crate::cli::Launch;
+use crate::data::list;
 use crate::image::{scale_for, tile, write_png};
+use crate::recipe::RunConfig;
 use crate::report::Progress;
 use crate::run::{self, EpochMetrics};
+
+/// The metadata key of the recipe in the checkpoints.
+pub const TRAIN_CONFIG_KEY: &str = "train.config";
+
+/// A collective to train data-parallel with (see [`vae_trainer::Collective`]).
+pub type SharedCollective = Box<dyn Collective + Send>;
 
 /// Set (by a Ctrl-C handler) to ask training to stop after the current batch.
 pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
@@ -59,233 +66,45 @@ pub struct Outcome {
     pub metrics: Vec<EpochMetrics>,
 }
 
-/// The seed of the one binarization of the test set, whatever a run's `--seed`: every run on
-/// binarized images is evaluated on the same binary test set.
-pub const TEST_BINARIZE_SEED: u64 = 1;
-
-/// The test split a run evaluates on (binarized once, with [`TEST_BINARIZE_SEED`], if it
-/// trains on binarized images; runs saved before the seed was fixed keep their own).
-pub fn test_split<'a>(args: &TrainArgs, mnist: &'a Mnist) -> Cow<'a, Split> {
-    if args.binarize {
-        let seed = args.test_binarize_seed.unwrap_or(args.seed);
-        Cow::Owned(binarized(&mnist.test, stream_seed(seed, 0, salt::TEST_BINARIZE)))
-    } else {
-        Cow::Borrowed(&mnist.test)
-    }
-}
-
-/// Runs `f` on a rayon pool of `threads` threads (all cores if `None`) whose workers flush
-/// subnormal floats to zero (see `vae_linalg::fpenv`).
-pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
-    let pool = vae_linalg::fpenv::thread_pool(threads).context("starting the thread pool")?;
-    Ok(pool.install(f))
-}
-
-/// Loads MNIST from the directory the flags name within `limits`, saying which flag to fix
-/// on failure.
-pub fn load_data(dir: &Path, limits: &Limits) -> Result<Mnist> {
-    Mnist::load_with(dir, limits).map_err(|e| {
-        let hint = if matches!(e, DatasetError::Idx(IdxError::TooLarge { .. })) {
-            "raise --max-data-bytes if the file is genuine"
-        } else {
-            "give the directory holding the IDX files with --data"
-        };
-        anyhow::Error::new(e).context(format!("loading MNIST from {} ({hint})", dir.display()))
-    })
-}
-
-/// Trains as `args` says (or resumes the run `args.resume` names), reporting through
-/// `progress`.
-pub fn train(args: &TrainArgs, progress: &mut Progress) -> Result<Outcome> {
-    train_with(args, progress, None)
-}
-
-/// A collective to train data-parallel with (see [`vae_trainer::Collective`]).
-pub type SharedCollective = Box<dyn Collective + Send>;
-
-/// [`train`], data-parallel across the ranks of `collective` when one is given: every rank
-/// trains the same model on its shard of each batch; rank 0 alone writes the run directory
-/// and reports.
-pub fn train_with(args: &TrainArgs, progress: &mut Progress, collective: Option<SharedCollective>) -> Result<Outcome> {
-    let rank = collective.as_ref().map_or(0, |c| c.rank());
-    args.validate()?;
-    let (args, run_dir, state) = match &args.resume {
-        Some(dir) => {
-            let (stored, state) = read_resume_state(dir)?;
-            let args = TrainArgs {
-                epochs: Some(args.epochs.unwrap_or(stored.total_epochs())),
-                threads: args.threads.or(stored.threads),
-                resume: None,
-                inject_nan_at: args.inject_nan_at,
-                time_budget: args.time_budget,
-                snapshot_every: args.snapshot_every.or(stored.snapshot_every),
-                run_dir: Some(dir.clone()),
-                ..stored
-            };
-            (args, dir.clone(), Some(state))
-        }
-        None => {
-            let dir = match (&args.run_dir, &collective) {
-                (Some(d), _) => d.clone(),
-                (None, None) => run::default_run_dir(),
-                (None, Some(_)) => bail!("give --run-dir when training on several ranks (they must agree on it)"),
-            };
-            if rank == 0 {
-                prepare_run_dir(&dir, args.overwrite)?;
-            }
-            (args.clone(), dir, None)
-        }
-    };
-    args.validate()?;
-    let mnist = load_data(&args.data, &args.limits())?;
-    let threads = args.threads.or_else(|| {
-        // Ranks on one machine share its cores.
-        let local = local_ranks();
-        (collective.is_some() && local > 1)
-            .then(|| (std::thread::available_parallelism().map_or(1, |n| n.get()) / local).max(1))
-    });
-    with_threads(threads, || {
-        train_in_pool(&args, &mnist, &run_dir, state, progress, collective)
-    })?
-}
-
-/// Ranks of an MPI job on this machine (1 outside one).
-fn local_ranks() -> usize {
-    std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-}
-
-/// Creates the run directory, refusing to overwrite a finished or interrupted run. A run
-/// that never wrote its first checkpoint is started afresh only with `overwrite`.
-fn prepare_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
-    if dir.join(run::MODEL).exists() || dir.join(run::STATE).exists() {
-        bail!(
-            "{} already holds a trained model; choose another --run-dir, or continue it with --resume {} \
-             (nothing was overwritten{})",
-            dir.display(),
-            dir.display(),
-            if overwrite {
-                "; --overwrite never applies to a directory holding a checkpoint"
-            } else {
-                ""
-            }
-        );
-    }
-    let leftovers = run::unfinished_files(dir);
-    if !leftovers.is_empty() {
-        if !overwrite {
-            bail!(
-                "{} holds a run that never finished its first checkpoint ({}), so there is nothing to \
-                 resume; start it again in place with `vae-train train --run-dir {} --overwrite` and your \
-                 flags, or choose another --run-dir",
-                dir.display(),
-                leftovers
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                dir.display()
-            );
-        }
-        for f in &leftovers {
-            std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
-        }
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))
-}
-
-/// Reads a run's training state (once): its flags, and the file for [`Trainer::restore`].
-fn read_resume_state(dir: &Path) -> Result<(TrainArgs, checkpoint::Loaded)> {
-    ensure!(dir.is_dir(), "run directory {} does not exist", dir.display());
-    let path = dir.join(run::STATE);
-    ensure!(
-        path.is_file(),
-        "{} holds no {}: nothing to resume (the run never finished its first checkpoint); start it \
-         again with `vae-train train --run-dir {} --overwrite` and its flags{}",
-        dir.display(),
-        run::STATE,
-        dir.display(),
-        if dir.join(run::CONFIG).is_file() {
-            format!(" (they are in {})", dir.join(run::CONFIG).display())
-        } else {
-            String::new()
-        }
-    );
-    let state = checkpoint::load_tensors(&path)?;
-    if !state.verified {
-        run::warn_unverified(&path);
-    }
-    let json = state
-        .metadata
-        .get("train.config")
-        .with_context(|| format!("{}: no 'train.config' in the training state", path.display()))?;
-    let stored: TrainArgs =
-        serde_json::from_str(json).with_context(|| format!("{}: invalid 'train.config'", path.display()))?;
-    Ok((stored, state))
-}
-
-/// The training settings the flags give.
-fn train_config(args: &TrainArgs) -> TrainConfig {
-    TrainConfig {
-        batch_size: args.batch_size,
-        adam: AdamConfig {
-            lr: args.lr,
-            beta1: args.adam_beta1,
-            beta2: args.adam_beta2,
-            eps: args.adam_eps,
-            ..AdamConfig::default()
-        },
-        beta: args.beta,
-        warmup: args.warmup,
-        free_bits: args.free_bits,
-        binarize: args.binarize,
-        seed: args.seed,
-        subset: args.subset,
-        schedule: args.lr_schedule.for_epochs(args.total_epochs()),
-        bound: args.objective,
-        samples: args.samples,
-        dreg: args.dreg,
-    }
-}
-
-fn train_in_pool(
-    args: &TrainArgs,
-    mnist: &Mnist,
+/// Trains (or resumes, from `state`) the run `recipe` describes on `data` in `run_dir`, in
+/// the current thread pool, reporting through `progress`: the session loop.
+pub fn run(
+    recipe: &RunConfig,
+    launch: &Launch,
+    data: &Dataset,
     run_dir: &Path,
     state: Option<checkpoint::Loaded>,
     progress: &mut Progress,
     collective: Option<SharedCollective>,
 ) -> Result<Outcome> {
-    let train_split = match args.exclude_digit {
+    let train_split = match recipe.data.exclude_digit {
         Some(d) => {
-            let classes = mnist.train.classes();
+            let classes = data.train.classes();
             ensure!(
                 classes.contains(&d),
                 "--exclude-digit {d}: no training image has label {d} (labels present: {})",
                 list(&classes)
             );
-            Cow::Owned(mnist.train.filter(|l| l != d))
+            Cow::Owned(data.train.filter(|l| l != d))
         }
-        None => Cow::Borrowed(&mnist.train),
+        None => Cow::Borrowed(&data.train),
     };
-    let test_split = test_split(args, mnist);
+    let test_split = crate::data::test_split(recipe, data);
     let mut trainer = Trainer::new(
-        args.model_config(train_split.pixels()),
-        train_config(args),
+        recipe.model_config(train_split.shape),
+        recipe.train_config(),
         &train_split,
     )?;
-    trainer.poison_batch(args.inject_nan_at);
+    trainer.poison_batch(launch.inject_nan_at);
     let resuming = state.is_some();
     if let Some(state) = &state {
         trainer.restore(state)?;
     }
     let ranks = collective.as_ref().map_or(1, |c| c.size());
     ensure!(
-        args.batch_size >= ranks,
+        recipe.training.batch_size >= ranks,
         "--batch-size {} is smaller than the {ranks} ranks: every rank needs at least one image of each batch",
-        args.batch_size
+        recipe.training.batch_size
     );
     if let Some(c) = collective {
         trainer.set_collective(c);
@@ -295,16 +114,18 @@ fn train_in_pool(
     let progress = if writer { progress } else { &mut quiet };
     let config_path = run_dir.join(run::CONFIG);
     if writer {
-        write_atomic(&config_path, config_json(args).as_bytes())
+        write_atomic(&config_path, recipe.to_json().as_bytes())
             .with_context(|| format!("writing {}", config_path.display()))?;
     }
-    let epochs = args.total_epochs();
+    let epochs = recipe.training.epochs;
     progress.line(&format!(
-        "{} {} ({} parameters) on {} images, testing on {}; {}{} threads, SIMD {}; run directory {}",
+        "{} {} ({} parameters) on {} images of {} from {}, testing on {}; {}{} threads, SIMD {}; run directory {}",
         if resuming { "resuming" } else { "training" },
         describe(trainer.model()),
         trainer.model().num_parameters(),
         trainer.images_per_epoch(),
+        train_split.shape,
+        data.source,
         test_split.len(),
         if ranks > 1 {
             format!("{ranks} ranks x ")
@@ -315,10 +136,10 @@ fn train_in_pool(
         vae_linalg::simd::level(),
         run_dir.display()
     ));
-    // The flags, in the training state (what `--resume` reads) and in the shareable model.
-    let extra = HashMap::from([("train.config".to_string(), config_json(args))]);
-    let (started, budget) = (std::time::Instant::now(), args.time_budget);
-    let snapshots = writer.then_some(args.snapshot_every).flatten();
+    // The recipe, in the training state (what `--resume` reads) and in the shareable model.
+    let extra = HashMap::from([(TRAIN_CONFIG_KEY.to_string(), recipe.to_json())]);
+    let (started, budget) = (std::time::Instant::now(), launch.time_budget);
+    let snapshots = writer.then_some(recipe.training.snapshot_every).flatten();
     let mut next_snapshot = snapshots.map(|every| ((trained_seconds(&trainer) / every).floor() + 1.0) * every);
     while trainer.position().epochs_done < epochs {
         let last_good = trainer.position().clone();
@@ -369,7 +190,7 @@ fn train_in_pool(
             Ok(EpochEnd::Complete) => {
                 let images = trainer.position().partial.images;
                 let m = trainer.end_epoch(&test_split);
-                progress.line(&epoch_line(&m, epochs, images, args));
+                progress.line(&epoch_line(&m, epochs, images, recipe));
                 let checksum = trainer.weights_checksum();
                 if let Some(c) = trainer.collective_mut()
                     && !c.all_equal(checksum)
@@ -422,8 +243,14 @@ fn train_in_pool(
             metrics: trainer.metrics().to_vec(),
         });
     }
-    let mut pic_rng = StdRng::seed_from_u64(stream_seed(args.seed, 0, salt::PICTURES));
-    write_pictures(run_dir, trainer.model_mut(), &test_split, args.scale, &mut pic_rng)?;
+    let mut pic_rng = StdRng::seed_from_u64(stream_seed(recipe.training.seed, 0, salt::PICTURES));
+    write_pictures(
+        run_dir,
+        trainer.model_mut(),
+        &test_split,
+        recipe.output.scale,
+        &mut pic_rng,
+    )?;
     let metrics = trainer.metrics().to_vec();
     progress.line(&format!(
         "done: test -ELBO {:.2} nats after {} epochs; wrote {}",
@@ -442,20 +269,6 @@ fn trained_seconds(trainer: &Trainer) -> f64 {
     trainer.metrics().iter().map(|m| m.train_seconds).sum::<f64>() + trainer.position().partial_seconds
 }
 
-/// Where snapshots go, one directory each.
-pub const SNAPSHOTS: &str = "snapshots";
-
-/// What a snapshot records besides the model.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Snapshot {
-    /// Complete epochs.
-    pub epochs: usize,
-    /// Batches of the next epoch.
-    pub batches: usize,
-    /// Seconds of training (batches only).
-    pub train_seconds: f64,
-}
-
 /// Copies the model just saved, and the run's flags, into `snapshots/eEEEEE[-bBBBBB]`: a
 /// run directory of its own for `vae-train eval`.
 fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
@@ -464,7 +277,7 @@ fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
         0 => format!("e{:06}", p.epochs_done),
         b => format!("e{:06}-b{b:06}", p.epochs_done),
     };
-    let dir = run_dir.join(SNAPSHOTS).join(name);
+    let dir = run_dir.join(run::SNAPSHOTS).join(name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for file in [run::MODEL, run::CONFIG] {
         let from = run_dir.join(file);
@@ -472,7 +285,7 @@ fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
         checkpoint::write_atomic(&dir.join(file), &bytes)
             .with_context(|| format!("writing {}", dir.join(file).display()))?;
     }
-    let info = Snapshot {
+    let info = run::Snapshot {
         epochs: p.epochs_done,
         batches: p.batches_done,
         train_seconds: trained_seconds(trainer),
@@ -486,11 +299,6 @@ fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
 fn save_checkpoint(dir: &Path, trainer: &Trainer, extra: &HashMap<String, String>) -> Result<()> {
     trainer.checkpoint(dir, extra)?;
     run::write_metrics(dir, trainer.metrics())
-}
-
-/// Labels as a comma-separated list.
-pub fn list(labels: &[u8]) -> String {
-    labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn describe(model: &Vae<f32>) -> String {
@@ -515,9 +323,9 @@ fn describe(model: &Vae<f32>) -> String {
     )
 }
 
-fn epoch_line(m: &EpochMetrics, epochs: usize, images: usize, args: &TrainArgs) -> String {
+fn epoch_line(m: &EpochMetrics, epochs: usize, images: usize, recipe: &RunConfig) -> String {
     // The bound trained, when it is not the ELBO shown.
-    let bound = match (args.objective, args.samples) {
+    let bound = match (recipe.training.objective, recipe.training.samples) {
         (vae_model::Bound::Iwae, k) if k > 1 => format!("  train -IWAE(k={k}) {:8.2}", m.train_objective),
         _ => String::new(),
     };
@@ -553,15 +361,6 @@ fn diverged_message(d: &vae_trainer::Diverged, run_dir: &Path, last: &Position) 
     )
 }
 
-/// The flags as JSON (the run's configuration file).
-pub fn config_json(args: &TrainArgs) -> String {
-    let resolved = TrainArgs {
-        epochs: Some(args.total_epochs()),
-        ..args.clone()
-    };
-    serde_json::to_string_pretty(&resolved).expect("the flags serialise")
-}
-
 /// The pictures of a finished run: 8x8 prior samples, and 8 test images over their
 /// reconstructions.
 fn write_pictures(
@@ -571,7 +370,7 @@ fn write_pictures(
     scale: Option<usize>,
     rng: &mut impl Rng,
 ) -> Result<()> {
-    let (h, w) = (test.rows, test.cols);
+    let (h, w) = (test.shape.height, test.shape.width);
     let scale = scale_for(scale, h, w)?;
     let samples = model.sample(64, rng);
     write_png(&dir.join(run::SAMPLES), &tile(samples.view(), h, w, 8).upscaled(scale))?;

@@ -1,0 +1,262 @@
+//! The dataset every command trains and evaluates on: train and test splits of images with
+//! their shape and, where the source has them, labels. [`Dataset::open`] finds the source a
+//! path holds; MNIST's IDX files are the one source today (a directory of the four files).
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+
+use crate::DatasetError;
+use crate::idx::{self, Idx, IdxData, Limits};
+
+/// The directory the MNIST dataset ships in, relative to the repository root.
+pub const DEFAULT_DIR: &str = "data/mnist";
+
+/// The shape of one image: height x width pixels of `channels` values each, stored
+/// row-major with the channels innermost (`[h][w][c]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ImageShape {
+    /// Rows of pixels.
+    pub height: usize,
+    /// Pixels per row.
+    pub width: usize,
+    /// Values per pixel (1: grey, 3: RGB).
+    pub channels: usize,
+}
+
+impl ImageShape {
+    /// A grey `height x width` image.
+    pub fn grey(height: usize, width: usize) -> Self {
+        ImageShape {
+            height,
+            width,
+            channels: 1,
+        }
+    }
+
+    /// Values per image (`height * width * channels`).
+    pub fn len(&self) -> usize {
+        self.height * self.width * self.channels
+    }
+
+    /// Whether the image holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The grey square of `values` pixels, if `values` is a square (the shape of models saved
+    /// before shapes were recorded).
+    pub fn square_grey(values: usize) -> Option<Self> {
+        let side = (values as f64).sqrt().round() as usize;
+        (side * side == values && side > 0).then(|| Self::grey(side, side))
+    }
+}
+
+impl std::fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.height, self.width)?;
+        if self.channels != 1 {
+            write!(f, "x{}", self.channels)?;
+        }
+        Ok(())
+    }
+}
+
+/// One split of a dataset: `n` images of one shape, and their labels if the source has them.
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// n x values, each in [0, 1], one image per row (laid out as [`ImageShape`] says).
+    pub images: Array2<f32>,
+    /// The label of each image, if the source labels them.
+    pub labels: Option<Vec<u8>>,
+    /// The shape of every image.
+    pub shape: ImageShape,
+}
+
+/// Where a dataset was read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A directory of MNIST-style IDX files (train and test images and labels).
+    Idx(PathBuf),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Idx(dir) => write!(f, "IDX files in {}", dir.display()),
+        }
+    }
+}
+
+/// The train and test splits of a dataset.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// The training images (60,000 in MNIST).
+    pub train: Split,
+    /// The test images (10,000 in MNIST).
+    pub test: Split,
+    /// Where they came from.
+    pub source: Source,
+}
+
+impl Dataset {
+    /// Opens the dataset at `path` within the default [`Limits`] (see [`Dataset::open_with`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, DatasetError> {
+        Self::open_with(path, &Limits::default())
+    }
+
+    /// Opens the dataset at `path`, finding its source from what is there (today: a
+    /// directory of IDX files, see [`Dataset::load_idx`]), within `limits`.
+    pub fn open_with(path: impl AsRef<Path>, limits: &Limits) -> Result<Self, DatasetError> {
+        Self::load_idx(path, limits)
+    }
+
+    /// Loads both splits from `dir`, which must hold `train-images`, `train-labels`,
+    /// `t10k-images` and `t10k-labels` files named `<stem>-idx3-ubyte` or `<stem>.idx3-ubyte`
+    /// (`idx1` for labels), each optionally gzip-compressed and ending in `.gz`, within
+    /// `limits`, and checks that the train and test images have the same size.
+    pub fn load_idx(dir: impl AsRef<Path>, limits: &Limits) -> Result<Self, DatasetError> {
+        let dir = dir.as_ref();
+        let train_images = find(dir, "train-images", "idx3", "train images")?;
+        let test_images = find(dir, "t10k-images", "idx3", "test images")?;
+        let train = Split::load_with(
+            &train_images,
+            &find(dir, "train-labels", "idx1", "train labels")?,
+            limits,
+        )?;
+        let test = Split::load_with(&test_images, &find(dir, "t10k-labels", "idx1", "test labels")?, limits)?;
+        if train.shape != test.shape {
+            return Err(DatasetError::ImageSizeMismatch {
+                train: train_images,
+                train_size: (train.shape.height, train.shape.width),
+                test: test_images,
+                test_size: (test.shape.height, test.shape.width),
+            });
+        }
+        Ok(Dataset {
+            train,
+            test,
+            source: Source::Idx(dir.to_path_buf()),
+        })
+    }
+}
+
+/// The first existing file among the accepted spellings of `stem`.
+fn find(dir: &Path, stem: &str, kind: &str, what: &'static str) -> Result<PathBuf, DatasetError> {
+    let names: Vec<String> = [format!("{stem}-{kind}-ubyte"), format!("{stem}.{kind}-ubyte")]
+        .into_iter()
+        .flat_map(|n| [format!("{n}.gz"), n])
+        .collect();
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| DatasetError::Missing {
+            dir: dir.into(),
+            what,
+            tried: names.join(", "),
+        })
+}
+
+fn describe(idx: &Idx) -> String {
+    format!("{:?} elements with dimensions {:?}", idx.data.element_type(), idx.dims)
+}
+
+impl Split {
+    /// Loads one split from an image file (3-d, unsigned bytes) and a label file (1-d,
+    /// unsigned bytes) that must agree in count, within the default [`Limits`].
+    pub fn load(images: &Path, labels: &Path) -> Result<Self, DatasetError> {
+        Self::load_with(images, labels, &Limits::default())
+    }
+
+    /// Loads one split (as [`Split::load`]) within `limits`.
+    pub fn load_with(images: &Path, labels: &Path, limits: &Limits) -> Result<Self, DatasetError> {
+        let img = idx::read_with(images, limits)?;
+        let (n, rows, cols, pixels) = match (&img.dims[..], &img.data) {
+            (&[n, rows, cols], IdxData::U8(px)) => (n, rows, cols, px),
+            _ => {
+                return Err(DatasetError::WrongKind {
+                    path: images.into(),
+                    expected: "3-d unsigned-byte images (n x rows x cols)",
+                    found: describe(&img),
+                });
+            }
+        };
+        let lab = idx::read_with(labels, limits)?;
+        let label_vec = match (&lab.dims[..], lab.data) {
+            (&[_], IdxData::U8(v)) => v,
+            (_, data) => {
+                return Err(DatasetError::WrongKind {
+                    path: labels.into(),
+                    expected: "1-d unsigned-byte labels",
+                    found: describe(&Idx { dims: lab.dims, data }),
+                });
+            }
+        };
+        if label_vec.len() != n {
+            return Err(DatasetError::CountMismatch {
+                images: images.into(),
+                n_images: n,
+                labels: labels.into(),
+                n_labels: label_vec.len(),
+            });
+        }
+        let scale = 1.0 / 255.0;
+        let data: Vec<f32> = pixels.iter().map(|&p| p as f32 * scale).collect();
+        let images = Array2::from_shape_vec((n, rows * cols), data).expect("checked by the IDX reader");
+        Ok(Split {
+            images,
+            labels: Some(label_vec),
+            shape: ImageShape::grey(rows, cols),
+        })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.images.nrows()
+    }
+
+    /// Whether the split holds no images.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The distinct labels present, in increasing order (the classes of the split; empty
+    /// without labels).
+    pub fn classes(&self) -> Vec<u8> {
+        let mut seen = [false; 256];
+        for &l in self.labels.iter().flatten() {
+            seen[l as usize] = true;
+        }
+        (0..=255u8).filter(|&l| seen[l as usize]).collect()
+    }
+
+    /// Values per image (pixels times channels).
+    pub fn pixels(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The images whose label satisfies `keep`, in their original order (all of them
+    /// without labels).
+    pub fn filter(&self, keep: impl Fn(u8) -> bool) -> Split {
+        let Some(labels) = &self.labels else {
+            return self.clone();
+        };
+        let idx: Vec<usize> = (0..self.len()).filter(|&i| keep(labels[i])).collect();
+        Split {
+            images: self.images.select(ndarray::Axis(0), &idx),
+            labels: Some(idx.iter().map(|&i| labels[i]).collect()),
+            shape: self.shape,
+        }
+    }
+
+    /// The first `n` images (all of them if `n` is larger).
+    pub fn head(&self, n: usize) -> Split {
+        let n = n.min(self.len());
+        Split {
+            images: self.images.slice(ndarray::s![..n, ..]).to_owned(),
+            labels: self.labels.as_ref().map(|l| l[..n].to_vec()),
+            shape: self.shape,
+        }
+    }
+}

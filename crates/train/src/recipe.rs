@@ -1,0 +1,527 @@
+//! The run recipe: everything a training run is made of (model, training, data, output), in
+//! one place. It is the single source of the defaults, of the validation (each error names
+//! the setting it is about, and a front end renders that name as its own: `--batch-size` on
+//! the command line), of what is saved (`config.json` and the checkpoints' `train.config`),
+//! and of what a resume may change. The command line (`crate::cli`) only fills it in.
+
+mod legacy;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use vae_data::{ImageShape, Limits};
+use vae_model::{Bound, ConfigError, LevelConfig, Likelihood, Objective, VaeConfig};
+use vae_nn::{Activation, AdamConfig};
+use vae_trainer::{LrSchedule, TrainConfig};
+
+/// The version of the saved layout (`config.json`): 2 is the sectioned recipe; files without
+/// a `format` are the flat flags of earlier versions, still read (see [`RunConfig::from_json`]).
+pub const FORMAT: u32 = 2;
+
+/// The seed of the test set's one binarization, whatever a run's seed: every run on
+/// binarized images is evaluated on the same binary test set.
+pub const TEST_BINARIZE_SEED: u64 = 1;
+
+/// A training run's whole recipe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// The layout version, [`FORMAT`].
+    pub format: u32,
+    /// The network.
+    pub model: ModelRecipe,
+    /// The optimisation.
+    pub training: TrainingRecipe,
+    /// Where the images come from, and which of them are used.
+    pub data: DataRecipe,
+    /// What the run writes.
+    pub output: OutputRecipe,
+}
+
+/// The network: PyTorch's example (784-400-20, ReLU, Bernoulli) by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelRecipe {
+    /// Hidden widths of the encoder (the decoder mirrors them).
+    pub hidden: Vec<usize>,
+    /// Latent dimensions of each stochastic layer, z1 first.
+    pub latent: Vec<usize>,
+    /// Hidden widths of each stochastic layer above the first.
+    pub upper_hidden: Vec<usize>,
+    /// The nonlinearity after every hidden layer.
+    pub activation: Activation,
+    /// The decoder's distribution.
+    pub likelihood: Likelihood,
+}
+
+/// The optimisation: batch 128, Adam at 1e-3, the ELBO, 10 epochs, seed 1 by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingRecipe {
+    /// Passes over the training set (the total, counting those of earlier sessions).
+    pub epochs: usize,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// How the learning rate changes from epoch to epoch.
+    pub lr_schedule: LrSchedule,
+    /// Adam's epsilon.
+    pub adam_eps: f64,
+    /// Adam's decay of the first moment.
+    pub adam_beta1: f64,
+    /// Adam's decay of the second moment.
+    pub adam_beta2: f64,
+    /// The bound trained.
+    pub objective: Bound,
+    /// Samples of z per image (K).
+    pub samples: usize,
+    /// The encoder's gradient through the samples alone (DReG, or sticking-the-landing).
+    pub dreg: bool,
+    /// Weight of the KL term.
+    pub beta: f64,
+    /// Epochs over which the KL weight rises from 0 to β.
+    pub warmup: f64,
+    /// Minimum KL per latent unit, in nats.
+    pub free_bits: f64,
+    /// Dynamic binarization of the training images.
+    pub binarize: bool,
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Worker threads (every core if `None`).
+    pub threads: Option<usize>,
+    /// Seconds of training between snapshots of the model.
+    pub snapshot_every: Option<f64>,
+}
+
+/// The data: the shipped MNIST, whole, by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataRecipe {
+    /// Where the dataset is (for IDX files, their directory).
+    pub path: PathBuf,
+    /// Files declaring more data than this many bytes are refused before they are read.
+    pub max_data_bytes: u64,
+    /// Train on the first N training images only.
+    pub subset: Option<usize>,
+    /// Leave the images with this label out of the training set.
+    pub exclude_digit: Option<u8>,
+    /// The seed of the test set's one binarization (`None` in runs saved before it was
+    /// fixed: they used their own seed).
+    pub test_binarize_seed: Option<u64>,
+}
+
+/// What the run writes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputRecipe {
+    /// The run directory (`runs/<UTC time>` if `None`).
+    pub run_dir: Option<PathBuf>,
+    /// Magnification of the run's pictures (enough for 28-pixel tiles if `None`).
+    pub scale: Option<usize>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            format: FORMAT,
+            model: ModelRecipe::default(),
+            training: TrainingRecipe::default(),
+            data: DataRecipe::default(),
+            output: OutputRecipe::default(),
+        }
+    }
+}
+
+impl Default for ModelRecipe {
+    fn default() -> Self {
+        let m = VaeConfig::reference();
+        ModelRecipe {
+            hidden: m.hidden,
+            latent: vec![m.latent],
+            upper_hidden: vec![100, 100],
+            activation: m.activation,
+            likelihood: m.likelihood,
+        }
+    }
+}
+
+impl Default for TrainingRecipe {
+    fn default() -> Self {
+        let t = TrainConfig::default();
+        TrainingRecipe {
+            epochs: 10,
+            batch_size: t.batch_size,
+            lr: t.adam.lr,
+            lr_schedule: t.schedule,
+            adam_eps: t.adam.eps,
+            adam_beta1: t.adam.beta1,
+            adam_beta2: t.adam.beta2,
+            objective: t.bound,
+            samples: t.samples,
+            dreg: t.dreg,
+            beta: t.beta,
+            warmup: t.warmup,
+            free_bits: t.free_bits,
+            binarize: t.binarize,
+            seed: t.seed,
+            threads: None,
+            snapshot_every: None,
+        }
+    }
+}
+
+impl Default for DataRecipe {
+    fn default() -> Self {
+        DataRecipe {
+            path: PathBuf::from(vae_data::DEFAULT_DIR),
+            max_data_bytes: Limits::DEFAULT_MAX_DATA_BYTES,
+            subset: None,
+            exclude_digit: None,
+            test_binarize_seed: Some(TEST_BINARIZE_SEED),
+        }
+    }
+}
+
+/// A setting out of range, or settings that do not fit together.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecipeError {
+    /// The setting, by its field name (`batch_size`, `latent`, ...).
+    pub field: &'static str,
+    /// What is wrong, to follow the setting's name; other settings it mentions appear as
+    /// `{name}`, for [`RecipeError::render`] to spell.
+    pub message: String,
+}
+
+impl RecipeError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        RecipeError {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// The message with every setting spelt by `name` (e.g. as a flag, `--batch-size`).
+    pub fn render(&self, name: impl Fn(&str) -> String) -> String {
+        let mut out = format!("{} ", name(self.field));
+        let mut rest = self.message.as_str();
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}') else { break };
+            out.push_str(&rest[..open]);
+            out.push_str(&name(&rest[open + 1..open + close]));
+            rest = &rest[open + close + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+impl std::fmt::Display for RecipeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render(str::to_string))
+    }
+}
+
+impl std::error::Error for RecipeError {}
+
+/// The recipe's name for a setting the model's own checks name.
+fn recipe_field(model_field: &'static str) -> &'static str {
+    match model_field {
+        "upper.latent" => "latent",
+        "upper.hidden" => "upper_hidden",
+        "kl_weight" => "beta",
+        other => other,
+    }
+}
+
+impl From<ConfigError> for RecipeError {
+    fn from(e: ConfigError) -> Self {
+        RecipeError {
+            field: recipe_field(e.field),
+            message: e.message,
+        }
+    }
+}
+
+/// Settings a resumed run may take anew; every other one stays as the run was trained.
+pub const RESUMABLE: &[&str] = &[
+    "epochs",
+    "threads",
+    "snapshot_every",
+    "path",
+    "max_data_bytes",
+    "run_dir",
+];
+
+impl RunConfig {
+    /// Checks every setting and how they fit together; the error names the first setting
+    /// that is wrong.
+    pub fn validate(&self) -> Result<(), RecipeError> {
+        let (m, t, d) = (&self.model, &self.training, &self.data);
+        let at_least_one = |field, v: usize| (v == 0).then(|| RecipeError::new(field, "must be at least 1"));
+        if let Some(e) = at_least_one("epochs", t.epochs).or_else(|| at_least_one("batch_size", t.batch_size)) {
+            return Err(e);
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            return Err(RecipeError::new(
+                "lr",
+                format!("must be a positive number, got {}", t.lr),
+            ));
+        }
+        if m.latent.is_empty() || m.latent.contains(&0) {
+            return Err(RecipeError::new(
+                "latent",
+                format!("must be at least 1 (for each stochastic layer), got {:?}", m.latent),
+            ));
+        }
+        let model = self.model_config(ImageShape::grey(1, 1));
+        model.validate()?;
+        self.objective(t.beta).validate(&model)?;
+        if !(t.warmup.is_finite() && t.warmup >= 0.0) {
+            return Err(RecipeError::new(
+                "warmup",
+                format!("must be 0 or more epochs, got {}", t.warmup),
+            ));
+        }
+        if let Some(e) = t.threads.and_then(|n| at_least_one("threads", n)) {
+            return Err(e);
+        }
+        if d.subset == Some(0) {
+            return Err(RecipeError::new("subset", "must be at least 1 image"));
+        }
+        if !(t.adam_eps.is_finite() && t.adam_eps > 0.0) {
+            return Err(RecipeError::new(
+                "adam_eps",
+                format!("must be a positive number, got {}", t.adam_eps),
+            ));
+        }
+        for (field, b) in [("adam_beta1", t.adam_beta1), ("adam_beta2", t.adam_beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(RecipeError::new(field, format!("must be in [0, 1), got {b}")));
+            }
+        }
+        if d.max_data_bytes == 0 {
+            return Err(RecipeError::new("max_data_bytes", "must be at least 1"));
+        }
+        if let Some(s) = self.output.scale {
+            crate::image::check_scale(s).map_err(|m| RecipeError::new("scale", m))?;
+        }
+        if let Some(s) = t.snapshot_every
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(RecipeError::new("snapshot_every", "must be a positive duration"));
+        }
+        Ok(())
+    }
+
+    /// The model these settings describe, for images of `shape`.
+    pub fn model_config(&self, shape: ImageShape) -> VaeConfig {
+        let m = &self.model;
+        VaeConfig {
+            input: shape.len(),
+            shape: Some(shape),
+            hidden: m.hidden.clone(),
+            latent: m.latent.first().copied().unwrap_or(0),
+            activation: m.activation,
+            likelihood: m.likelihood,
+            upper: m
+                .latent
+                .iter()
+                .skip(1)
+                .map(|&latent| LevelConfig {
+                    hidden: m.upper_hidden.clone(),
+                    latent,
+                })
+                .collect(),
+        }
+    }
+
+    fn objective(&self, kl_weight: f64) -> Objective {
+        let t = &self.training;
+        Objective {
+            kl_weight,
+            free_bits: t.free_bits,
+            bound: t.objective,
+            samples: t.samples,
+            dreg: t.dreg,
+        }
+    }
+
+    /// The training loop's settings.
+    pub fn train_config(&self) -> TrainConfig {
+        let t = &self.training;
+        TrainConfig {
+            batch_size: t.batch_size,
+            adam: AdamConfig {
+                lr: t.lr,
+                beta1: t.adam_beta1,
+                beta2: t.adam_beta2,
+                eps: t.adam_eps,
+                ..AdamConfig::default()
+            },
+            beta: t.beta,
+            warmup: t.warmup,
+            free_bits: t.free_bits,
+            binarize: t.binarize,
+            seed: t.seed,
+            subset: self.data.subset,
+            schedule: t.lr_schedule.for_epochs(t.epochs),
+            bound: t.objective,
+            samples: t.samples,
+            dreg: t.dreg,
+        }
+    }
+
+    /// The reading limits of the data.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_data_bytes: self.data.max_data_bytes,
+        }
+    }
+
+    /// The recipe as saved (`config.json`, and `train.config` in the checkpoints).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the recipe serialises")
+    }
+
+    /// Reads a saved recipe: this layout, or the flat flags that runs of earlier versions
+    /// saved (converted).
+    pub fn from_json(text: &str) -> Result<RunConfig, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        if value.get("format").is_some() {
+            serde_json::from_value(value)
+        } else {
+            Ok(serde_json::from_value::<legacy::FlatFlags>(value)?.into())
+        }
+    }
+
+    /// The recipe of a resumed run: `requested` (this recipe with the new session's settings
+    /// written over it) if it changes only [`RESUMABLE`] settings; otherwise the first
+    /// other setting it changes is the error.
+    pub fn resumed(&self, requested: RunConfig) -> Result<RunConfig, RecipeError> {
+        let (old, new) = (leaves(self), leaves(&requested));
+        for ((field, was), (_, now)) in old.iter().zip(&new) {
+            if was != now && !RESUMABLE.contains(&field.as_str()) {
+                let field = FIELDS
+                    .iter()
+                    .find(|f| **f == field.as_str())
+                    .copied()
+                    .unwrap_or("recipe");
+                return Err(RecipeError::new(
+                    field,
+                    format!(
+                        "{now}: a resumed run keeps the settings it was trained with ({was} in its config.json); \
+                         only {{epochs}}, {{threads}}, {{snapshot_every}}, {{time_budget}}, {{path}} and {{max_data_bytes}} may be given anew"
+                    ),
+                ));
+            }
+        }
+        Ok(requested)
+    }
+}
+
+/// Every setting's field name.
+pub const FIELDS: &[&str] = &[
+    "hidden",
+    "latent",
+    "upper_hidden",
+    "activation",
+    "likelihood",
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_schedule",
+    "adam_eps",
+    "adam_beta1",
+    "adam_beta2",
+    "objective",
+    "samples",
+    "dreg",
+    "beta",
+    "warmup",
+    "free_bits",
+    "binarize",
+    "seed",
+    "threads",
+    "snapshot_every",
+    "path",
+    "max_data_bytes",
+    "subset",
+    "exclude_digit",
+    "test_binarize_seed",
+    "run_dir",
+    "scale",
+];
+
+/// The recipe's settings as (field name, JSON value), in a fixed order.
+fn leaves(r: &RunConfig) -> Vec<(String, serde_json::Value)> {
+    let v = serde_json::to_value(r).expect("the recipe serialises");
+    let mut out = Vec::new();
+    for section in ["model", "training", "data", "output"] {
+        if let Some(serde_json::Value::Object(fields)) = v.get(section) {
+            out.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_listed_once() {
+        let names: Vec<String> = leaves(&RunConfig::default()).into_iter().map(|(k, _)| k).collect();
+        let mut listed: Vec<&str> = FIELDS.to_vec();
+        let mut found: Vec<&str> = names.iter().map(String::as_str).collect();
+        listed.sort_unstable();
+        found.sort_unstable();
+        assert_eq!(listed, found);
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_round_trip() {
+        let r = RunConfig::default();
+        r.validate().unwrap();
+        assert_eq!(RunConfig::from_json(&r.to_json()).unwrap(), r);
+        let shape = ImageShape::grey(28, 28);
+        assert_eq!(
+            r.model_config(shape),
+            VaeConfig {
+                shape: Some(shape),
+                ..VaeConfig::reference()
+            }
+        );
+        assert_eq!(r.train_config(), TrainConfig::default());
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let mut r = RunConfig::default();
+        r.training.free_bits = 1.0;
+        r.training.samples = 2;
+        let e = r.validate().unwrap_err();
+        assert_eq!(e.field, "free_bits");
+        let flag = e.render(|f| format!("--{}", f.replace('_', "-")));
+        assert!(flag.starts_with("--free-bits "), "{flag}");
+        assert!(flag.contains("--samples"), "{flag}");
+        let mut r = RunConfig::default();
+        r.model.upper_hidden = vec![0];
+        r.model.latent = vec![20, 10];
+        assert_eq!(r.validate().unwrap_err().field, "upper_hidden");
+    }
+
+    #[test]
+    fn a_resume_changes_only_what_it_may() {
+        let r = RunConfig::default();
+        let mut more = r.clone();
+        more.training.epochs = 20;
+        more.training.threads = Some(1);
+        assert_eq!(r.resumed(more.clone()), Ok(more));
+        let mut other = r.clone();
+        other.training.lr = 0.01;
+        let e = r.resumed(other).unwrap_err();
+        assert_eq!(e.field, "lr");
+        assert!(e.message.contains("0.001"), "{}", e.message);
+    }
+}
