@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ndarray::{Array2, ArrayView2, array};
 use rand::SeedableRng;
 use vae::autograd::{CustomOp, Float, Tape, gradcheck};
-use vae::nn::{Adam, AdamConfig, Linear, Optimizer};
+use vae::nn::{Adam, AdamConfig, Layer, Linear, Named, Optimizer, ParamScope};
 
 /// `x * sigmoid(x)`; derivative `s + x s (1 - s)` with `s = sigmoid(x)`.
 struct Swish;
@@ -49,9 +49,11 @@ fn main() {
     // 2. The op in a 1-32-1 network fitting y = sin(2x) on [-2, 2].
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let mut t = Tape::<f32>::new();
+    let mut named = Named::new();
+    let mut scope = ParamScope::new(&mut t, &mut named);
     let (l1, l2) = (
-        Linear::new(&mut t, 1, 32, &mut rng),
-        Linear::new(&mut t, 32, 1, &mut rng),
+        Linear::new(&mut scope.child("fc1"), 1, 32, &mut rng),
+        Linear::new(&mut scope.child("fc2"), 32, 1, &mut rng),
     );
     let params: Vec<_> = t.params().collect();
     let mut adam = Adam::new(

@@ -8,7 +8,7 @@ use ndarray::{Array2, Axis};
 use rand::SeedableRng;
 use vae::autograd::Tape;
 use vae::data::{BatchConfig, Batches, Dataset};
-use vae::nn::{Activation, Adam, AdamConfig, Linear, Mlp, Optimizer};
+use vae::nn::{Activation, Adam, AdamConfig, Layer, Linear, Mlp, Named, Optimizer, ParamScope};
 
 fn flag(name: &str) -> Option<usize> {
     let args: Vec<String> = std::env::args().collect();
@@ -25,8 +25,10 @@ fn main() {
     let mnist = Dataset::open("data/mnist").expect("run from the repository root, which ships data/mnist");
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let mut t = Tape::<f32>::new();
-    let hidden = Mlp::new(&mut t, 784, &[256], Activation::Relu, &mut rng);
-    let out = Linear::new(&mut t, 256, 10, &mut rng);
+    let mut named = Named::new();
+    let mut scope = ParamScope::new(&mut t, &mut named);
+    let hidden = Mlp::new(&mut scope.child("hidden"), 784, &[256], Activation::Relu, &mut rng);
+    let out = Linear::new(&mut scope.child("out"), 256, 10, &mut rng);
     let params: Vec<_> = t.params().collect();
     let mut adam = Adam::new(AdamConfig::default(), &t, &params);
     let cfg = BatchConfig {

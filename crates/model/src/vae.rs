@@ -4,7 +4,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use vae_autograd::{Float, Tape, Var};
-use vae_nn::{Activation, Linear, Mlp, Named};
+use vae_nn::{Activation, Layer, Linear, Mlp, Named, ParamScope};
 
 use crate::{ConfigError, Likelihood, Objective, VaeConfig};
 
@@ -74,67 +74,67 @@ struct Graph {
     kl: Var,
 }
 
-/// An MLP followed by two linear heads: the mean and log-variance of a diagonal Gaussian.
-pub(crate) struct Heads {
-    mlp: Mlp,
+/// A trunk followed by two linear heads: the mean and log-variance of a diagonal Gaussian.
+pub(crate) struct Heads<T> {
+    trunk: Box<dyn Layer<T>>,
     mu: Linear,
     logvar: Linear,
 }
 
-impl Heads {
-    fn new<T: Float>(
-        tape: &mut Tape<T>,
+impl<T: Float> Heads<T> {
+    /// The heads `mu` and `logvar` (width `out`, named in `scope`) on `trunk`, which takes
+    /// `input` columns and whose parameters come first.
+    fn new(scope: &mut ParamScope<T>, trunk: Box<dyn Layer<T>>, input: usize, out: usize, rng: &mut impl Rng) -> Self {
+        let h = trunk.output_width(input);
+        let mu = Linear::new(&mut scope.child("mu"), h, out, rng);
+        let logvar = Linear::new(&mut scope.child("logvar"), h, out, rng);
+        Heads { trunk, mu, logvar }
+    }
+
+    /// [`Heads::new`] on an MLP trunk `input -> hidden...`, all named in `scope`.
+    fn mlp(
+        scope: &mut ParamScope<T>,
         input: usize,
         hidden: &[usize],
         out: usize,
         act: Activation,
         rng: &mut impl Rng,
     ) -> Self {
-        let mlp = Mlp::new(tape, input, hidden, act, rng);
-        let h = mlp.out_features(input);
-        let mu = Linear::new(tape, h, out, rng);
-        let logvar = Linear::new(tape, h, out, rng);
-        Heads { mlp, mu, logvar }
+        let trunk = Mlp::new(scope, input, hidden, act, rng);
+        Self::new(scope, Box::new(trunk), input, out, rng)
     }
 
     /// (mu, logvar) of `x`.
-    pub(crate) fn forward<T: Float>(&self, t: &mut Tape<T>, x: Var) -> (Var, Var) {
-        let h = self.mlp.forward(t, x);
+    pub(crate) fn forward(&self, t: &mut Tape<T>, x: Var) -> (Var, Var) {
+        let h = self.trunk.forward(t, x);
         (self.mu.forward(t, h), self.logvar.forward(t, h))
     }
 
     /// (mu, logvar) of `x` with the parameters detached.
-    pub(crate) fn forward_detached<T: Float>(&self, t: &mut Tape<T>, x: Var) -> (Var, Var) {
-        let h = self.mlp.forward_detached(t, x);
+    pub(crate) fn forward_detached(&self, t: &mut Tape<T>, x: Var) -> (Var, Var) {
+        let h = self.trunk.forward_detached(t, x);
         (self.mu.forward_detached(t, h), self.logvar.forward_detached(t, h))
-    }
-
-    fn named(&self, prefix: &str) -> Named {
-        let mut n = self.mlp.named(prefix);
-        n.extend(self.mu.named(&format!("{prefix}.mu")));
-        n.extend(self.logvar.named(&format!("{prefix}.logvar")));
-        n
     }
 }
 
 /// A stochastic layer above the first: q(z_l | z_{l-1}) and p(z_{l-1} | z_l).
-pub(crate) struct Upper {
-    pub(crate) q: Heads,
-    pub(crate) p: Heads,
+pub(crate) struct Upper<T> {
+    pub(crate) q: Heads<T>,
+    pub(crate) p: Heads<T>,
 }
 
 /// A VAE: its configuration and its parameters on its own tape.
 pub struct Vae<T: Float> {
     pub(crate) config: VaeConfig,
     pub(crate) tape: Tape<T>,
-    encoder: Mlp,
-    enc_mu: Linear,
-    enc_logvar: Linear,
-    decoder: Mlp,
+    /// q(z1 | x): `encoder.*`.
+    encoder: Heads<T>,
+    /// The decoder's trunk (`decoder.N.*`), then its output layer (`decoder.out`).
+    decoder: Box<dyn Layer<T>>,
     dec_out: Linear,
     /// Learned per-pixel log-variance (1 x input) of a Gaussian decoder.
     dec_logvar: Option<Var>,
-    pub(crate) upper: Vec<Upper>,
+    pub(crate) upper: Vec<Upper<T>>,
     /// Scratch for the sampled graphs' noise.
     pub(crate) noise_buf: Array2<T>,
     /// Scratch for the DReG weights.
@@ -150,32 +150,47 @@ impl<T: Float> Vae<T> {
     pub fn new(config: VaeConfig, rng: &mut impl Rng) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut tape = Tape::new();
+        let mut named = Named::new();
+        let mut root = ParamScope::new(&mut tape, &mut named);
         let act = config.activation;
-        let encoder = Mlp::new(&mut tape, config.input, &config.hidden, act, rng);
-        let h = encoder.out_features(config.input);
-        let enc_mu = Linear::new(&mut tape, h, config.latent, rng);
-        let enc_logvar = Linear::new(&mut tape, h, config.latent, rng);
-        let dec_hidden: Vec<usize> = config.hidden.iter().rev().copied().collect();
-        let decoder = Mlp::new(&mut tape, config.latent, &dec_hidden, act, rng);
-        let dec_out = Linear::new(&mut tape, decoder.out_features(config.latent), config.input, rng);
+        let rev = |h: &[usize]| h.iter().rev().copied().collect::<Vec<_>>();
+        let encoder = Heads::mlp(
+            &mut root.child("encoder"),
+            config.input,
+            &config.hidden,
+            config.latent,
+            act,
+            rng,
+        );
+        let mut dec = root.child("decoder");
+        let decoder: Box<dyn Layer<T>> = Box::new(Mlp::new(&mut dec, config.latent, &rev(&config.hidden), act, rng));
+        let dec_out = Linear::new(
+            &mut dec.child("out"),
+            decoder.output_width(config.latent),
+            config.input,
+            rng,
+        );
         let dec_logvar = matches!(config.likelihood, Likelihood::Gaussian { variance: None })
-            .then(|| tape.param(Array2::zeros((1, config.input))));
-        let mut named = encoder.named("encoder");
-        named.extend(enc_mu.named("encoder.mu"));
-        named.extend(enc_logvar.named("encoder.logvar"));
-        named.extend(decoder.named("decoder"));
-        named.extend(dec_out.named("decoder.out"));
-        if let Some(v) = dec_logvar {
-            named.push(("decoder.logvar".into(), v));
-        }
+            .then(|| dec.param("logvar", Array2::zeros((1, config.input))));
         let mut upper = Vec::new();
         let mut below = config.latent;
         for (i, l) in config.upper.iter().enumerate() {
-            let q = Heads::new(&mut tape, below, &l.hidden, l.latent, act, rng);
-            let rev: Vec<usize> = l.hidden.iter().rev().copied().collect();
-            let p = Heads::new(&mut tape, l.latent, &rev, below, act, rng);
-            named.extend(q.named(&format!("encoder{}", i + 2)));
-            named.extend(p.named(&format!("decoder{}", i + 2)));
+            let q = Heads::mlp(
+                &mut root.child(&format!("encoder{}", i + 2)),
+                below,
+                &l.hidden,
+                l.latent,
+                act,
+                rng,
+            );
+            let p = Heads::mlp(
+                &mut root.child(&format!("decoder{}", i + 2)),
+                l.latent,
+                &rev(&l.hidden),
+                below,
+                act,
+                rng,
+            );
             upper.push(Upper { q, p });
             below = l.latent;
         }
@@ -184,8 +199,6 @@ impl<T: Float> Vae<T> {
             config,
             tape,
             encoder,
-            enc_mu,
-            enc_logvar,
             decoder,
             dec_out,
             dec_logvar,
@@ -238,9 +251,7 @@ impl<T: Float> Vae<T> {
 
     /// Records the first level's encoder on `x`: (mu, logvar).
     pub(crate) fn encode_graph(&mut self, x: Var) -> (Var, Var) {
-        let t = &mut self.tape;
-        let h = self.encoder.forward(t, x);
-        (self.enc_mu.forward(t, h), self.enc_logvar.forward(t, h))
+        self.encoder.forward(&mut self.tape, x)
     }
 
     /// Records the decoder on `z`: logits (Bernoulli) or means (Gaussian).
@@ -469,5 +480,67 @@ impl<T: Float> Vae<T> {
         let std = t.exp(half);
         let noise = t.mul(std, eps);
         t.add(mu, noise)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::LevelConfig;
+
+    #[test]
+    fn two_level_names_shapes_and_order() {
+        let config = VaeConfig {
+            input: 6,
+            hidden: vec![5, 4],
+            latent: 3,
+            likelihood: Likelihood::Gaussian { variance: None },
+            upper: vec![LevelConfig {
+                hidden: vec![4],
+                latent: 2,
+            }],
+            ..VaeConfig::reference()
+        };
+        let vae = Vae::<f32>::new(config, &mut StdRng::seed_from_u64(0)).unwrap();
+        let got: Vec<(&str, (usize, usize))> = vae
+            .named_params()
+            .iter()
+            .map(|(n, v)| (n.as_str(), vae.tape().dim(*v)))
+            .collect();
+        let expected = [
+            ("encoder.0.weight", (5, 6)),
+            ("encoder.0.bias", (1, 5)),
+            ("encoder.1.weight", (4, 5)),
+            ("encoder.1.bias", (1, 4)),
+            ("encoder.mu.weight", (3, 4)),
+            ("encoder.mu.bias", (1, 3)),
+            ("encoder.logvar.weight", (3, 4)),
+            ("encoder.logvar.bias", (1, 3)),
+            ("decoder.0.weight", (4, 3)),
+            ("decoder.0.bias", (1, 4)),
+            ("decoder.1.weight", (5, 4)),
+            ("decoder.1.bias", (1, 5)),
+            ("decoder.out.weight", (6, 5)),
+            ("decoder.out.bias", (1, 6)),
+            ("decoder.logvar", (1, 6)),
+            ("encoder2.0.weight", (4, 3)),
+            ("encoder2.0.bias", (1, 4)),
+            ("encoder2.mu.weight", (2, 4)),
+            ("encoder2.mu.bias", (1, 2)),
+            ("encoder2.logvar.weight", (2, 4)),
+            ("encoder2.logvar.bias", (1, 2)),
+            ("decoder2.0.weight", (4, 2)),
+            ("decoder2.0.bias", (1, 4)),
+            ("decoder2.mu.weight", (3, 4)),
+            ("decoder2.mu.bias", (1, 3)),
+            ("decoder2.logvar.weight", (3, 4)),
+            ("decoder2.logvar.bias", (1, 3)),
+        ];
+        assert_eq!(got, expected);
+        // Creation order: the optimizer's state is indexed by it.
+        assert_eq!(vae.params(), vae.tape().params().collect::<Vec<_>>());
     }
 }

@@ -1,13 +1,12 @@
-//! `Linear` and `Mlp`: parameters created on a tape, named for checkpoints.
+//! `Linear` and `Mlp`, the dense [`Layer`]s: parameters created and named in a
+//! [`ParamScope`].
 
 use ndarray::Array2;
 use rand::Rng;
 use vae_autograd::{Float, Tape, Var};
 
-use crate::Activation;
-
-/// A list of (name, parameter) pairs, in creation order.
-pub type Named = Vec<(String, Var)>;
+use crate::layer::join;
+use crate::{Activation, Layer, Named, ParamScope};
 
 /// A dense layer `y = x W^T + b`, with `W` stored `[out, in]` as in PyTorch's `nn.Linear`.
 #[derive(Clone, Debug)]
@@ -20,58 +19,65 @@ pub struct Linear {
     pub in_features: usize,
     /// Output width.
     pub out_features: usize,
+    /// The prefix it was created under (`encoder.mu`): of `encoder.mu.weight`, ...
+    prefix: String,
 }
 
 impl Linear {
     /// A layer initialised as PyTorch does by default: weight and bias uniform in
-    /// `±1/sqrt(in_features)`.
-    pub fn new<T: Float>(tape: &mut Tape<T>, in_features: usize, out_features: usize, rng: &mut impl Rng) -> Self {
+    /// `±1/sqrt(in_features)` (weight drawn first, row-major), named `weight` and `bias`
+    /// in `scope`.
+    pub fn new<T: Float>(
+        scope: &mut ParamScope<T>,
+        in_features: usize,
+        out_features: usize,
+        rng: &mut impl Rng,
+    ) -> Self {
         let bound = 1.0 / (in_features.max(1) as f64).sqrt();
         let mut uniform = |dim| Array2::from_shape_simple_fn(dim, || T::c(rng.random_range(-bound..=bound)));
-        let weight = uniform((out_features, in_features));
-        let bias = uniform((1, out_features));
+        let weight = scope.param("weight", uniform((out_features, in_features)));
+        let bias = scope.param("bias", uniform((1, out_features)));
         Linear {
-            weight: tape.param(weight),
-            bias: tape.param(bias),
+            weight,
+            bias,
             in_features,
             out_features,
+            prefix: scope.prefix().to_owned(),
         }
     }
 
-    /// Records `x W^T + b` (one fused op, `Tape::dense`: no transposed copy of `W`, the
-    /// bias added inside the product).
-    pub fn forward<T: Float>(&self, tape: &mut Tape<T>, x: Var) -> Var {
-        tape.dense(x, self.weight, self.bias, None)
-    }
-
-    /// Records `act(x W^T + b)` as one op.
-    pub fn forward_act<T: Float>(&self, tape: &mut Tape<T>, x: Var, act: Activation) -> Var {
-        tape.dense(x, self.weight, self.bias, Some(act.dense()))
-    }
-
-    /// The layer with its parameters detached: gradients flow into `x`, not into the
-    /// weight and bias (the frozen-parameter density of the DReG estimator).
-    pub fn forward_detached<T: Float>(&self, tape: &mut Tape<T>, x: Var) -> Var {
-        self.detached(tape, x, None)
-    }
-
-    /// [`Linear::forward_act`] with the parameters detached.
-    pub fn forward_act_detached<T: Float>(&self, tape: &mut Tape<T>, x: Var, act: Activation) -> Var {
-        self.detached(tape, x, Some(act))
-    }
-
-    fn detached<T: Float>(&self, tape: &mut Tape<T>, x: Var, act: Option<Activation>) -> Var {
-        let w = tape.detach(self.weight);
-        let b = tape.detach(self.bias);
+    /// Records `act(x W^T + b)` as one op (`Tape::dense`: no transposed copy of `W`, the
+    /// bias added inside the product), the parameters detached if `detached`.
+    pub fn forward_act<T: Float>(&self, tape: &mut Tape<T>, x: Var, act: Option<Activation>, detached: bool) -> Var {
+        let (w, b) = if detached {
+            (tape.detach(self.weight), tape.detach(self.bias))
+        } else {
+            (self.weight, self.bias)
+        };
         tape.dense(x, w, b, act.map(Activation::dense))
+    }
+}
+
+impl<T: Float> Layer<T> for Linear {
+    fn forward(&self, tape: &mut Tape<T>, x: Var) -> Var {
+        self.forward_act(tape, x, None, false)
+    }
+
+    fn forward_detached(&self, tape: &mut Tape<T>, x: Var) -> Var {
+        self.forward_act(tape, x, None, true)
     }
 
     /// `prefix.weight` and `prefix.bias`.
-    pub fn named(&self, prefix: &str) -> Named {
+    fn named(&self) -> Named {
         vec![
-            (format!("{prefix}.weight"), self.weight),
-            (format!("{prefix}.bias"), self.bias),
+            (join(&self.prefix, "weight"), self.weight),
+            (join(&self.prefix, "bias"), self.bias),
         ]
+    }
+
+    fn output_width(&self, input: usize) -> usize {
+        assert_eq!(input, self.in_features, "Linear: input width");
+        self.out_features
     }
 }
 
@@ -85,9 +91,10 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// Layers `input -> sizes[0] -> sizes[1] -> ...`, each followed by `activation`.
+    /// Layers `input -> sizes[0] -> sizes[1] -> ...`, each followed by `activation`, named
+    /// `0`, `1`, ... in `scope` (`0.weight`, `0.bias`, `1.weight`, ...).
     pub fn new<T: Float>(
-        tape: &mut Tape<T>,
+        scope: &mut ParamScope<T>,
         input: usize,
         sizes: &[usize],
         activation: Activation,
@@ -95,41 +102,36 @@ impl Mlp {
     ) -> Self {
         let mut layers = Vec::with_capacity(sizes.len());
         let mut width = input;
-        for &s in sizes {
-            layers.push(Linear::new(tape, width, s, rng));
+        for (i, &s) in sizes.iter().enumerate() {
+            layers.push(Linear::new(&mut scope.child(&i.to_string()), width, s, rng));
             width = s;
         }
         Mlp { layers, activation }
     }
 
-    /// Width of the output (the input width if there are no layers).
-    pub fn out_features(&self, input: usize) -> usize {
-        self.layers.last().map_or(input, |l| l.out_features)
-    }
-
-    /// Records the stack on `x`.
-    pub fn forward<T: Float>(&self, tape: &mut Tape<T>, mut x: Var) -> Var {
-        for l in &self.layers {
-            x = l.forward_act(tape, x, self.activation);
-        }
-        x
-    }
-
-    /// [`Mlp::forward`] with every parameter detached (see [`Linear::forward_detached`]).
-    pub fn forward_detached<T: Float>(&self, tape: &mut Tape<T>, mut x: Var) -> Var {
-        for l in &self.layers {
-            x = l.forward_act_detached(tape, x, self.activation);
-        }
-        x
-    }
-
-    /// `prefix.0.weight`, `prefix.0.bias`, `prefix.1.weight`, ...
-    pub fn named(&self, prefix: &str) -> Named {
+    fn run<T: Float>(&self, tape: &mut Tape<T>, x: Var, detached: bool) -> Var {
         self.layers
             .iter()
-            .enumerate()
-            .flat_map(|(i, l)| l.named(&format!("{prefix}.{i}")))
-            .collect()
+            .fold(x, |x, l| l.forward_act(tape, x, Some(self.activation), detached))
+    }
+}
+
+impl<T: Float> Layer<T> for Mlp {
+    fn forward(&self, tape: &mut Tape<T>, x: Var) -> Var {
+        self.run(tape, x, false)
+    }
+
+    fn forward_detached(&self, tape: &mut Tape<T>, x: Var) -> Var {
+        self.run(tape, x, true)
+    }
+
+    fn named(&self) -> Named {
+        self.layers.iter().flat_map(Layer::<T>::named).collect()
+    }
+
+    /// The input width if there are no layers.
+    fn output_width(&self, input: usize) -> usize {
+        self.layers.iter().fold(input, |w, l| Layer::<T>::output_width(l, w))
     }
 }
 
@@ -143,8 +145,17 @@ mod tests {
     #[test]
     fn pytorch_layout_and_init_bounds() {
         let mut t = Tape::<f32>::new();
+        let mut named = Named::new();
+        let mut scope = ParamScope::new(&mut t, &mut named);
         let mut rng = StdRng::seed_from_u64(0);
-        let l = Linear::new(&mut t, 400, 20, &mut rng);
+        let l = Linear::new(&mut scope, 400, 20, &mut rng);
+        let m = Mlp::new(
+            &mut scope.child("encoder"),
+            784,
+            &[512, 256],
+            Activation::Relu,
+            &mut rng,
+        );
         assert_eq!(t.dim(l.weight), (20, 400));
         assert_eq!(t.dim(l.bias), (1, 20));
         let b = 1.0 / 20.0;
@@ -154,8 +165,7 @@ mod tests {
         let x = t.constant(Array2::ones((3, 400)).view());
         let y = l.forward(&mut t, x);
         assert_eq!(t.dim(y), (3, 20));
-        let m = Mlp::new(&mut t, 784, &[512, 256], Activation::Relu, &mut rng);
-        let names: Vec<String> = m.named("encoder").into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = Layer::<f32>::named(&m).into_iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
             [
@@ -165,5 +175,53 @@ mod tests {
                 "encoder.1.bias"
             ]
         );
+    }
+
+    /// Shapes, names and gradients of `layer` (created alone in `named`) on a batch of 3.
+    fn check_layer(t: &mut Tape<f64>, layer: &dyn Layer<f64>, named: &Named, input: usize, output: usize) {
+        assert_eq!(layer.named(), *named, "the names the scope gave");
+        assert_eq!(layer.output_width(input), output);
+        let x0 = Array2::from_shape_fn((3, input), |(i, j)| (i as f64 - 1.0) * 0.3 + j as f64 * 0.1);
+        for detached in [false, true] {
+            t.reset();
+            let x = t.leaf(x0.view(), true);
+            let y = if detached {
+                layer.forward_detached(t, x)
+            } else {
+                layer.forward(t, x)
+            };
+            assert_eq!(t.dim(y), (3, output));
+            let loss = t.sum(y);
+            t.backward(loss);
+            let gx = t.grad(x).expect("the input's gradient");
+            assert!(gx.iter().any(|g| *g != 0.0), "detached {detached}");
+            for (name, p) in named {
+                assert_eq!(t.grad(*p).is_some(), !detached, "{name}, detached {detached}");
+            }
+        }
+    }
+
+    #[test]
+    fn linear_and_mlp_are_layers() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut t = Tape::<f64>::new();
+        let mut named = Named::new();
+        let l = Linear::new(&mut ParamScope::new(&mut t, &mut named).child("out"), 4, 2, &mut rng);
+        assert_eq!(
+            named.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["out.weight", "out.bias"]
+        );
+        check_layer(&mut t, &l, &named, 4, 2);
+
+        let mut named = Named::new();
+        let act = Activation::Tanh;
+        let m = Mlp::new(&mut ParamScope::new(&mut t, &mut named), 4, &[5, 3], act, &mut rng);
+        let names: Vec<_> = named.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["0.weight", "0.bias", "1.weight", "1.bias"]);
+        check_layer(&mut t, &m, &named, 4, 3);
+
+        let empty = Mlp::new(&mut ParamScope::new(&mut t, &mut Named::new()), 4, &[], act, &mut rng);
+        assert_eq!(Layer::<f64>::output_width(&empty, 4), 4);
+        assert!(Layer::<f64>::named(&empty).is_empty());
     }
 }
