@@ -8,7 +8,6 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ndarray::s;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use vae::data::Dataset;
@@ -20,7 +19,7 @@ const BATCH: usize = 128;
 
 fn bench(c: &mut Criterion) {
     let mnist = Dataset::open(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")).expect("the shipped MNIST");
-    let x = mnist.train.images.slice(s![..BATCH, ..]).to_owned();
+    let x = mnist.train.images.rows_f32(0..BATCH).to_owned();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut group = c.benchmark_group("vae_step_784-400-20_b128");
     group

@@ -63,7 +63,7 @@ fn main() {
         }
         // Test accuracy: the arg-max of the logits.
         t.reset();
-        let x = t.constant(mnist.test.images.view());
+        let x = t.constant(mnist.test.images.f32().view());
         let h = hidden.forward(&mut t, x);
         let logits = out.forward(&mut t, h);
         let correct = t

@@ -49,7 +49,8 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     trainer.checkpoint(&dir, &Default::default()).unwrap();
     let (mut reloaded, _) = checkpoint::load::<f32>(&dir.join("model.safetensors")).unwrap();
-    let x = mnist.test.images.slice(ndarray::s![..16, ..]);
+    let x = mnist.test.images.rows_f32(0..16);
+    let x = x.view();
     let before = trainer.model_mut().reconstruct(x);
     assert_eq!(
         reloaded.reconstruct(x),

@@ -108,8 +108,8 @@ fn reconstruct_puts_test_images_over_their_reconstructions() {
     assert_eq!((g.width, g.height), grid_size(5, 2));
     let test = Dataset::open(data()).unwrap().test.head(5);
     let tiles = untile(&g, 28, 28, 10, 5);
-    assert_eq!(tiles[..5], bytes(test.images.view())[..]);
-    let recon = model(&dir).reconstruct(test.images.view());
+    assert_eq!(tiles[..5], bytes(test.images.f32().view())[..]);
+    let recon = model(&dir).reconstruct(test.images.f32().view());
     assert_eq!(tiles[5..], bytes(recon.view())[..]);
     // The CSV holds the same reconstructions, exactly.
     let text = std::fs::read_to_string(csv).unwrap();
@@ -140,7 +140,7 @@ fn interpolate_runs_from_one_latent_mean_to_the_other() {
         let tiles = untile(&g, 28, 28, 12, 6);
         let test = Dataset::open(data()).unwrap().test.head(4);
         let mut m = model(&dir);
-        let (mu, _) = m.encode(test.images.view());
+        let (mu, _) = m.encode(test.images.f32().view());
         let ends = m.decode(mu.view());
         let ends = bytes(ends.view());
         assert_eq!((&tiles[0], &tiles[5]), (&ends[0], &ends[1]));
@@ -398,5 +398,5 @@ fn every_binarized_run_is_tested_on_the_same_binary_test_set() {
     let a = vae::train::data::test_split(&args(1).recipe(), &mnist);
     let b = vae::train::data::test_split(&args(7).recipe(), &mnist);
     assert_eq!(a.images, b.images);
-    assert!(a.images.iter().all(|&p| p == 0.0 || p == 1.0));
+    assert!(a.images.f32().iter().all(|&p| p == 0.0 || p == 1.0));
 }

@@ -126,14 +126,9 @@ impl<'a> Batches<'a> {
         self.pixels.clear();
         self.labels.clear();
         for &i in indices {
-            let row = self.split.images.row(i);
-            let row = row.as_slice().expect("dataset images are contiguous rows");
-            if self.config.binarize {
-                self.pixels
-                    .extend(row.iter().map(|&p| if rng.random::<f32>() < p { 1.0 } else { 0.0 }));
-            } else {
-                self.pixels.extend_from_slice(row);
-            }
+            let mut draw = || rng.random::<f32>();
+            let binarize: Option<&mut dyn FnMut() -> f32> = if self.config.binarize { Some(&mut draw) } else { None };
+            self.split.images.push_row(i, &mut self.pixels, binarize);
             if let Some(labels) = &self.split.labels {
                 self.labels.push(labels[i]);
             }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 
-use crate::DatasetError;
 use crate::idx::{self, Idx, IdxData, Limits};
+use crate::{DatasetError, Values};
 
 /// The directory the MNIST dataset ships in, relative to the repository root.
 pub const DEFAULT_DIR: &str = "data/mnist";
@@ -65,8 +65,9 @@ impl std::fmt::Display for ImageShape {
 /// One split of a dataset: `n` images of one shape, and their labels if the source has them.
 #[derive(Clone, Debug)]
 pub struct Split {
-    /// n x values, each in [0, 1], one image per row (laid out as [`ImageShape`] says).
-    pub images: Array2<f32>,
+    /// n x values, one image per row (laid out as [`ImageShape`] says), read as f32 in
+    /// [0, 1].
+    pub images: Values,
     /// The label of each image, if the source labels them.
     pub labels: Option<Vec<u8>>,
     /// The shape of every image.
@@ -172,13 +173,14 @@ impl Split {
     /// Loads one split (as [`Split::load`]) within `limits`.
     pub fn load_with(images: &Path, labels: &Path, limits: &Limits) -> Result<Self, DatasetError> {
         let img = idx::read_with(images, limits)?;
-        let (n, rows, cols, pixels) = match (&img.dims[..], &img.data) {
+        let found = describe(&img);
+        let (n, rows, cols, pixels) = match (&img.dims[..], img.data) {
             (&[n, rows, cols], IdxData::U8(px)) => (n, rows, cols, px),
             _ => {
                 return Err(DatasetError::WrongKind {
                     path: images.into(),
                     expected: "3-d unsigned-byte images (n x rows x cols)",
-                    found: describe(&img),
+                    found,
                 });
             }
         };
@@ -201,11 +203,9 @@ impl Split {
                 n_labels: label_vec.len(),
             });
         }
-        let scale = 1.0 / 255.0;
-        let data: Vec<f32> = pixels.iter().map(|&p| p as f32 * scale).collect();
-        let images = Array2::from_shape_vec((n, rows * cols), data).expect("checked by the IDX reader");
+        let images = Array2::from_shape_vec((n, rows * cols), pixels).expect("checked by the IDX reader");
         Ok(Split {
-            images,
+            images: Values::U8(images),
             labels: Some(label_vec),
             shape: ImageShape::grey(rows, cols),
         })
@@ -244,7 +244,7 @@ impl Split {
         };
         let idx: Vec<usize> = (0..self.len()).filter(|&i| keep(labels[i])).collect();
         Split {
-            images: self.images.select(ndarray::Axis(0), &idx),
+            images: self.images.select(&idx),
             labels: Some(idx.iter().map(|&i| labels[i]).collect()),
             shape: self.shape,
         }
@@ -254,7 +254,7 @@ impl Split {
     pub fn head(&self, n: usize) -> Split {
         let n = n.min(self.len());
         Split {
-            images: self.images.slice(ndarray::s![..n, ..]).to_owned(),
+            images: self.images.head(n),
             labels: self.labels.as_ref().map(|l| l[..n].to_vec()),
             shape: self.shape,
         }

@@ -29,8 +29,10 @@ mod batch;
 mod dataset;
 mod error;
 pub mod idx;
+mod values;
 
 pub use batch::{Batch, BatchConfig, Batches, stream_seed};
 pub use dataset::{DEFAULT_DIR, Dataset, ImageShape, Source, Split};
 pub use error::{DatasetError, IdxError};
 pub use idx::Limits;
+pub use values::Values;

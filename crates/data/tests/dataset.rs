@@ -30,8 +30,8 @@ fn the_real_files() {
     assert_eq!(&m.train.labels.as_ref().unwrap()[..5], &[5, 0, 4, 1, 9]);
     assert_eq!(&m.test.labels.as_ref().unwrap()[..5], &[7, 2, 1, 0, 4]);
     for s in [&m.train, &m.test] {
-        let min = s.images.iter().cloned().fold(f32::INFINITY, f32::min);
-        let max = s.images.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let min = s.images.f32().iter().cloned().fold(f32::INFINITY, f32::min);
+        let max = s.images.f32().iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         assert_eq!((min, max), (0.0, 1.0));
     }
 }
@@ -215,7 +215,7 @@ fn dynamic_binarization_draws_anew_each_epoch() {
     let e0 = b.next_batch().unwrap().images.to_owned();
     assert!(e0.iter().all(|&p| p == 0.0 || p == 1.0));
     // The mean of the draws follows the grey levels.
-    let (mean_bin, mean_grey) = (e0.mean().unwrap(), s.images.mean().unwrap());
+    let (mean_bin, mean_grey) = (e0.mean().unwrap(), s.images.f32().mean().unwrap());
     assert!((mean_bin - mean_grey).abs() < 0.01, "{mean_bin} vs {mean_grey}");
     b.start_epoch(1);
     let e1 = b.next_batch().unwrap().images.to_owned();

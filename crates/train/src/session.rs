@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail, ensure};
-use ndarray::{Array2, Axis, concatenate, s};
+use ndarray::{Array2, Axis, concatenate};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vae_data::{Dataset, Split, stream_seed};
@@ -374,7 +374,8 @@ fn write_pictures(
     let scale = scale_for(scale, h, w)?;
     let samples = model.sample(64, rng);
     write_png(&dir.join(run::SAMPLES), &tile(samples.view(), h, w, 8).upscaled(scale))?;
-    let originals = test.images.slice(s![..8.min(test.len()), ..]);
+    let originals = test.images.rows_f32(0..8.min(test.len()));
+    let originals = originals.view();
     let recon = model.reconstruct(originals);
     let both: Array2<f32> = concatenate![Axis(0), originals, recon];
     write_png(

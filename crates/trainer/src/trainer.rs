@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ndarray::Axis;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::Distribution;
@@ -195,18 +194,25 @@ pub fn kl_weight(beta: f64, warmup: f64, t: f64) -> f64 {
 /// set of a model trained on binarized images).
 pub fn binarized(split: &Split, seed: u64) -> Split {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut out = split.clone();
-    out.images
-        .mapv_inplace(|p| if rng.random::<f32>() < p { 1.0 } else { 0.0 });
-    out
+    let images = split
+        .images
+        .f32()
+        .mapv(|p| if rng.random::<f32>() < p { 1.0 } else { 0.0 });
+    Split {
+        images: images.into(),
+        labels: split.labels.clone(),
+        shape: split.shape,
+    }
 }
 
 /// Sums of `model`'s loss over a whole split, in batches of [`EVAL_BATCH`], z sampled from
 /// `rng`.
 pub fn evaluate(model: &mut Vae<f32>, split: &Split, rng: &mut impl Rng) -> LossSums {
     let mut sums = LossSums::default();
-    for chunk in split.images.axis_chunks_iter(Axis(0), EVAL_BATCH) {
-        sums.add(&model.evaluate(chunk, rng));
+    let n = split.len();
+    for start in (0..n).step_by(EVAL_BATCH) {
+        let chunk = split.images.rows_f32(start..(start + EVAL_BATCH).min(n));
+        sums.add(&model.evaluate(chunk.view(), rng));
     }
     sums
 }

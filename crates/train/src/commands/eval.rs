@@ -107,7 +107,8 @@ pub fn eval_with(a: &EvalArgs, mut collective: Option<&mut dyn Collective>) -> R
     if n == 0 {
         bail!("--n must be at least 1");
     }
-    let x = test.images.slice(s![..n, ..]);
+    let x = test.images.rows_f32(0..n);
+    let x = x.view();
     let dims = run.model.config().latents();
     let latent: usize = dims.iter().sum();
     let blocks = my_blocks(n, &collective);

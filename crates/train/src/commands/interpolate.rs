@@ -88,7 +88,7 @@ pub fn run(a: &InterpolateArgs) -> Result<PathBuf> {
     }
     let d = run.model.config().top_latent();
     let images = with_threads(a.run.threads, || {
-        let (mu, _) = run.model.encode(test.images.view());
+        let (mu, _) = run.model.encode(test.images.f32().view());
         let mut z = Array2::<f32>::zeros((pairs.len() * a.steps, d));
         for (r, &(i, j)) in pairs.iter().enumerate() {
             for k in 0..a.steps {

@@ -27,7 +27,8 @@ pub struct LatentsArgs {
 pub fn latents(a: &LatentsArgs) -> Result<PathBuf> {
     let mut run = a.run.load()?;
     let test = a.run.test_set(&run)?;
-    let (mu, _) = with_threads(a.run.threads, || run.model.encode(test.images.view()))?;
+    let x = test.images.f32();
+    let (mu, _) = with_threads(a.run.threads, || run.model.encode(x.view()))?;
     let d = mu.ncols();
     let xy = top2(mu.mapv(f64::from).view());
     let series: Vec<Series> = match &test.labels {

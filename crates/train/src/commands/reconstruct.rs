@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ndarray::{Axis, concatenate, s};
+use ndarray::{Axis, concatenate};
 use vae_model::checkpoint::write_atomic;
 
 use super::{RunArgs, image_shape, output};
@@ -44,7 +44,8 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<PathBuf> {
     let scale = scale_for(a.scale, h, w)?;
     let test = a.run.test_set(&run)?;
     let n = a.n.min(test.len());
-    let originals = test.images.slice(s![..n, ..]);
+    let originals = test.images.rows_f32(0..n);
+    let originals = originals.view();
     let recon = with_threads(a.run.threads, || run.model.reconstruct(originals))?;
     let out = output(&run.dir, &a.out, "reconstruct.png");
     let both = concatenate![Axis(0), originals, recon];

@@ -102,7 +102,8 @@ pub fn score_with(a: &ScoreArgs, mut collective: Option<&mut dyn Collective>) ->
     with_threads(a.run.threads, || {
         for b in blocks {
             let r = block_rows(b, n);
-            let chunk = test.images.slice(ndarray::s![r.clone(), ..]);
+            let chunk = test.images.rows_f32(r.clone());
+            let chunk = chunk.view();
             let mut rng = block_rng(a.seed, b, 3);
             let out = &mut scores[r];
             match a.method {
