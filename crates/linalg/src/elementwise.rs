@@ -5,7 +5,7 @@
 
 use crate::Float;
 use crate::simd::{
-    AdamStep, AdamUpdate, AddBias, BernoulliGrad, BernoulliRows, Binary, BinaryMap, ColumnSums, GaussianGrad,
+    Accum, AdamStep, AdamUpdate, AddBias, BernoulliGrad, BernoulliRows, Binary, BinaryMap, ColumnSums, GaussianGrad,
     GaussianRows, KlGradLogvar, KlNormal, Unary, UnaryGrad, UnaryGradFromOutput, UnaryMap, dispatch,
 };
 use crate::team::{SendPtr, for_chunks_mut, for_parts};
@@ -57,11 +57,12 @@ fn split<T: Float, const K: usize>(
 
 /// `out = f(x)`.
 pub fn unary<T: Float>(f: Unary<T>, x: &[T], out: &mut [T]) {
-    split(out, [x], 16, |out, [x]| dispatch(UnaryMap { f, x, out, acc: false }));
+    let acc = Accum::Overwrite;
+    split(out, [x], 16, |out, [x]| dispatch(UnaryMap { f, x, out, acc }));
 }
 
 /// `out (+)= g * f'(x)`, from the forward input `x` and output `y`.
-pub fn unary_grad<T: Float>(f: Unary<T>, g: &[T], x: &[T], y: &[T], out: &mut [T], acc: bool) {
+pub fn unary_grad<T: Float>(f: Unary<T>, g: &[T], x: &[T], y: &[T], out: &mut [T], acc: Accum) {
     split(out, [g, x, y], 16, |out, [g, x, y]| {
         dispatch(UnaryGrad { f, g, x, y, out, acc })
     });
@@ -73,14 +74,14 @@ pub fn unary_grad_from_output<T: Float>(f: Unary<T>, y: &[T], g: &mut [T]) {
 }
 
 /// `out (+)= a op b`.
-pub fn binary<T: Float>(op: Binary, a: &[T], b: &[T], out: &mut [T], acc: bool) {
+pub fn binary<T: Float>(op: Binary, a: &[T], b: &[T], out: &mut [T], acc: Accum) {
     split(out, [a, b], 16, |out, [a, b]| {
         dispatch(BinaryMap { op, a, b, out, acc })
     });
 }
 
 /// `out (+)= c * x`.
-pub fn scale<T: Float>(c: T, x: &[T], out: &mut [T], acc: bool) {
+pub fn scale<T: Float>(c: T, x: &[T], out: &mut [T], acc: Accum) {
     let f = Unary::Scale(c);
     split(out, [x], 16, |out, [x]| dispatch(UnaryMap { f, x, out, acc }));
 }
@@ -99,7 +100,7 @@ pub fn add_bias<T: Float>(x: &[T], bias: &[T], out: &mut [T]) {
 }
 
 /// `dst (+)= sum over the rows of src` (row-major, `dst.len()` columns), rows in order.
-pub fn column_sums<T: Float>(src: &[T], dst: &mut [T], acc: bool) {
+pub fn column_sums<T: Float>(src: &[T], dst: &mut [T], acc: Accum) {
     dispatch(ColumnSums { src, dst, acc });
 }
 
@@ -119,7 +120,7 @@ pub fn bernoulli_nll_rows<T: Float>(logits: &[T], target: &[T], n: usize, out: &
 }
 
 /// `out[i, j] (+)= g[i] * (sigmoid(l[i, j]) - t[i, j])`.
-pub fn bernoulli_nll_grad<T: Float>(g: &[T], logits: &[T], target: &[T], out: &mut [T], acc: bool) {
+pub fn bernoulli_nll_grad<T: Float>(g: &[T], logits: &[T], target: &[T], out: &mut [T], acc: Accum) {
     let n = logits.len() / g.len().max(1);
     let rows = chunk(g.len(), logits.len(), 1);
     let len = rows * n.max(1);
@@ -179,7 +180,7 @@ pub fn gaussian_nll_grad<T: Float>(
     range: (T, T),
     wrt: usize,
     out: &mut [T],
-    acc: bool,
+    acc: Accum,
 ) {
     let n1 = n.max(1);
     let shared = logvar.len() == n1;
@@ -222,7 +223,7 @@ pub fn kl_normal<T: Float>(mu: &[T], logvar: &[T], range: (T, T), out: &mut [T])
 }
 
 /// The KL term's gradient with respect to the log-variance (see [`KlGradLogvar`]).
-pub fn kl_normal_grad_logvar<T: Float>(g: &[T], logvar: &[T], range: (T, T), out: &mut [T], acc: bool) {
+pub fn kl_normal_grad_logvar<T: Float>(g: &[T], logvar: &[T], range: (T, T), out: &mut [T], acc: Accum) {
     split(out, [g, logvar], 16, |out, [g, logvar]| {
         dispatch(KlGradLogvar {
             g,

@@ -9,8 +9,8 @@ use ndarray_rand::rand::rngs::StdRng;
 use ndarray_rand::rand::{Rng, SeedableRng};
 use ndarray_rand::rand_distr::Uniform;
 use vae_linalg::simd::{
-    self, AdamStep, AdamUpdate, AddBias, BernoulliGrad, BernoulliRows, Binary, BinaryMap, ColumnSums, GaussianGrad,
-    GaussianRows, KlGradLogvar, KlNormal, Level, Unary, UnaryGrad, UnaryGradFromOutput, UnaryMap,
+    self, Accum, AdamStep, AdamUpdate, AddBias, BernoulliGrad, BernoulliRows, Binary, BinaryMap, ColumnSums,
+    GaussianGrad, GaussianRows, KlGradLogvar, KlNormal, Level, Unary, UnaryGrad, UnaryGradFromOutput, UnaryMap,
 };
 use vae_linalg::{Parallelism, gemm_with, naive_gemm};
 
@@ -52,10 +52,10 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                 f,
                 x: &input,
                 out: &mut fwd,
-                acc: false,
+                acc: Accum::Overwrite,
             },
         );
-        for acc in [false, true] {
+        for acc in [Accum::Overwrite, Accum::Add] {
             let mut g = w.clone();
             simd::dispatch_at(
                 level,
@@ -68,7 +68,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                     acc,
                 },
             );
-            out.push((format!("{f:?} grad acc={acc}"), g));
+            out.push((format!("{f:?} grad acc={acc:?}"), g));
         }
         if matches!(f, Unary::Relu | Unary::LeakyRelu(_) | Unary::Sigmoid | Unary::Tanh) {
             // The fused dense layer's in-place derivative, from the output alone.
@@ -83,14 +83,14 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                 f,
                 x: &input,
                 out: &mut summed,
-                acc: true,
+                acc: Accum::Add,
             },
         );
         out.push((format!("{f:?} acc"), summed));
         out.push((format!("{f:?}"), fwd));
     }
     for op in [Binary::Add, Binary::Sub, Binary::Mul] {
-        for acc in [false, true] {
+        for acc in [Accum::Overwrite, Accum::Add] {
             let mut o = w.clone();
             simd::dispatch_at(
                 level,
@@ -102,7 +102,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                     acc,
                 },
             );
-            out.push((format!("{op:?} acc={acc}"), o));
+            out.push((format!("{op:?} acc={acc:?}"), o));
         }
     }
     // Row kernels: `rows` rows of n / rows columns.
@@ -119,7 +119,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
         },
     );
     out.push(("add_bias".into(), o));
-    for acc in [false, true] {
+    for acc in [Accum::Overwrite, Accum::Add] {
         let mut s = w[..cols].to_vec();
         simd::dispatch_at(
             level,
@@ -129,7 +129,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                 acc,
             },
         );
-        out.push((format!("column_sums acc={acc}"), s));
+        out.push((format!("column_sums acc={acc:?}"), s));
     }
     let target: Vec<T> = z[..m].iter().map(|&v| v / T::c(10.0)).collect();
     let mut r = vec![T::zero(); rows];
@@ -144,7 +144,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
     );
     out.push(("bernoulli_rows".into(), r));
     let g = &y[..rows];
-    for acc in [false, true] {
+    for acc in [Accum::Overwrite, Accum::Add] {
         let mut o = w[..m].to_vec();
         simd::dispatch_at(
             level,
@@ -156,7 +156,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                 acc,
             },
         );
-        out.push((format!("bernoulli_grad acc={acc}"), o));
+        out.push((format!("bernoulli_grad acc={acc:?}"), o));
     }
     let range = (T::c(RANGE.0), T::c(RANGE.1));
     // Log-variances spanning the clamp: x scaled to [-40, 40].
@@ -193,7 +193,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                     range,
                     wrt,
                     out: &mut o,
-                    acc: true,
+                    acc: Accum::Add,
                 },
             );
             out.push((format!("gaussian_grad {name} wrt={wrt}"), o));
@@ -218,7 +218,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
             logvar: &lv_full_n(x),
             range,
             out: &mut k,
-            acc: true,
+            acc: Accum::Add,
         },
     );
     out.push(("kl_grad_logvar".into(), k));

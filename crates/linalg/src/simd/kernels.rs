@@ -13,6 +13,27 @@ use crate::Float;
 /// Lanes of every row reduction (a multiple of every vector width).
 pub const REDUCE_LANES: usize = 16;
 
+/// Whether a kernel overwrites its output or adds to it (a gradient's first contribution
+/// overwrites its buffer, later ones add).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accum {
+    /// `out = f(..)`.
+    Overwrite,
+    /// `out += f(..)`.
+    Add,
+}
+
+impl Accum {
+    /// The GEMM `beta` with the same effect: 0 overwrites `C`, 1 adds to it.
+    #[inline]
+    pub fn beta<T: Float>(self) -> T {
+        match self {
+            Accum::Overwrite => T::zero(),
+            Accum::Add => T::one(),
+        }
+    }
+}
+
 #[inline(always)]
 fn c<V: Vector>(x: f64) -> V {
     V::splat(V::E::c(x))
@@ -70,10 +91,10 @@ unsafe fn load_k<V: Vector, const K: usize>(ins: &[&[V::E]; K], i: usize) -> [V;
     a
 }
 
-/// `out[i] = f(ins[0][i], ..)`, or `out[i] += f(..)` when `acc`. The tail shorter than a
-/// vector runs through zero-padded buffers, so every element sees the same arithmetic.
+/// `out[i] = f(ins[0][i], ..)`, or `out[i] += f(..)` with [`Accum::Add`]. The tail shorter
+/// than a vector runs through zero-padded buffers, so every element sees the same arithmetic.
 #[inline(always)]
-fn zip<V: Vector, const K: usize>(ins: [&[V::E]; K], out: &mut [V::E], acc: bool, f: &impl Lanewise<V, K>) {
+fn zip<V: Vector, const K: usize>(ins: [&[V::E]; K], out: &mut [V::E], acc: Accum, f: &impl Lanewise<V, K>) {
     let n = out.len();
     for x in &ins {
         assert_eq!(x.len(), n, "kernel operands differ in length");
@@ -84,7 +105,7 @@ fn zip<V: Vector, const K: usize>(ins: [&[V::E]; K], out: &mut [V::E], acc: bool
         // SAFETY: i + l <= n, the length of every operand.
         unsafe {
             let mut r = f.apply(load_k(&ins, i));
-            if acc {
+            if acc == Accum::Add {
                 r = V::load(out.as_ptr().add(i)).add(r);
             }
             r.store(out.as_mut_ptr().add(i));
@@ -104,7 +125,7 @@ fn zip<V: Vector, const K: usize>(ins: [&[V::E]; K], out: &mut [V::E], acc: bool
         // SAFETY: the buffers hold REDUCE_LANES >= LANES values.
         unsafe {
             let mut r = f.apply(load_k(&padded, 0));
-            if acc {
+            if acc == Accum::Add {
                 r = V::load(o.as_ptr()).add(r);
             }
             r.store(o.as_mut_ptr());
@@ -394,8 +415,8 @@ pub struct UnaryMap<'a, T> {
     pub x: &'a [T],
     /// Output, as long as `x`.
     pub out: &'a mut [T],
-    /// Add to `out` instead of overwriting it.
-    pub acc: bool,
+    /// Overwrite `out` or add to it.
+    pub acc: Accum,
 }
 
 impl<T: Float> Kernel<T> for UnaryMap<'_, T> {
@@ -429,10 +450,10 @@ pub struct UnaryGrad<'a, T> {
     pub x: &'a [T],
     /// The forward output.
     pub y: &'a [T],
-    /// The gradient to write, or add to when `acc`.
+    /// The gradient to write or add to.
     pub out: &'a mut [T],
-    /// Add instead of overwriting.
-    pub acc: bool,
+    /// Overwrite `out` or add to it.
+    pub acc: Accum,
 }
 
 impl<T: Float> Kernel<T> for UnaryGrad<'_, T> {
@@ -538,8 +559,8 @@ pub struct BinaryMap<'a, T> {
     pub b: &'a [T],
     /// Output.
     pub out: &'a mut [T],
-    /// Add instead of overwriting.
-    pub acc: bool,
+    /// Overwrite `out` or add to it.
+    pub acc: Accum,
 }
 
 impl<T: Float> Kernel<T> for BinaryMap<'_, T> {
@@ -571,7 +592,7 @@ impl<T: Float> Kernel<T> for AddBias<'_, T> {
     fn run<V: Vector<E = T>>(self) {
         let n = self.bias.len().max(1);
         for (o, x) in self.out.chunks_exact_mut(n).zip(self.x.chunks_exact(n)) {
-            zip::<V, _>([x, self.bias], o, false, &AddF(p0()));
+            zip::<V, _>([x, self.bias], o, Accum::Overwrite, &AddF(p0()));
         }
     }
 }
@@ -582,8 +603,8 @@ pub struct ColumnSums<'a, T> {
     pub src: &'a [T],
     /// One sum per column.
     pub dst: &'a mut [T],
-    /// Add to `dst` instead of starting from zero.
-    pub acc: bool,
+    /// Start from zero or add to `dst`.
+    pub acc: Accum,
 }
 
 impl<T: Float> Kernel<T> for ColumnSums<'_, T> {
@@ -591,11 +612,11 @@ impl<T: Float> Kernel<T> for ColumnSums<'_, T> {
     #[inline(always)]
     fn run<V: Vector<E = T>>(self) {
         let n = self.dst.len().max(1);
-        if !self.acc {
+        if self.acc == Accum::Overwrite {
             self.dst.fill(T::zero());
         }
         for row in self.src.chunks_exact(n) {
-            zip::<V, _>([row], self.dst, true, &CopyF(p0()));
+            zip::<V, _>([row], self.dst, Accum::Add, &CopyF(p0()));
         }
     }
 }
@@ -640,8 +661,8 @@ pub struct BernoulliGrad<'a, T> {
     pub target: &'a [T],
     /// Gradient of the logits.
     pub out: &'a mut [T],
-    /// Add instead of overwriting.
-    pub acc: bool,
+    /// Overwrite `out` or add to it.
+    pub acc: Accum,
 }
 
 impl<T: Float> Kernel<T> for BernoulliGrad<'_, T> {
@@ -725,8 +746,8 @@ pub struct GaussianGrad<'a, T> {
     pub wrt: usize,
     /// The gradient to write (shaped as its variable).
     pub out: &'a mut [T],
-    /// Add instead of overwriting.
-    pub acc: bool,
+    /// Overwrite `out` or add to it.
+    pub acc: Accum,
 }
 
 impl<T: Float> Kernel<T> for GaussianGrad<'_, T> {
@@ -736,7 +757,7 @@ impl<T: Float> Kernel<T> for GaussianGrad<'_, T> {
         let n = self.n.max(1);
         let (lo, hi) = self.range;
         let shared = self.logvar.len() == n;
-        if shared && self.wrt == 2 && !self.acc {
+        if shared && self.wrt == 2 && self.acc == Accum::Overwrite {
             self.out.fill(T::zero());
         }
         for (i, &g) in self.g.iter().enumerate() {
@@ -748,7 +769,7 @@ impl<T: Float> Kernel<T> for GaussianGrad<'_, T> {
             } else {
                 &mut self.out[r]
             };
-            let acc = self.acc || (shared && self.wrt == 2);
+            let acc = if shared && self.wrt == 2 { Accum::Add } else { self.acc };
             match self.wrt {
                 0 => zip::<V, 3>(ins, out, acc, &GaussianMeanG(p(-g, lo, hi))),
                 1 => zip::<V, 3>(ins, out, acc, &GaussianMeanG(p(g, lo, hi))),
@@ -776,7 +797,7 @@ impl<T: Float> Kernel<T> for KlNormal<'_, T> {
     #[inline(always)]
     fn run<V: Vector<E = T>>(self) {
         let f = KlF(p(self.range.0, self.range.1, T::zero()));
-        zip::<V, 2>([self.mu, self.logvar], self.out, false, &f);
+        zip::<V, 2>([self.mu, self.logvar], self.out, Accum::Overwrite, &f);
     }
 }
 
@@ -791,8 +812,8 @@ pub struct KlGradLogvar<'a, T> {
     pub range: (T, T),
     /// The gradient to write.
     pub out: &'a mut [T],
-    /// Add instead of overwriting.
-    pub acc: bool,
+    /// Overwrite `out` or add to it.
+    pub acc: Accum,
 }
 
 impl<T: Float> Kernel<T> for KlGradLogvar<'_, T> {
