@@ -1,7 +1,7 @@
 //! Broadcasting elementwise loops for the reductions' backward (small, generic), and `put`,
 //! a gradient element's write or accumulation; the hot elementwise kernels are
-//! `vae_linalg::elementwise`. Every element is computed independently, so the result never
-//! depends on the thread count.
+//! `vae_linalg::elementwise` and the loss kernels `crate::loss_kernels`. Every element is
+//! computed independently, so the result never depends on the thread count.
 
 use ndarray::{Array2, ArrayView2, Axis, Zip, s};
 use vae_linalg::elementwise::par_min_len;

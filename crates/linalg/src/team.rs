@@ -283,7 +283,7 @@ pub fn for_blocks<T: Send + Sync>(
 
 /// Runs `f(offset, chunk)` on consecutive `chunk`-element pieces of `out` (the last may be
 /// shorter), in parallel through [`for_parts`].
-pub(crate) fn for_chunks_mut<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+pub fn for_chunks_mut<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let len = out.len();
     let chunk = chunk.max(1);
     let parts = len.div_ceil(chunk);

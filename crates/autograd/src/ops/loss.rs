@@ -1,18 +1,18 @@
 //! Fused, numerically stable loss terms of a VAE: the Bernoulli and Gaussian negative
 //! log-likelihoods (one total per row, i.e. per image) and the analytic KL divergence of a
 //! diagonal Gaussian from N(0, I) (elementwise, so free bits can act per latent unit). The
-//! arithmetic is in `vae_linalg::simd`'s kernels.
+//! arithmetic is in this crate's SIMD kernels, [`crate::loss_kernels`].
 
 use ndarray::Array2;
-use vae_linalg::elementwise::{
-    bernoulli_nll_grad, bernoulli_nll_rows, binary, gaussian_nll_grad, gaussian_nll_rows, kl_normal,
-    kl_normal_grad_logvar,
-};
+use vae_linalg::elementwise::binary;
 use vae_linalg::simd::Binary;
 
 use super::Op;
 use super::elementwise::{sl, sl_mut};
 use crate::kernels::put;
+use crate::loss_kernels::{
+    bernoulli_nll_grad, bernoulli_nll_rows, gaussian_nll_grad, gaussian_nll_rows, kl_normal, kl_normal_grad_logvar,
+};
 use crate::tape::{Grads, Tape, Values, Var};
 use crate::{Float, LOGVAR_RANGE};
 
