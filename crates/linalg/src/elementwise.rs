@@ -2,14 +2,13 @@
 //! contiguous chunks (one per thread) when they are long enough to repay it. Every element
 //! is computed independently, and row reductions stay within a row, so results never depend
 //! on the thread count. [`chunk_len`] and [`split`] are public for the kernels of the other
-//! crates (the losses in `vae-autograd`), which split the same way.
+//! crates (the losses in `vae-autograd`, Adam in `vae-nn`), which split the same way.
 
 use crate::Float;
 use crate::simd::{
-    Accum, AdamStep, AdamUpdate, AddBias, Binary, BinaryMap, ColumnSums, Unary, UnaryGrad, UnaryGradFromOutput,
-    UnaryMap, dispatch,
+    Accum, AddBias, Binary, BinaryMap, ColumnSums, Unary, UnaryGrad, UnaryGradFromOutput, UnaryMap, dispatch,
 };
-use crate::team::{SendPtr, for_chunks_mut, for_parts};
+use crate::team::for_chunks_mut;
 
 /// Below this many elements a kernel runs on the calling thread.
 pub const PAR_MIN_LEN: usize = 1 << 15;
@@ -105,36 +104,4 @@ pub fn add_bias<T: Float>(x: &[T], bias: &[T], out: &mut [T]) {
 /// `dst (+)= sum over the rows of src` (row-major, `dst.len()` columns), rows in order.
 pub fn column_sums<T: Float>(src: &[T], dst: &mut [T], acc: Accum) {
     dispatch(ColumnSums { src, dst, acc });
-}
-
-/// One Adam update of `w` from its gradient `g` and moments `m`, `v` (see [`AdamUpdate`]),
-/// in contiguous chunks across the pool.
-pub fn adam<T: Float>(w: &mut [T], g: &[T], m: &mut [T], v: &mut [T], h: AdamStep<T>) {
-    let len = chunk_len(w.len(), w.len(), 16);
-    if len >= w.len() {
-        return dispatch(AdamUpdate { w, g, m, v, h });
-    }
-    let total = w.len();
-    assert!(
-        g.len() == total && m.len() == total && v.len() == total,
-        "adam: lengths differ"
-    );
-    let (wp, mp, vp) = (
-        SendPtr(w.as_mut_ptr()),
-        SendPtr(m.as_mut_ptr()),
-        SendPtr(v.as_mut_ptr()),
-    );
-    for_parts(total.div_ceil(len), |i| {
-        let r = i * len..((i + 1) * len).min(total);
-        // SAFETY: the pieces are disjoint ranges of the live, mutably borrowed `w`, `m` and
-        // `v` (of equal lengths, checked), one per piece.
-        let (w, m, v) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(wp.get().add(r.start), r.len()),
-                std::slice::from_raw_parts_mut(mp.get().add(r.start), r.len()),
-                std::slice::from_raw_parts_mut(vp.get().add(r.start), r.len()),
-            )
-        };
-        dispatch(AdamUpdate { w, g: &g[r], m, v, h })
-    });
 }

@@ -1,9 +1,9 @@
 //! Every SIMD level this CPU has against the scalar reference: each elementwise kernel gives
 //! bitwise the same result at every level (lengths with ragged tails, every function, with
 //! and without accumulation), the f32 kernels agree with the f64 path to a few parts in a
-//! million, and GEMM at every level matches the naive triple loop. (The loss kernels,
-//! written with this crate's loops, are compared the same way in `vae-autograd`'s
-//! `tests/loss_kernel_levels.rs`.)
+//! million, and GEMM at every level matches the naive triple loop. (The kernels of the
+//! losses and of Adam, written with this crate's loops, are compared the same way in
+//! `vae-autograd`'s `tests/loss_kernel_levels.rs` and `vae-nn`'s `tests/adam_levels.rs`.)
 
 use ndarray::Array2;
 use ndarray_rand::RandomExt;
@@ -11,8 +11,7 @@ use ndarray_rand::rand::rngs::StdRng;
 use ndarray_rand::rand::{Rng, SeedableRng};
 use ndarray_rand::rand_distr::Uniform;
 use vae_linalg::simd::{
-    self, Accum, AdamStep, AdamUpdate, AddBias, Binary, BinaryMap, ColumnSums, Level, Unary, UnaryGrad,
-    UnaryGradFromOutput, UnaryMap,
+    self, Accum, AddBias, Binary, BinaryMap, ColumnSums, Level, Unary, UnaryGrad, UnaryGradFromOutput, UnaryMap,
 };
 use vae_linalg::{Parallelism, gemm_with, naive_gemm};
 
@@ -131,30 +130,6 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
             },
         );
         out.push((format!("column_sums acc={acc:?}"), s));
-    }
-    for wd in [0.0, 0.01] {
-        let (mut wt, mut m1, mut v1) = (x.clone(), y.clone(), z.clone());
-        let h = AdamStep {
-            step_size: T::c(1e-3 / (1.0 - 0.9f64.powi(3))),
-            bc2_sqrt: T::c((1.0 - 0.999f64.powi(3)).sqrt()),
-            beta1: T::c(0.9),
-            beta2: T::c(0.999),
-            eps: T::c(1e-8),
-            weight_decay: T::c(wd),
-        };
-        simd::dispatch_at(
-            level,
-            AdamUpdate {
-                w: &mut wt,
-                g: w,
-                m: &mut m1,
-                v: &mut v1,
-                h,
-            },
-        );
-        out.push((format!("adam wd={wd} w"), wt));
-        out.push((format!("adam wd={wd} m"), m1));
-        out.push((format!("adam wd={wd} v"), v1));
     }
     out
 }

@@ -2,7 +2,8 @@
 //!
 //! * [`Linear`]: a dense layer with PyTorch's `[out, in]` weight layout and default
 //!   initialisation; [`Activation`]; [`Mlp`], a stack of them.
-//! * [`Adam`] and [`Sgd`], updating parameters in place on the tape.
+//! * [`Adam`] and [`Sgd`], updating parameters in place on the tape; Adam's update is one
+//!   SIMD kernel of this crate's ([`adam_kernel`]).
 //! * Parameters are addressable by name ([`Named`]), e.g. `encoder.0.weight`.
 
 //!
@@ -35,6 +36,7 @@
 #![warn(missing_docs)]
 
 mod activation;
+pub mod adam_kernel;
 mod layers;
 mod optim;
 
