@@ -1,9 +1,11 @@
-//! Broadcasting elementwise loops for the reductions' backward (small, generic); the hot
-//! elementwise kernels are `vae_linalg::elementwise`. Every element is computed
-//! independently, so the result never depends on the thread count.
+//! Broadcasting elementwise loops for the reductions' backward (small, generic), and `put`,
+//! a gradient element's write or accumulation; the hot elementwise kernels are
+//! `vae_linalg::elementwise` and the loss kernels `crate::loss_kernels`. Every element is
+//! computed independently, so the result never depends on the thread count.
 
 use ndarray::{Array2, ArrayView2, Axis, Zip, s};
 use vae_linalg::elementwise::par_min_len;
+use vae_linalg::simd::Accum;
 use vae_linalg::team::for_blocks;
 
 use crate::Float;
@@ -18,9 +20,9 @@ fn parts(len: usize) -> usize {
     }
 }
 
-/// `g[i] = f(x[i])` when `first`, `g[i] += f(x[i])` otherwise (gradient accumulation).
-pub(crate) fn acc1<T: Float>(g: &mut Array2<T>, first: bool, x: ArrayView2<T>, f: impl Fn(T) -> T + Sync + Send) {
-    let body = |o: &mut T, &a: &T| put(o, f(a), first);
+/// `g[i] = f(x[i])` or `g[i] += f(x[i])`, as `acc` says (gradient accumulation).
+pub(crate) fn acc1<T: Float>(g: &mut Array2<T>, acc: Accum, x: ArrayView2<T>, f: impl Fn(T) -> T + Sync + Send) {
+    let body = |o: &mut T, &a: &T| put(o, f(a), acc);
     for_blocks(g.view_mut(), Axis(0), parts(x.len()), 1, |rows, mut g| {
         Zip::from(&mut g).and(&x.slice(s![rows, ..])).for_each(body)
     });
@@ -29,13 +31,13 @@ pub(crate) fn acc1<T: Float>(g: &mut Array2<T>, first: bool, x: ArrayView2<T>, f
 /// `g[i] (+)= f(x[i], y[i], w[i])`.
 pub(crate) fn acc3<T: Float>(
     g: &mut Array2<T>,
-    first: bool,
+    acc: Accum,
     x: ArrayView2<T>,
     y: ArrayView2<T>,
     w: ArrayView2<T>,
     f: impl Fn(T, T, T) -> T + Sync + Send,
 ) {
-    let body = |o: &mut T, &a: &T, &b: &T, &c: &T| put(o, f(a, b, c), first);
+    let body = |o: &mut T, &a: &T, &b: &T, &c: &T| put(o, f(a, b, c), acc);
     for_blocks(g.view_mut(), Axis(0), parts(x.len()), 1, |rows, mut g| {
         Zip::from(&mut g)
             .and(&x.slice(s![rows.clone(), ..]))
@@ -47,6 +49,9 @@ pub(crate) fn acc3<T: Float>(
 
 /// Writes or accumulates one gradient element.
 #[inline(always)]
-pub(crate) fn put<T: Float>(dst: &mut T, v: T, first: bool) {
-    *dst = if first { v } else { *dst + v };
+pub(crate) fn put<T: Float>(dst: &mut T, v: T, acc: Accum) {
+    *dst = match acc {
+        Accum::Overwrite => v,
+        Accum::Add => *dst + v,
+    };
 }

@@ -6,6 +6,8 @@
 //!   allocates nothing.
 //! * [`Tape::backward`] walks the nodes in reverse, accumulating gradients (fan-out adds).
 //! * [`gradcheck`] compares the gradients with central finite differences.
+//! * [`loss_kernels`]: the SIMD kernels of the loss ops (Bernoulli and Gaussian negative
+//!   log-likelihoods, KL), written over `vae_linalg::simd` as `vae-linalg`'s own kernels are.
 //!
 //! The engine is generic over [`Float`] (`f32` to train, `f64` to check gradients).
 
@@ -29,6 +31,7 @@
 
 pub mod gradcheck;
 mod kernels;
+pub mod loss_kernels;
 mod ops;
 mod tape;
 

@@ -1,6 +1,7 @@
 //! The tape: node storage, buffer reuse between steps, and the backward sweep.
 
 use ndarray::{Array2, ArrayView2};
+use vae_linalg::simd::Accum;
 
 use crate::Float;
 use crate::ops::{self, Op};
@@ -79,23 +80,23 @@ pub(crate) struct Grads<'a, T> {
 }
 
 impl<T: Float> Grads<'_, T> {
-    /// The gradient buffer of `v`, shaped `dim`, and whether this is its first write in
-    /// this sweep (then the caller overwrites rather than adds).
-    pub(crate) fn slot(&mut self, v: Var, dim: (usize, usize)) -> (&mut Array2<T>, bool) {
+    /// The gradient buffer of `v`, shaped `dim`, and how to write it: overwrite on its first
+    /// write in this sweep, add after.
+    pub(crate) fn slot(&mut self, v: Var, dim: (usize, usize)) -> (&mut Array2<T>, Accum) {
         let (grads, set) = if v.is_param() {
             (&mut *self.params.0, &mut *self.params.1)
         } else {
             (&mut *self.nodes.0, &mut *self.nodes.1)
         };
         let i = v.index();
-        let first = !set[i];
-        if first {
-            set[i] = true;
-            if grads[i].dim() != dim {
-                grads[i] = Array2::zeros(dim);
-            }
+        if set[i] {
+            return (&mut grads[i], Accum::Add);
         }
-        (&mut grads[i], first)
+        set[i] = true;
+        if grads[i].dim() != dim {
+            grads[i] = Array2::zeros(dim);
+        }
+        (&mut grads[i], Accum::Overwrite)
     }
 }
 

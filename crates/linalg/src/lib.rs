@@ -15,7 +15,12 @@
 
 //!
 //! Elementwise kernels (`elementwise`, written over `simd::Vector`) run at the SIMD level
-//! detected at run time or forced with `VAE_SIMD` (see [`simd`]).
+//! detected at run time or forced with `VAE_SIMD` (see [`simd`]). This crate holds the
+//! generic ones (activations, binary ops, bias, column sums) and what other crates write
+//! theirs with: `simd::Vector`, `Kernel` and `dispatch`, the lanewise loops (`simd::zip`,
+//! `simd::lane_sum`, [`lanewise!`]), `simd::Accum`, and the splitting across threads
+//! (`elementwise::split`, `elementwise::chunk_len`, [`team`]). The loss kernels live beside
+//! the loss ops in `vae-autograd`, Adam's beside the optimizer in `vae-nn`.
 //!
 //! ```
 //! use ndarray::array;

@@ -283,7 +283,7 @@ pub fn for_blocks<T: Send + Sync>(
 
 /// Runs `f(offset, chunk)` on consecutive `chunk`-element pieces of `out` (the last may be
 /// shorter), in parallel through [`for_parts`].
-pub(crate) fn for_chunks_mut<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+pub fn for_chunks_mut<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let len = out.len();
     let chunk = chunk.max(1);
     let parts = len.div_ceil(chunk);
@@ -301,8 +301,9 @@ pub(crate) fn for_chunks_mut<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(us
 }
 
 /// A raw pointer that may cross threads: for kernels that hand disjoint pieces of one
-/// buffer to [`for_parts`].
-pub(crate) struct SendPtr<T>(pub *mut T);
+/// buffer to [`for_parts`] (dereferencing it stays `unsafe`: the user keeps the pieces
+/// disjoint).
+pub struct SendPtr<T>(pub *mut T);
 
 impl<T> Clone for SendPtr<T> {
     fn clone(&self) -> Self {
@@ -314,7 +315,7 @@ impl<T> Copy for SendPtr<T> {}
 impl<T> SendPtr<T> {
     /// The pointer (a method, so that closures capture the whole `SendPtr`).
     #[inline(always)]
-    pub(crate) fn get(self) -> *mut T {
+    pub fn get(self) -> *mut T {
         self.0
     }
 }

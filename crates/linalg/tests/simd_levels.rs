@@ -1,7 +1,9 @@
 //! Every SIMD level this CPU has against the scalar reference: each elementwise kernel gives
 //! bitwise the same result at every level (lengths with ragged tails, every function, with
 //! and without accumulation), the f32 kernels agree with the f64 path to a few parts in a
-//! million, and GEMM at every level matches the naive triple loop.
+//! million, and GEMM at every level matches the naive triple loop. (The kernels of the
+//! losses and of Adam, written with this crate's loops, are compared the same way in
+//! `vae-autograd`'s `tests/loss_kernel_levels.rs` and `vae-nn`'s `tests/adam_levels.rs`.)
 
 use ndarray::Array2;
 use ndarray_rand::RandomExt;
@@ -9,13 +11,11 @@ use ndarray_rand::rand::rngs::StdRng;
 use ndarray_rand::rand::{Rng, SeedableRng};
 use ndarray_rand::rand_distr::Uniform;
 use vae_linalg::simd::{
-    self, AdamStep, AdamUpdate, AddBias, BernoulliGrad, BernoulliRows, Binary, BinaryMap, ColumnSums, GaussianGrad,
-    GaussianRows, KlGradLogvar, KlNormal, Level, Unary, UnaryGrad, UnaryGradFromOutput, UnaryMap,
+    self, Accum, AddBias, Binary, BinaryMap, ColumnSums, Level, Unary, UnaryGrad, UnaryGradFromOutput, UnaryMap,
 };
 use vae_linalg::{Parallelism, gemm_with, naive_gemm};
 
 const LENGTHS: [usize; 7] = [1, 7, 16, 17, 33, 100, 787];
-const RANGE: (f64, f64) = (-30.0, 20.0);
 
 fn random(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
     (0..n).map(|_| rng.random_range(lo..hi)).collect()
@@ -52,10 +52,10 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                 f,
                 x: &input,
                 out: &mut fwd,
-                acc: false,
+                acc: Accum::Overwrite,
             },
         );
-        for acc in [false, true] {
+        for acc in [Accum::Overwrite, Accum::Add] {
             let mut g = w.clone();
             simd::dispatch_at(
                 level,
@@ -68,7 +68,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                     acc,
                 },
             );
-            out.push((format!("{f:?} grad acc={acc}"), g));
+            out.push((format!("{f:?} grad acc={acc:?}"), g));
         }
         if matches!(f, Unary::Relu | Unary::LeakyRelu(_) | Unary::Sigmoid | Unary::Tanh) {
             // The fused dense layer's in-place derivative, from the output alone.
@@ -83,14 +83,14 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                 f,
                 x: &input,
                 out: &mut summed,
-                acc: true,
+                acc: Accum::Add,
             },
         );
         out.push((format!("{f:?} acc"), summed));
         out.push((format!("{f:?}"), fwd));
     }
     for op in [Binary::Add, Binary::Sub, Binary::Mul] {
-        for acc in [false, true] {
+        for acc in [Accum::Overwrite, Accum::Add] {
             let mut o = w.clone();
             simd::dispatch_at(
                 level,
@@ -102,7 +102,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                     acc,
                 },
             );
-            out.push((format!("{op:?} acc={acc}"), o));
+            out.push((format!("{op:?} acc={acc:?}"), o));
         }
     }
     // Row kernels: `rows` rows of n / rows columns.
@@ -119,7 +119,7 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
         },
     );
     out.push(("add_bias".into(), o));
-    for acc in [false, true] {
+    for acc in [Accum::Overwrite, Accum::Add] {
         let mut s = w[..cols].to_vec();
         simd::dispatch_at(
             level,
@@ -129,128 +129,9 @@ fn outputs<T: vae_linalg::Float>(level: Level, n: usize, inputs: &[Vec<T>; 4], r
                 acc,
             },
         );
-        out.push((format!("column_sums acc={acc}"), s));
-    }
-    let target: Vec<T> = z[..m].iter().map(|&v| v / T::c(10.0)).collect();
-    let mut r = vec![T::zero(); rows];
-    simd::dispatch_at(
-        level,
-        BernoulliRows {
-            logits: &x[..m],
-            target: &target,
-            n: cols,
-            out: &mut r,
-        },
-    );
-    out.push(("bernoulli_rows".into(), r));
-    let g = &y[..rows];
-    for acc in [false, true] {
-        let mut o = w[..m].to_vec();
-        simd::dispatch_at(
-            level,
-            BernoulliGrad {
-                g,
-                logits: &x[..m],
-                target: &target,
-                out: &mut o,
-                acc,
-            },
-        );
-        out.push((format!("bernoulli_grad acc={acc}"), o));
-    }
-    let range = (T::c(RANGE.0), T::c(RANGE.1));
-    // Log-variances spanning the clamp: x scaled to [-40, 40].
-    let lv_full: Vec<T> = x[..m].iter().map(|&v| v * T::c(8.0)).collect();
-    let lv_row: Vec<T> = lv_full[..cols].to_vec();
-    for (name, lv) in [("full", &lv_full), ("shared", &lv_row)] {
-        let mut r = vec![T::zero(); rows];
-        simd::dispatch_at(
-            level,
-            GaussianRows {
-                mean: &y[..m],
-                target: &target,
-                logvar: lv,
-                n: cols,
-                range,
-                out: &mut r,
-            },
-        );
-        out.push((format!("gaussian_rows {name}"), r));
-        for wrt in 0..3 {
-            let mut o = if wrt == 2 {
-                w[..lv.len()].to_vec()
-            } else {
-                w[..m].to_vec()
-            };
-            simd::dispatch_at(
-                level,
-                GaussianGrad {
-                    g,
-                    mean: &y[..m],
-                    target: &target,
-                    logvar: lv,
-                    n: cols,
-                    range,
-                    wrt,
-                    out: &mut o,
-                    acc: true,
-                },
-            );
-            out.push((format!("gaussian_grad {name} wrt={wrt}"), o));
-        }
-    }
-    let mut k = zero();
-    simd::dispatch_at(
-        level,
-        KlNormal {
-            mu: y,
-            logvar: &lv_full_n(x),
-            range,
-            out: &mut k,
-        },
-    );
-    out.push(("kl".into(), k));
-    let mut k = w.clone();
-    simd::dispatch_at(
-        level,
-        KlGradLogvar {
-            g: y,
-            logvar: &lv_full_n(x),
-            range,
-            out: &mut k,
-            acc: true,
-        },
-    );
-    out.push(("kl_grad_logvar".into(), k));
-    for wd in [0.0, 0.01] {
-        let (mut wt, mut m1, mut v1) = (x.clone(), y.clone(), z.clone());
-        let h = AdamStep {
-            step_size: T::c(1e-3 / (1.0 - 0.9f64.powi(3))),
-            bc2_sqrt: T::c((1.0 - 0.999f64.powi(3)).sqrt()),
-            beta1: T::c(0.9),
-            beta2: T::c(0.999),
-            eps: T::c(1e-8),
-            weight_decay: T::c(wd),
-        };
-        simd::dispatch_at(
-            level,
-            AdamUpdate {
-                w: &mut wt,
-                g: w,
-                m: &mut m1,
-                v: &mut v1,
-                h,
-            },
-        );
-        out.push((format!("adam wd={wd} w"), wt));
-        out.push((format!("adam wd={wd} m"), m1));
-        out.push((format!("adam wd={wd} v"), v1));
+        out.push((format!("column_sums acc={acc:?}"), s));
     }
     out
-}
-
-fn lv_full_n<T: vae_linalg::Float>(x: &[T]) -> Vec<T> {
-    x.iter().map(|&v| v * T::c(8.0)).collect()
 }
 
 /// Inputs: x in [-5, 5] (with exact zeros), y in [-2, 2], z in (0.01, 10), w in [-1, 1].

@@ -7,7 +7,8 @@
 //!   (`encoder.0.weight`), appending to a [`Named`] list in creation order.
 //! * [`Linear`]: a dense layer with PyTorch's `[out, in]` weight layout and default
 //!   initialisation; [`Activation`]; [`Mlp`], a stack of them.
-//! * [`Adam`] and [`Sgd`], updating parameters in place on the tape.
+//! * [`Adam`] and [`Sgd`], updating parameters in place on the tape; Adam's update is one
+//!   SIMD kernel of this crate's ([`adam_kernel`]).
 
 //!
 //! ```
@@ -41,6 +42,7 @@
 #![warn(missing_docs)]
 
 mod activation;
+pub mod adam_kernel;
 mod layer;
 mod layers;
 mod optim;

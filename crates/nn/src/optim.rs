@@ -2,8 +2,8 @@
 
 use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 use vae_autograd::{Float, Tape, Var};
-use vae_linalg::elementwise::adam;
-use vae_linalg::simd::AdamStep;
+
+use crate::adam_kernel::{AdamStep, adam};
 
 /// Updates parameters from the gradients of the last backward sweep.
 pub trait Optimizer<T: Float> {
@@ -40,8 +40,9 @@ impl Default for AdamConfig {
 
 /// Adam with bias correction, computed in the same order as `torch.optim.Adam`. The moments
 /// of every parameter live in one flat buffer each; a step runs the fused SIMD kernel
-/// (`vae_linalg::simd::AdamUpdate`: weight, gradient and both moments in one pass) over each
-/// parameter, a large one cut into one contiguous chunk per thread. A step allocates nothing.
+/// ([`AdamUpdate`](crate::adam_kernel::AdamUpdate): weight, gradient and both moments in one
+/// pass) over each parameter, a large one cut into one contiguous chunk per thread. A step
+/// allocates nothing.
 #[derive(Clone, Debug)]
 pub struct Adam<T> {
     /// Hyper-parameters.

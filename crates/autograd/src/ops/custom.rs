@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use ndarray::{Array2, ArrayView2};
+use vae_linalg::simd::Accum;
 
 use super::Op;
 use crate::Float;
@@ -110,11 +111,10 @@ pub(super) fn custom_backward<T: Float>(
             c.op.name(),
             gi.dim()
         );
-        let (slot, first) = grads.slot(v, dim);
-        if first {
-            slot.assign(&gi);
-        } else {
-            slot.zip_mut_with(&gi, |s, &v| *s = *s + v);
+        let (slot, acc) = grads.slot(v, dim);
+        match acc {
+            Accum::Overwrite => slot.assign(&gi),
+            Accum::Add => slot.zip_mut_with(&gi, |s, &v| *s = *s + v),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use ndarray::{Array2, ArrayView2};
 use vae_linalg::elementwise::{binary, scale, unary, unary_grad};
-use vae_linalg::simd::Binary;
+use vae_linalg::simd::{Accum, Binary};
 
 use super::Op;
 use crate::Float;
@@ -32,7 +32,7 @@ impl<T: Float> Tape<T> {
             self.dim(b)
         );
         self.record(op, dim, false, |out, v| {
-            binary(kind, sl(v.get(a)), sl(v.get(b)), sl_mut(out), false)
+            binary(kind, sl(v.get(a)), sl(v.get(b)), sl_mut(out), Accum::Overwrite)
         })
     }
 
@@ -60,7 +60,7 @@ impl<T: Float> Tape<T> {
     /// `c * x`.
     pub fn scale(&mut self, x: Var, c: T) -> Var {
         self.record(Op::Scale(x, c), self.dim(x), false, |out, v| {
-            scale(c, sl(v.get(x)), sl_mut(out), false)
+            scale(c, sl(v.get(x)), sl_mut(out), Accum::Overwrite)
         })
     }
 
@@ -118,31 +118,31 @@ impl<T: Float> Tape<T> {
 pub(super) fn add_backward<T: Float>(a: Var, b: Var, sign_b: T, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
     let gs = g.as_slice().expect("gradients are contiguous");
     if vals.wants_grad(a) {
-        let (ga, first) = grads.slot(a, g.dim());
-        scale(T::one(), gs, sl_mut(ga), !first);
+        let (ga, acc) = grads.slot(a, g.dim());
+        scale(T::one(), gs, sl_mut(ga), acc);
     }
     if vals.wants_grad(b) {
-        let (gb, first) = grads.slot(b, g.dim());
-        scale(sign_b, gs, sl_mut(gb), !first);
+        let (gb, acc) = grads.slot(b, g.dim());
+        scale(sign_b, gs, sl_mut(gb), acc);
     }
 }
 
 pub(super) fn mul_backward<T: Float>(a: Var, b: Var, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
     let gs = g.as_slice().expect("gradients are contiguous");
     if vals.wants_grad(a) {
-        let (ga, first) = grads.slot(a, g.dim());
-        binary(Binary::Mul, gs, sl(vals.get(b)), sl_mut(ga), !first);
+        let (ga, acc) = grads.slot(a, g.dim());
+        binary(Binary::Mul, gs, sl(vals.get(b)), sl_mut(ga), acc);
     }
     if vals.wants_grad(b) {
-        let (gb, first) = grads.slot(b, g.dim());
-        binary(Binary::Mul, gs, sl(vals.get(a)), sl_mut(gb), !first);
+        let (gb, acc) = grads.slot(b, g.dim());
+        binary(Binary::Mul, gs, sl(vals.get(a)), sl_mut(gb), acc);
     }
 }
 
 pub(super) fn scale_backward<T: Float>(x: Var, c: T, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
     if vals.wants_grad(x) {
-        let (gx, first) = grads.slot(x, g.dim());
-        scale(c, g.as_slice().expect("gradients are contiguous"), sl_mut(gx), !first);
+        let (gx, acc) = grads.slot(x, g.dim());
+        scale(c, g.as_slice().expect("gradients are contiguous"), sl_mut(gx), acc);
     }
 }
 
@@ -155,9 +155,9 @@ pub(super) fn unary_backward<T: Float>(
     grads: &mut Grads<T>,
 ) {
     if vals.wants_grad(x) {
-        let (gx, first) = grads.slot(x, g.dim());
+        let (gx, acc) = grads.slot(x, g.dim());
         let gs = g.as_slice().expect("gradients are contiguous");
         let ys = y.as_slice().expect("values are contiguous");
-        unary_grad(f, gs, sl(vals.get(x)), ys, sl_mut(gx), !first);
+        unary_grad(f, gs, sl(vals.get(x)), ys, sl_mut(gx), acc);
     }
 }

@@ -95,23 +95,21 @@ pub(super) fn matmul_backward<T: Float>(
     let (av, bv) = (vals.get(a), vals.get(b));
     let g = g.view();
     if vals.wants_grad(a) {
-        let (ga, first) = grads.slot(a, av.dim());
-        let beta = if first { T::zero() } else { T::one() };
+        let (ga, acc) = grads.slot(a, av.dim());
         if ta {
             // a is stored k x m: d(a) = op(b) * g^T.
-            gemm(T::one(), op(bv, tb), g.t(), beta, ga.view_mut());
+            gemm(T::one(), op(bv, tb), g.t(), acc.beta(), ga.view_mut());
         } else {
-            gemm(T::one(), g, op(bv, tb).t(), beta, ga.view_mut());
+            gemm(T::one(), g, op(bv, tb).t(), acc.beta(), ga.view_mut());
         }
     }
     if vals.wants_grad(b) {
-        let (gb, first) = grads.slot(b, bv.dim());
-        let beta = if first { T::zero() } else { T::one() };
+        let (gb, acc) = grads.slot(b, bv.dim());
         if tb {
             // b is stored n x k: d(b) = g^T * op(a).
-            gemm(T::one(), g.t(), op(av, ta), beta, gb.view_mut());
+            gemm(T::one(), g.t(), op(av, ta), acc.beta(), gb.view_mut());
         } else {
-            gemm(T::one(), op(av, ta).t(), g, beta, gb.view_mut());
+            gemm(T::one(), op(av, ta).t(), g, acc.beta(), gb.view_mut());
         }
     }
 }
@@ -137,18 +135,16 @@ pub(super) fn dense_backward<T: Float>(
     let g = &*g;
     let gv = g.view();
     if vals.wants_grad(x) {
-        let (gx, first) = grads.slot(x, vals.get(x).dim());
-        let beta = if first { T::zero() } else { T::one() };
-        gemm(T::one(), gv, vals.get(w), beta, gx.view_mut());
+        let (gx, acc) = grads.slot(x, vals.get(x).dim());
+        gemm(T::one(), gv, vals.get(w), acc.beta(), gx.view_mut());
     }
     if vals.wants_grad(w) {
-        let (gw, first) = grads.slot(w, vals.get(w).dim());
-        let beta = if first { T::zero() } else { T::one() };
-        gemm(T::one(), gv.t(), vals.get(x), beta, gw.view_mut());
+        let (gw, acc) = grads.slot(w, vals.get(w).dim());
+        gemm(T::one(), gv.t(), vals.get(x), acc.beta(), gw.view_mut());
     }
     if vals.wants_grad(b) {
-        let (gb, first) = grads.slot(b, (1, g.ncols()));
-        elementwise::column_sums(sl(gv), sl_mut(gb), !first);
+        let (gb, acc) = grads.slot(b, (1, g.ncols()));
+        elementwise::column_sums(sl(gv), sl_mut(gb), acc);
     }
 }
 
@@ -185,11 +181,11 @@ pub(super) fn add_bias_backward<T: Float>(
 ) {
     let gs = g.as_slice().expect("gradients are contiguous");
     if vals.wants_grad(x) {
-        let (gx, first) = grads.slot(x, g.dim());
-        elementwise::scale(T::one(), gs, sl_mut(gx), !first);
+        let (gx, acc) = grads.slot(x, g.dim());
+        elementwise::scale(T::one(), gs, sl_mut(gx), acc);
     }
     if vals.wants_grad(bias) {
-        let (gb, first) = grads.slot(bias, (1, g.ncols()));
-        elementwise::column_sums(gs, sl_mut(gb), !first);
+        let (gb, acc) = grads.slot(bias, (1, g.ncols()));
+        elementwise::column_sums(gs, sl_mut(gb), acc);
     }
 }

@@ -1,17 +1,18 @@
 //! Fused, numerically stable loss terms of a VAE: the Bernoulli and Gaussian negative
 //! log-likelihoods (one total per row, i.e. per image) and the analytic KL divergence of a
 //! diagonal Gaussian from N(0, I) (elementwise, so free bits can act per latent unit). The
-//! arithmetic is in `vae_linalg::simd`'s kernels.
+//! arithmetic is in this crate's SIMD kernels, [`crate::loss_kernels`].
 
 use ndarray::Array2;
-use vae_linalg::elementwise::{
-    bernoulli_nll_grad, bernoulli_nll_rows, binary, gaussian_nll_grad, gaussian_nll_rows, kl_normal,
-    kl_normal_grad_logvar,
-};
+use vae_linalg::elementwise::binary;
 use vae_linalg::simd::Binary;
 
 use super::Op;
 use super::elementwise::{sl, sl_mut};
+use crate::kernels::put;
+use crate::loss_kernels::{
+    bernoulli_nll_grad, bernoulli_nll_rows, gaussian_nll_grad, gaussian_nll_rows, kl_normal, kl_normal_grad_logvar,
+};
 use crate::tape::{Grads, Tape, Values, Var};
 use crate::{Float, LOGVAR_RANGE};
 
@@ -87,17 +88,17 @@ pub(super) fn bernoulli_backward<T: Float>(
     let (l, t) = (vals.get(logits), vals.get(target));
     let gs = g.as_slice().expect("a per-row gradient is contiguous");
     if vals.wants_grad(logits) {
-        let (gl, first) = grads.slot(logits, l.dim());
-        bernoulli_nll_grad(gs, sl(l), sl(t), sl_mut(gl), !first);
+        let (gl, acc) = grads.slot(logits, l.dim());
+        bernoulli_nll_grad(gs, sl(l), sl(t), sl_mut(gl), acc);
     }
     if vals.wants_grad(target) {
         // d/dt = -g * l, per row.
         let n = l.ncols();
-        let (gt, first) = grads.slot(target, t.dim());
+        let (gt, acc) = grads.slot(target, t.dim());
         let ls = sl(l);
         for (i, o) in sl_mut(gt).iter_mut().enumerate() {
             let v = -gs[i / n.max(1)] * ls[i];
-            *o = if first { v } else { *o + v };
+            put(o, v, acc);
         }
     }
 }
@@ -114,8 +115,8 @@ pub(super) fn gaussian_backward<T: Float>(
     let gs = g.as_slice().expect("a per-row gradient is contiguous");
     for (wrt, v) in [(0, mean), (1, target), (2, logvar)] {
         if vals.wants_grad(v) {
-            let (gv, first) = grads.slot(v, vals.get(v).dim());
-            gaussian_nll_grad(gs, sl(mu), sl(t), sl(lv), mu.ncols(), range(), wrt, sl_mut(gv), !first);
+            let (gv, acc) = grads.slot(v, vals.get(v).dim());
+            gaussian_nll_grad(gs, sl(mu), sl(t), sl(lv), mu.ncols(), range(), wrt, sl_mut(gv), acc);
         }
     }
 }
@@ -124,11 +125,11 @@ pub(super) fn kl_backward<T: Float>(mu: Var, logvar: Var, g: &Array2<T>, vals: &
     let (m, lv) = (vals.get(mu), vals.get(logvar));
     let gs = g.as_slice().expect("gradients are contiguous");
     if vals.wants_grad(mu) {
-        let (gm, first) = grads.slot(mu, m.dim());
-        binary(Binary::Mul, gs, sl(m), sl_mut(gm), !first);
+        let (gm, acc) = grads.slot(mu, m.dim());
+        binary(Binary::Mul, gs, sl(m), sl_mut(gm), acc);
     }
     if vals.wants_grad(logvar) {
-        let (gl, first) = grads.slot(logvar, lv.dim());
-        kl_normal_grad_logvar(gs, sl(lv), range(), sl_mut(gl), !first);
+        let (gl, acc) = grads.slot(logvar, lv.dim());
+        kl_normal_grad_logvar(gs, sl(lv), range(), sl_mut(gl), acc);
     }
 }

@@ -2,6 +2,7 @@
 //! Every reduction adds in a fixed order, so results do not depend on the thread count.
 
 use ndarray::{Array2, Axis};
+use vae_linalg::simd::Accum;
 
 use super::Op;
 use crate::Float;
@@ -26,7 +27,7 @@ impl<T: Float> Tape<T> {
         self.record(Op::Sum(x), dim, false, |out, v| {
             let xv = v.get(x);
             if axis.index() == 0 {
-                vae_linalg::elementwise::column_sums(sl(xv), sl_mut(out), false);
+                vae_linalg::elementwise::column_sums(sl(xv), sl_mut(out), Accum::Overwrite);
             } else {
                 for (o, row) in out.iter_mut().zip(xv.rows()) {
                     *o = row.iter().fold(T::zero(), |s, &a| s + a);
@@ -79,9 +80,9 @@ pub(super) fn sum_backward<T: Float>(x: Var, factor: T, g: &Array2<T>, vals: &Va
         return;
     }
     let dim = vals.get(x).dim();
-    let (gx, first) = grads.slot(x, dim);
+    let (gx, acc) = grads.slot(x, dim);
     let gb = g.broadcast(dim).expect("a reduced gradient broadcasts back");
-    acc1(gx, first, gb, |v| factor * v);
+    acc1(gx, acc, gb, |v| factor * v);
 }
 
 pub(super) fn log_sum_exp_backward<T: Float>(
@@ -97,6 +98,6 @@ pub(super) fn log_sum_exp_backward<T: Float>(
     let xv = vals.get(x);
     let yb = y.broadcast(xv.dim()).expect("a reduced value broadcasts back");
     let gb = g.broadcast(xv.dim()).expect("a reduced gradient broadcasts back");
-    let (gx, first) = grads.slot(x, xv.dim());
-    acc3(gx, first, xv, yb, gb, |xe, ye, ge| ge * (xe - ye).exp());
+    let (gx, acc) = grads.slot(x, xv.dim());
+    acc3(gx, acc, xv, yb, gb, |xe, ye, ge| ge * (xe - ye).exp());
 }

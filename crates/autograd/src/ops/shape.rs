@@ -2,6 +2,7 @@
 //! identity whose backward reweights rows (for importance-weighted gradient estimators).
 
 use ndarray::Array2;
+use vae_linalg::simd::Accum;
 
 use super::Op;
 use crate::Float;
@@ -83,13 +84,13 @@ pub(super) fn repeat_rows_backward<T: Float>(x: Var, k: usize, g: &Array2<T>, va
     let dim = vals.get(x).dim();
     let n = dim.1.max(1);
     let gs = g.as_slice().expect("gradients are contiguous");
-    let (gx, first) = grads.slot(x, dim);
+    let (gx, acc) = grads.slot(x, dim);
     for (i, dst) in sl_mut(gx).chunks_exact_mut(n).enumerate() {
         for j in 0..k {
             let src = &gs[(i * k + j) * n..(i * k + j + 1) * n];
-            let fresh = first && j == 0;
+            let acc = if j == 0 { acc } else { Accum::Add };
             for (d, &s) in dst.iter_mut().zip(src) {
-                put(d, s, fresh);
+                put(d, s, acc);
             }
         }
     }
@@ -100,9 +101,9 @@ pub(super) fn reshape_backward<T: Float>(x: Var, g: &Array2<T>, vals: &Values<T>
         return;
     }
     let gs = g.as_slice().expect("gradients are contiguous");
-    let (gx, first) = grads.slot(x, vals.get(x).dim());
+    let (gx, acc) = grads.slot(x, vals.get(x).dim());
     for (d, &s) in sl_mut(gx).iter_mut().zip(gs) {
-        put(d, s, first);
+        put(d, s, acc);
     }
 }
 
@@ -119,10 +120,10 @@ pub(super) fn scale_grad_rows_backward<T: Float>(
     let ws = sl(vals.get(w));
     let n = g.ncols().max(1);
     let gs = g.as_slice().expect("gradients are contiguous");
-    let (gx, first) = grads.slot(x, vals.get(x).dim());
+    let (gx, acc) = grads.slot(x, vals.get(x).dim());
     for ((dst, src), &wi) in sl_mut(gx).chunks_exact_mut(n).zip(gs.chunks_exact(n)).zip(ws) {
         for (d, &s) in dst.iter_mut().zip(src) {
-            put(d, wi * s, first);
+            put(d, wi * s, acc);
         }
     }
 }

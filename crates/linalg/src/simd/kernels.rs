@@ -1,9 +1,11 @@
-//! The elementwise kernels of a VAE step, each written once over [`Vector`]: activations and
-//! their derivatives, bias add and column sums, the Bernoulli and Gaussian loss rows, the KL
-//! term, and Adam. None uses fused multiply-add, and every reduction adds in 16 fixed lanes
-//! combined in a fixed order, so a kernel gives bitwise the same result at every level.
-//! Each is called on contiguous slices; splitting across threads is the caller's
-//! (`crate::elementwise`).
+//! The generic elementwise kernels, each written once over [`Vector`]: activations and their
+//! derivatives, binary ops, bias add and column sums; and the loops they are written with
+//! ([`zip`] and [`lane_sum`] over [`Lanewise`] functions, which [`lanewise!`](crate::lanewise)
+//! defines), public so that other crates write their kernels the same way (the losses in
+//! `vae-autograd`, Adam in `vae-nn`). None uses fused multiply-add, and every reduction adds
+//! in 16 fixed lanes combined in a fixed order, so a kernel gives bitwise the same result at
+//! every level. Each is called on contiguous slices; splitting across threads is the
+//! caller's (`crate::elementwise`).
 
 use num_traits::Zero;
 
@@ -13,8 +15,30 @@ use crate::Float;
 /// Lanes of every row reduction (a multiple of every vector width).
 pub const REDUCE_LANES: usize = 16;
 
+/// Whether a kernel overwrites its output or adds to it (a gradient's first contribution
+/// overwrites its buffer, later ones add).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accum {
+    /// `out = f(..)`.
+    Overwrite,
+    /// `out += f(..)`.
+    Add,
+}
+
+impl Accum {
+    /// The GEMM `beta` with the same effect: 0 overwrites `C`, 1 adds to it.
+    #[inline]
+    pub fn beta<T: Float>(self) -> T {
+        match self {
+            Accum::Overwrite => T::zero(),
+            Accum::Add => T::one(),
+        }
+    }
+}
+
+/// The constant `x` in every lane.
 #[inline(always)]
-fn c<V: Vector>(x: f64) -> V {
+pub fn c<V: Vector>(x: f64) -> V {
     V::splat(V::E::c(x))
 }
 
@@ -26,14 +50,17 @@ pub trait Lanewise<V: Vector, const K: usize> {
     fn apply(&self, x: [V; K]) -> V;
 }
 
-/// Defines a [`Lanewise`] function with up to three constant parameters (`[T; 3]`).
+/// Defines a [`Lanewise`](crate::simd::Lanewise) function of `K` inputs with up to three
+/// constant parameters: `lanewise!(Name, K, |[a, b, c], [x, y]| body)` (doc comments first)
+/// defines `pub struct Name<T>(pub [T; 3])`, whose body sees the parameters as vectors.
+#[macro_export]
 macro_rules! lanewise {
     ($(#[$doc:meta])* $name:ident, $k:literal, |$p:pat_param, [$($a:ident),*]| $body:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug)]
         pub struct $name<T>(pub [T; 3]);
 
-        impl<V: Vector> Lanewise<V, $k> for $name<V::E> {
+        impl<V: $crate::simd::Vector> $crate::simd::Lanewise<V, $k> for $name<V::E> {
             #[inline(always)]
             #[allow(unused_variables)]
             fn apply(&self, [$($a),*]: [V; $k]) -> V {
@@ -70,10 +97,10 @@ unsafe fn load_k<V: Vector, const K: usize>(ins: &[&[V::E]; K], i: usize) -> [V;
     a
 }
 
-/// `out[i] = f(ins[0][i], ..)`, or `out[i] += f(..)` when `acc`. The tail shorter than a
-/// vector runs through zero-padded buffers, so every element sees the same arithmetic.
+/// `out[i] = f(ins[0][i], ..)`, or `out[i] += f(..)` with [`Accum::Add`]. The tail shorter
+/// than a vector runs through zero-padded buffers, so every element sees the same arithmetic.
 #[inline(always)]
-fn zip<V: Vector, const K: usize>(ins: [&[V::E]; K], out: &mut [V::E], acc: bool, f: &impl Lanewise<V, K>) {
+pub fn zip<V: Vector, const K: usize>(ins: [&[V::E]; K], out: &mut [V::E], acc: Accum, f: &impl Lanewise<V, K>) {
     let n = out.len();
     for x in &ins {
         assert_eq!(x.len(), n, "kernel operands differ in length");
@@ -84,7 +111,7 @@ fn zip<V: Vector, const K: usize>(ins: [&[V::E]; K], out: &mut [V::E], acc: bool
         // SAFETY: i + l <= n, the length of every operand.
         unsafe {
             let mut r = f.apply(load_k(&ins, i));
-            if acc {
+            if acc == Accum::Add {
                 r = V::load(out.as_ptr().add(i)).add(r);
             }
             r.store(out.as_mut_ptr().add(i));
@@ -104,7 +131,7 @@ fn zip<V: Vector, const K: usize>(ins: [&[V::E]; K], out: &mut [V::E], acc: bool
         // SAFETY: the buffers hold REDUCE_LANES >= LANES values.
         unsafe {
             let mut r = f.apply(load_k(&padded, 0));
-            if acc {
+            if acc == Accum::Add {
                 r = V::load(o.as_ptr()).add(r);
             }
             r.store(o.as_mut_ptr());
@@ -116,7 +143,7 @@ fn zip<V: Vector, const K: usize>(ins: [&[V::E]; K], out: &mut [V::E], acc: bool
 /// `sum_i f(ins[0][i], ..)` in [`REDUCE_LANES`] interleaved lanes (element `i` goes to lane
 /// `i % 16`), the lanes then added in order 0..16.
 #[inline(always)]
-fn lane_sum<V: Vector, const K: usize>(ins: [&[V::E]; K], f: &impl Lanewise<V, K>) -> V::E {
+pub fn lane_sum<V: Vector, const K: usize>(ins: [&[V::E]; K], f: &impl Lanewise<V, K>) -> V::E {
     let n = ins[0].len();
     for x in &ins {
         assert_eq!(x.len(), n, "kernel operands differ in length");
@@ -299,48 +326,6 @@ lanewise!(
     /// `a * b`.
     MulF, 2, |_, [a, b]| a.mul(b)
 );
-lanewise!(
-    /// `softplus(l) - t * l`: one pixel's Bernoulli negative log-likelihood.
-    BernoulliF, 2, |_, [l, t]| softplus(l).sub(t.mul(l))
-);
-lanewise!(
-    /// `g * (sigmoid(l) - t)`.
-    BernoulliG, 2, |[g, _, _], [l, t]| g.mul(sigmoid(l).sub(t))
-);
-lanewise!(
-    /// `0.5 (ln 2 pi + lv + (t - m)^2 exp(-lv))`, `lv` clamped to `[lo, hi]`.
-    GaussianF, 3, |[lo, hi, _], [m, t, lv]| {
-        let lv = clamp(lv, lo, hi);
-        let d = t.sub(m);
-        c::<V>(0.5).mul(c::<V>(1.837_877_066_409_345_5).add(lv).add(d.mul(d).mul(lv.neg().exp())))
-    }
-);
-lanewise!(
-    /// `gs (t - m) exp(-lv)`: the mean's (gs = -g) or target's (gs = g) gradient.
-    GaussianMeanG, 3, |[gs, lo, hi], [m, t, lv]| gs.mul(t.sub(m)).mul(clamp(lv, lo, hi).neg().exp())
-);
-lanewise!(
-    /// `g 0.5 (1 - (t - m)^2 exp(-lv))`, zero where `lv` was clamped.
-    GaussianLogvarG, 3, |[g, lo, hi], [m, t, lv]| {
-        let l = clamp(lv, lo, hi);
-        let d = t.sub(m);
-        inside(lv, lo, hi, g.mul(c(0.5)).mul(c::<V>(1.0).sub(d.mul(d).mul(l.neg().exp()))))
-    }
-);
-lanewise!(
-    /// `-0.5 (1 + lv - mu^2 - exp(lv))`, `lv` clamped.
-    KlF, 2, |[lo, hi, _], [m, lv]| {
-        let lv = clamp(lv, lo, hi);
-        c::<V>(-0.5).mul(c::<V>(1.0).add(lv).sub(m.mul(m)).sub(lv.exp()))
-    }
-);
-lanewise!(
-    /// `g 0.5 (exp(lv) - 1)`, zero where `lv` was clamped.
-    KlLogvarG, 2, |[lo, hi, _], [g, lv]| {
-        let l = clamp(lv, lo, hi);
-        inside(lv, lo, hi, g.mul(c(0.5)).mul(l.exp().sub(c(1.0))))
-    }
-);
 
 /// An elementwise function of one input.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -394,8 +379,8 @@ pub struct UnaryMap<'a, T> {
     pub x: &'a [T],
     /// Output, as long as `x`.
     pub out: &'a mut [T],
-    /// Add to `out` instead of overwriting it.
-    pub acc: bool,
+    /// Overwrite `out` or add to it.
+    pub acc: Accum,
 }
 
 impl<T: Float> Kernel<T> for UnaryMap<'_, T> {
@@ -429,10 +414,10 @@ pub struct UnaryGrad<'a, T> {
     pub x: &'a [T],
     /// The forward output.
     pub y: &'a [T],
-    /// The gradient to write, or add to when `acc`.
+    /// The gradient to write or add to.
     pub out: &'a mut [T],
-    /// Add instead of overwriting.
-    pub acc: bool,
+    /// Overwrite `out` or add to it.
+    pub acc: Accum,
 }
 
 impl<T: Float> Kernel<T> for UnaryGrad<'_, T> {
@@ -538,8 +523,8 @@ pub struct BinaryMap<'a, T> {
     pub b: &'a [T],
     /// Output.
     pub out: &'a mut [T],
-    /// Add instead of overwriting.
-    pub acc: bool,
+    /// Overwrite `out` or add to it.
+    pub acc: Accum,
 }
 
 impl<T: Float> Kernel<T> for BinaryMap<'_, T> {
@@ -571,7 +556,7 @@ impl<T: Float> Kernel<T> for AddBias<'_, T> {
     fn run<V: Vector<E = T>>(self) {
         let n = self.bias.len().max(1);
         for (o, x) in self.out.chunks_exact_mut(n).zip(self.x.chunks_exact(n)) {
-            zip::<V, _>([x, self.bias], o, false, &AddF(p0()));
+            zip::<V, _>([x, self.bias], o, Accum::Overwrite, &AddF(p0()));
         }
     }
 }
@@ -582,8 +567,8 @@ pub struct ColumnSums<'a, T> {
     pub src: &'a [T],
     /// One sum per column.
     pub dst: &'a mut [T],
-    /// Add to `dst` instead of starting from zero.
-    pub acc: bool,
+    /// Start from zero or add to `dst`.
+    pub acc: Accum,
 }
 
 impl<T: Float> Kernel<T> for ColumnSums<'_, T> {
@@ -591,358 +576,11 @@ impl<T: Float> Kernel<T> for ColumnSums<'_, T> {
     #[inline(always)]
     fn run<V: Vector<E = T>>(self) {
         let n = self.dst.len().max(1);
-        if !self.acc {
+        if self.acc == Accum::Overwrite {
             self.dst.fill(T::zero());
         }
         for row in self.src.chunks_exact(n) {
-            zip::<V, _>([row], self.dst, true, &CopyF(p0()));
+            zip::<V, _>([row], self.dst, Accum::Add, &CopyF(p0()));
         }
-    }
-}
-
-/// Per row of logits `l` and targets `t` (row-major, `n` columns):
-/// `sum_j softplus(l) - t * l`.
-pub struct BernoulliRows<'a, T> {
-    /// Logits.
-    pub logits: &'a [T],
-    /// Targets in [0, 1].
-    pub target: &'a [T],
-    /// Columns.
-    pub n: usize,
-    /// One value per row.
-    pub out: &'a mut [T],
-}
-
-impl<T: Float> Kernel<T> for BernoulliRows<'_, T> {
-    type Output = ();
-    #[inline(always)]
-    fn run<V: Vector<E = T>>(self) {
-        let n = self.n.max(1);
-        for ((o, l), t) in self
-            .out
-            .iter_mut()
-            .zip(self.logits.chunks_exact(n))
-            .zip(self.target.chunks_exact(n))
-        {
-            *o = lane_sum::<V, _>([l, t], &BernoulliF(p0()));
-        }
-    }
-}
-
-/// `out[i, j] (+)= g[i] * (sigmoid(l[i, j]) - t[i, j])`: the Bernoulli loss's gradient with
-/// respect to the logits.
-pub struct BernoulliGrad<'a, T> {
-    /// Upstream gradient, one per row.
-    pub g: &'a [T],
-    /// Logits.
-    pub logits: &'a [T],
-    /// Targets.
-    pub target: &'a [T],
-    /// Gradient of the logits.
-    pub out: &'a mut [T],
-    /// Add instead of overwriting.
-    pub acc: bool,
-}
-
-impl<T: Float> Kernel<T> for BernoulliGrad<'_, T> {
-    type Output = ();
-    #[inline(always)]
-    fn run<V: Vector<E = T>>(self) {
-        let n = self.logits.len() / self.g.len().max(1);
-        let rows = self.out.chunks_exact_mut(n.max(1));
-        for (((o, l), t), &g) in rows
-            .zip(self.logits.chunks_exact(n.max(1)))
-            .zip(self.target.chunks_exact(n.max(1)))
-            .zip(self.g)
-        {
-            zip::<V, _>([l, t], o, self.acc, &BernoulliG(p(g, T::zero(), T::zero())));
-        }
-    }
-}
-
-/// Clamps log-variances into `[lo, hi]` (NaN passes through).
-#[inline(always)]
-fn clamp<V: Vector>(lv: V, lo: V, hi: V) -> V {
-    hi.min(lo.max(lv))
-}
-
-/// `v` where `lo <= lv <= hi`, zero outside (the gradient through a clamp).
-#[inline(always)]
-fn inside<V: Vector>(lv: V, lo: V, hi: V, v: V) -> V {
-    let zero = c::<V>(0.0);
-    V::select_gt(lo, lv, zero, V::select_gt(lv, hi, zero, v))
-}
-
-/// Per row: `sum_j 0.5 * (ln(2 pi) + lv + (t - mean)^2 * exp(-lv))`, `lv` the log-variance
-/// clamped to `[lo, hi]`, either one per element or one row shared by every row.
-pub struct GaussianRows<'a, T> {
-    /// Means, row-major.
-    pub mean: &'a [T],
-    /// Targets, the shape of `mean`.
-    pub target: &'a [T],
-    /// Log-variances: the shape of `mean`, or one row of `n`.
-    pub logvar: &'a [T],
-    /// Columns.
-    pub n: usize,
-    /// The clamp of the log-variance.
-    pub range: (T, T),
-    /// One value per row.
-    pub out: &'a mut [T],
-}
-
-impl<T: Float> Kernel<T> for GaussianRows<'_, T> {
-    type Output = ();
-    #[inline(always)]
-    fn run<V: Vector<E = T>>(self) {
-        let n = self.n.max(1);
-        let f = GaussianF(p(self.range.0, self.range.1, T::zero()));
-        let shared = self.logvar.len() == n;
-        for (i, o) in self.out.iter_mut().enumerate() {
-            let r = i * n..(i + 1) * n;
-            let lv = if shared { self.logvar } else { &self.logvar[r.clone()] };
-            *o = lane_sum::<V, 3>([&self.mean[r.clone()], &self.target[r], lv], &f);
-        }
-    }
-}
-
-/// The Gaussian loss's gradients: `d mean = -g (t - mean) exp(-lv)`, `d target = +g (t -
-/// mean) exp(-lv)`, `d lv = g 0.5 (1 - (t - mean)^2 exp(-lv))` (zero where `lv` was clamped;
-/// summed over rows, in row order, when the log-variance is one shared row).
-pub struct GaussianGrad<'a, T> {
-    /// Upstream gradient, one per row.
-    pub g: &'a [T],
-    /// Means.
-    pub mean: &'a [T],
-    /// Targets.
-    pub target: &'a [T],
-    /// Log-variances (per element, or one shared row of `n`).
-    pub logvar: &'a [T],
-    /// Columns.
-    pub n: usize,
-    /// The clamp of the log-variance.
-    pub range: (T, T),
-    /// Which gradient: 0 the mean, 1 the target, 2 the log-variance.
-    pub wrt: usize,
-    /// The gradient to write (shaped as its variable).
-    pub out: &'a mut [T],
-    /// Add instead of overwriting.
-    pub acc: bool,
-}
-
-impl<T: Float> Kernel<T> for GaussianGrad<'_, T> {
-    type Output = ();
-    #[inline(always)]
-    fn run<V: Vector<E = T>>(self) {
-        let n = self.n.max(1);
-        let (lo, hi) = self.range;
-        let shared = self.logvar.len() == n;
-        if shared && self.wrt == 2 && !self.acc {
-            self.out.fill(T::zero());
-        }
-        for (i, &g) in self.g.iter().enumerate() {
-            let r = i * n..(i + 1) * n;
-            let lv = if shared { self.logvar } else { &self.logvar[r.clone()] };
-            let ins = [&self.mean[r.clone()], &self.target[r.clone()], lv];
-            let out = if shared && self.wrt == 2 {
-                &mut self.out[..]
-            } else {
-                &mut self.out[r]
-            };
-            let acc = self.acc || (shared && self.wrt == 2);
-            match self.wrt {
-                0 => zip::<V, 3>(ins, out, acc, &GaussianMeanG(p(-g, lo, hi))),
-                1 => zip::<V, 3>(ins, out, acc, &GaussianMeanG(p(g, lo, hi))),
-                _ => zip::<V, 3>(ins, out, acc, &GaussianLogvarG(p(g, lo, hi))),
-            }
-        }
-    }
-}
-
-/// Elementwise KL divergence of N(mu, exp(lv)) from N(0, 1): `-0.5 (1 + lv - mu^2 -
-/// exp(lv))`, `lv` clamped to `range`.
-pub struct KlNormal<'a, T> {
-    /// Means.
-    pub mu: &'a [T],
-    /// Log-variances.
-    pub logvar: &'a [T],
-    /// The clamp of the log-variance.
-    pub range: (T, T),
-    /// Output.
-    pub out: &'a mut [T],
-}
-
-impl<T: Float> Kernel<T> for KlNormal<'_, T> {
-    type Output = ();
-    #[inline(always)]
-    fn run<V: Vector<E = T>>(self) {
-        let f = KlF(p(self.range.0, self.range.1, T::zero()));
-        zip::<V, 2>([self.mu, self.logvar], self.out, false, &f);
-    }
-}
-
-/// The KL term's gradient with respect to the log-variance: `g 0.5 (exp(lv) - 1)`, zero
-/// where `lv` was clamped.
-pub struct KlGradLogvar<'a, T> {
-    /// Upstream gradient.
-    pub g: &'a [T],
-    /// Log-variances.
-    pub logvar: &'a [T],
-    /// The clamp of the log-variance.
-    pub range: (T, T),
-    /// The gradient to write.
-    pub out: &'a mut [T],
-    /// Add instead of overwriting.
-    pub acc: bool,
-}
-
-impl<T: Float> Kernel<T> for KlGradLogvar<'_, T> {
-    type Output = ();
-    #[inline(always)]
-    fn run<V: Vector<E = T>>(self) {
-        let f = KlLogvarG(p(self.range.0, self.range.1, T::zero()));
-        zip::<V, 2>([self.g, self.logvar], self.out, self.acc, &f);
-    }
-}
-
-/// The constants of one Adam update (see `vae_nn::Adam`).
-#[derive(Clone, Copy, Debug)]
-pub struct AdamStep<T> {
-    /// `lr / (1 - beta1^t)`.
-    pub step_size: T,
-    /// `sqrt(1 - beta2^t)`.
-    pub bc2_sqrt: T,
-    /// Decay of the first moment.
-    pub beta1: T,
-    /// Decay of the second moment.
-    pub beta2: T,
-    /// Added to the denominator.
-    pub eps: T,
-    /// L2 penalty added to the gradient (0: none).
-    pub weight_decay: T,
-}
-
-/// One Adam update, in `torch.optim.Adam`'s order: `g += wd w`, `m = b1 m + (1 - b1) g`,
-/// `v = b2 v + (1 - b2) g g`, `w -= step_size m / (sqrt(v) / bc2_sqrt + eps)`.
-pub struct AdamUpdate<'a, T> {
-    /// Parameters.
-    pub w: &'a mut [T],
-    /// Their gradient.
-    pub g: &'a [T],
-    /// First moments.
-    pub m: &'a mut [T],
-    /// Second moments.
-    pub v: &'a mut [T],
-    /// The constants.
-    pub h: AdamStep<T>,
-}
-
-impl<T: Float> Kernel<T> for AdamUpdate<'_, T> {
-    type Output = ();
-    #[inline(always)]
-    fn run<V: Vector<E = T>>(self) {
-        let AdamUpdate { w, g, m, v, h } = self;
-        let n = w.len();
-        assert!(g.len() == n && m.len() == n && v.len() == n, "adam: lengths differ");
-        let (b1, b2) = (V::splat(h.beta1), V::splat(h.beta2));
-        let (ob1, ob2) = (V::splat(T::one() - h.beta1), V::splat(T::one() - h.beta2));
-        let (step, bc2, eps, wd) = (
-            V::splat(h.step_size),
-            V::splat(h.bc2_sqrt),
-            V::splat(h.eps),
-            V::splat(h.weight_decay),
-        );
-        let decay = h.weight_decay != T::zero();
-        let k = AdamConsts {
-            b1,
-            b2,
-            ob1,
-            ob2,
-            step,
-            bc2,
-            eps,
-            wd,
-            decay,
-        };
-        let l = V::LANES;
-        let mut i = 0;
-        while i + l <= n {
-            // SAFETY: i + l <= n, the length of all four slices.
-            unsafe {
-                let (wv, mv, vv) = k.update(
-                    V::load(w.as_ptr().add(i)),
-                    V::load(g.as_ptr().add(i)),
-                    V::load(m.as_ptr().add(i)),
-                    V::load(v.as_ptr().add(i)),
-                );
-                wv.store(w.as_mut_ptr().add(i));
-                mv.store(m.as_mut_ptr().add(i));
-                vv.store(v.as_mut_ptr().add(i));
-            }
-            i += l;
-        }
-        for j in i..n {
-            // SAFETY: one-element views of in-bounds values.
-            unsafe {
-                let (wv, mv, vv) = k.update(
-                    Scalar1::load::<V>(&w[j]),
-                    Scalar1::load::<V>(&g[j]),
-                    Scalar1::load::<V>(&m[j]),
-                    Scalar1::load::<V>(&v[j]),
-                );
-                w[j] = Scalar1::first(wv);
-                m[j] = Scalar1::first(mv);
-                v[j] = Scalar1::first(vv);
-            }
-        }
-    }
-}
-
-/// Adam's constants as vectors.
-struct AdamConsts<V> {
-    b1: V,
-    b2: V,
-    ob1: V,
-    ob2: V,
-    step: V,
-    bc2: V,
-    eps: V,
-    wd: V,
-    decay: bool,
-}
-
-impl<V: Vector> AdamConsts<V> {
-    /// The updated weight and moments.
-    #[inline(always)]
-    fn update(&self, w: V, g: V, m: V, v: V) -> (V, V, V) {
-        let g = if self.decay { g.add(self.wd.mul(w)) } else { g };
-        let m = self.b1.mul(m).add(self.ob1.mul(g));
-        let v = self.b2.mul(v).add(self.ob2.mul(g).mul(g));
-        let denom = v.sqrt().div(self.bc2).add(self.eps);
-        (w.sub(self.step.mul(m.div(denom))), m, v)
-    }
-}
-
-/// One value in a vector's first lane (the rest padded), for tails.
-struct Scalar1;
-
-impl Scalar1 {
-    /// A vector whose first lane is `*x` (the others zero).
-    ///
-    /// # Safety
-    /// None beyond `x` being a valid reference.
-    #[inline(always)]
-    unsafe fn load<V: Vector>(x: &V::E) -> V {
-        let mut b = [V::E::zero(); REDUCE_LANES];
-        b[0] = *x;
-        // SAFETY: 16 >= LANES values.
-        unsafe { V::load(b.as_ptr()) }
-    }
-    /// The first lane of `v`.
-    #[inline(always)]
-    fn first<V: Vector>(v: V) -> V::E {
-        let mut b = [V::E::zero(); REDUCE_LANES];
-        // SAFETY: 16 >= LANES values.
-        unsafe { v.store(b.as_mut_ptr()) };
-        b[0]
     }
 }
