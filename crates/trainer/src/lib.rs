@@ -17,7 +17,7 @@
 //!
 //! // 256 random 4x4 "images" stand in for MNIST here.
 //! let images = ndarray::Array2::from_shape_fn((256, 16), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 10.0);
-//! let split = Split { images, labels: None, shape: ImageShape::grey(4, 4) };
+//! let split = Split { images: images.into(), labels: None, shape: ImageShape::grey(4, 4) };
 //! let model = VaeConfig { input: 16, hidden: vec![8], latent: 2, ..VaeConfig::reference() };
 //! let mut trainer = Trainer::new(model, TrainConfig { batch_size: 32, ..TrainConfig::default() }, &split).unwrap();
 //! for _ in 0..3 {
