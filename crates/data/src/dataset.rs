@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 
+use crate::folder::{FolderOptions, load_folder, looks_like_folder};
 use crate::idx::{self, Idx, IdxData, Limits};
 use crate::{DatasetError, Values};
 
 /// The directory the MNIST dataset ships in, relative to the repository root.
 pub const DEFAULT_DIR: &str = "data/mnist";
 
-/// The shape of one image: height x width pixels of `channels` values each, stored
-/// row-major with the channels innermost (`[h][w][c]`).
+/// The shape of one image: `channels` planes of height x width values, stored channels
+/// outermost (`[c][h][w]`, as PyTorch lays out a `C x H x W` image).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ImageShape {
     /// Rows of pixels.
@@ -79,14 +80,26 @@ pub struct Split {
 pub enum Source {
     /// A directory of MNIST-style IDX files (train and test images and labels).
     Idx(PathBuf),
+    /// A folder of PNG and JPEG images (see [`crate::folder`]).
+    Folder(PathBuf),
 }
 
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Idx(dir) => write!(f, "IDX files in {}", dir.display()),
+            Source::Folder(dir) => write!(f, "the image folder {}", dir.display()),
         }
     }
+}
+
+/// How to open a dataset: the limits on what is read, and the options of the sources.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OpenOptions {
+    /// Bounds on declared sizes, checked before anything is allocated.
+    pub limits: Limits,
+    /// Options of image folders.
+    pub folder: FolderOptions,
 }
 
 /// The train and test splits of a dataset.
@@ -98,18 +111,56 @@ pub struct Dataset {
     pub test: Split,
     /// Where they came from.
     pub source: Source,
+    /// The names of the classes the labels index, where the source names them (class
+    /// folders).
+    pub classes: Option<Vec<String>>,
 }
 
 impl Dataset {
-    /// Opens the dataset at `path` within the default [`Limits`] (see [`Dataset::open_with`]).
+    /// Opens the dataset at `path` with the default options (see [`Dataset::open_with`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, DatasetError> {
-        Self::open_with(path, &Limits::default())
+        Self::open_with(path, &OpenOptions::default(), &|_, _| {})
     }
 
-    /// Opens the dataset at `path`, finding its source from what is there (today: a
-    /// directory of IDX files, see [`Dataset::load_idx`]), within `limits`.
-    pub fn open_with(path: impl AsRef<Path>, limits: &Limits) -> Result<Self, DatasetError> {
-        Self::load_idx(path, limits)
+    /// Opens the dataset at `path`, finding its source from what is there: a directory of
+    /// IDX files ([`Dataset::load_idx`]), or a folder of images ([`crate::folder`]).
+    /// `progress` hears (items read, items in all) where a source reads many files.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        opts: &OpenOptions,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Self, DatasetError> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(DatasetError::Unrecognised {
+                path: path.into(),
+                reason: "no such file or directory".into(),
+            });
+        }
+        if path.is_dir() {
+            let idx = find(path, "train-images", "idx3", "train images");
+            if idx.is_ok() || !looks_like_folder(path) {
+                return Self::load_idx(path, &opts.limits);
+            }
+            let (train, test, classes) = load_folder(path, &opts.folder, &opts.limits, progress)?;
+            if test.is_empty() {
+                return Err(DatasetError::Folder {
+                    path: path.into(),
+                    reason: "no test images: add a test folder, or set aside a share of the images with a test fraction above 0".into(),
+                });
+            }
+            return Ok(Dataset {
+                train,
+                test,
+                source: Source::Folder(path.into()),
+                classes,
+            });
+        }
+        Err(DatasetError::Unrecognised {
+            path: path.into(),
+            reason: "not a dataset this version reads: give a directory of IDX files or a folder of PNG/JPEG images"
+                .into(),
+        })
     }
 
     /// Loads both splits from `dir`, which must hold `train-images`, `train-labels`,
@@ -138,6 +189,7 @@ impl Dataset {
             train,
             test,
             source: Source::Idx(dir.to_path_buf()),
+            classes: None,
         })
     }
 }

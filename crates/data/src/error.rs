@@ -105,9 +105,41 @@ pub enum IdxError {
     },
 }
 
-/// Why the MNIST dataset could not be loaded.
+/// Why a dataset could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
+    /// A directory or file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A folder of images is not laid out as expected, or its images do not fit together.
+    #[error("{path}: {reason}")]
+    Folder {
+        /// The folder (or the class folder) at fault.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An image file could not be read or decoded, or is too large.
+    #[error("{path}: {reason}")]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The path holds no dataset this version reads.
+    #[error("{path}: {reason}")]
+    Unrecognised {
+        /// The path.
+        path: PathBuf,
+        /// What was found, and what is accepted.
+        reason: String,
+    },
     /// A file of the dataset is not in the directory under any accepted name.
     #[error("{dir}: no {what} file (looked for {tried})")]
     Missing {

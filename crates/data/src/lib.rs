@@ -28,11 +28,13 @@
 mod batch;
 mod dataset;
 mod error;
+pub mod folder;
 pub mod idx;
 mod values;
 
 pub use batch::{Batch, BatchConfig, Batches, stream_seed};
-pub use dataset::{DEFAULT_DIR, Dataset, ImageShape, Source, Split};
+pub use dataset::{DEFAULT_DIR, Dataset, ImageShape, OpenOptions, Source, Split};
 pub use error::{DatasetError, IdxError};
+pub use folder::FolderOptions;
 pub use idx::Limits;
 pub use values::Values;

@@ -10,7 +10,7 @@ use vae_nn::Activation;
 use vae_trainer::LrSchedule;
 
 use crate::commands;
-use crate::recipe::RunConfig;
+use crate::recipe::{ImageSize, RunConfig};
 
 /// Train and explore variational autoencoders on MNIST.
 ///
@@ -55,7 +55,8 @@ pub enum Command {
 /// `--resume` the run's own).
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrainArgs {
-    /// Directory holding the MNIST IDX files.
+    /// The data: a directory of MNIST IDX files, or a folder of PNG/JPEG images
+    /// (root/train/<class>/* with root/test/<class>/*, root/<class>/*, or a flat folder).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Passes over the training set (with --resume: the total to reach, the run's own if not
@@ -142,8 +143,19 @@ pub struct TrainArgs {
     /// Leave the images with this label out of the training set (for anomaly detection).
     #[arg(long)]
     pub exclude_digit: Option<u8>,
-    /// Refuse any IDX file whose header declares more data than this many bytes (checked
-    /// before its body is read or inflated).
+    /// Image folders: 1 (grey) or 3 (RGB) channels [default: 3 if any image is in colour].
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Image folders: resize every image to HEIGHTxWIDTH (e.g. 64x64) [default: the images'
+    /// own size, which must be the same for all].
+    #[arg(long)]
+    pub image_size: Option<ImageSize>,
+    /// Image folders without a test folder: the share of the images set aside (seeded) for
+    /// testing.
+    #[arg(long)]
+    pub test_fraction: Option<f64>,
+    /// Refuse any file whose header declares more data than this many bytes (checked
+    /// before its body is read, inflated or decoded).
     #[arg(long)]
     pub max_data_bytes: Option<u64>,
     /// Magnify the pictures of the run N times [default: enough for tiles of 28 pixels].
@@ -294,6 +306,9 @@ recipe_flags! {
     max_data_bytes => data.max_data_bytes,
     subset => data.subset,
     exclude_digit => data.exclude_digit,
+    channels => data.channels,
+    image_size => data.image_size,
+    test_fraction => data.test_fraction,
     run_dir => output.run_dir,
     scale => output.scale,
 }

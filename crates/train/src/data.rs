@@ -4,18 +4,24 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use anyhow::Result;
-use vae_data::{Dataset, DatasetError, IdxError, Limits, Split, stream_seed};
+use vae_data::{Dataset, DatasetError, IdxError, OpenOptions, Split, stream_seed};
 use vae_trainer::{binarized, salt};
 
 use crate::recipe::RunConfig;
 
-/// Opens the dataset at `path` within `limits`, saying which flag to fix on failure.
-pub fn open(path: &Path, limits: &Limits) -> Result<Dataset> {
-    Dataset::open_with(path, limits).map_err(|e| {
-        let hint = if matches!(e, DatasetError::Idx(IdxError::TooLarge { .. })) {
-            "raise --max-data-bytes if the file is genuine"
-        } else {
-            "give the directory holding the IDX files with --data"
+/// Opens the dataset at `path` as `opts` say, with a progress bar while a folder decodes,
+/// saying which flag to fix on failure.
+pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dataset> {
+    let bar = crate::report::Counter::new("decoding images");
+    let data = Dataset::open_with(path, opts, &|done, total| bar.set(done, total));
+    bar.finish();
+    data.map_err(|e| {
+        let hint = match &e {
+            DatasetError::Idx(IdxError::TooLarge { .. }) => "raise --max-data-bytes if the file is genuine",
+            DatasetError::Missing { .. } | DatasetError::Unrecognised { .. } => {
+                "give a directory of IDX files or a folder of images with --data"
+            }
+            _ => "fix the file or the flags named",
         };
         anyhow::Error::new(e).context(format!("loading the data at {} ({hint})", path.display()))
     })

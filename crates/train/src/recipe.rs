@@ -9,7 +9,7 @@ mod legacy;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use vae_data::{ImageShape, Limits};
+use vae_data::{FolderOptions, ImageShape, Limits, OpenOptions};
 use vae_model::{Bound, ConfigError, LevelConfig, Likelihood, Objective, VaeConfig};
 use vae_nn::{Activation, AdamConfig};
 use vae_trainer::{LrSchedule, TrainConfig};
@@ -109,6 +109,47 @@ pub struct DataRecipe {
     /// The seed of the test set's one binarization (`None` in runs saved before it was
     /// fixed: they used their own seed).
     pub test_binarize_seed: Option<u64>,
+    /// Image folders: 1 (grey) or 3 (RGB) channels (`None`: 3 if any image is in colour).
+    pub channels: Option<usize>,
+    /// Image folders: resize every image to this size (`None`: their own, all the same).
+    pub image_size: Option<ImageSize>,
+    /// Image folders without a test folder: the share of the images tested on.
+    pub test_fraction: f64,
+    /// The seed of that share.
+    pub split_seed: u64,
+}
+
+/// An image size, `HxW` (e.g. `64x64`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSize {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+impl std::str::FromStr for ImageSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}': expected HEIGHTxWIDTH, e.g. 64x64");
+        let (h, w) = s
+            .trim()
+            .to_ascii_lowercase()
+            .split_once('x')
+            .map(|(h, w)| (h.trim().to_string(), w.trim().to_string()))
+            .ok_or_else(bad)?;
+        match (h.parse::<usize>(), w.parse::<usize>()) {
+            (Ok(height), Ok(width)) if height > 0 && width > 0 => Ok(ImageSize { height, width }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for ImageSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.height, self.width)
+    }
 }
 
 /// What the run writes.
@@ -179,6 +220,10 @@ impl Default for DataRecipe {
             subset: None,
             exclude_digit: None,
             test_binarize_seed: Some(TEST_BINARIZE_SEED),
+            channels: None,
+            image_size: None,
+            test_fraction: FolderOptions::default().test_fraction,
+            split_seed: FolderOptions::default().seed,
         }
     }
 }
@@ -300,6 +345,18 @@ impl RunConfig {
                 return Err(RecipeError::new(field, format!("must be in [0, 1), got {b}")));
             }
         }
+        if let Some(c) = d.channels
+            && c != 1
+            && c != 3
+        {
+            return Err(RecipeError::new("channels", format!("must be 1 or 3, got {c}")));
+        }
+        if !(0.0..1.0).contains(&d.test_fraction) {
+            return Err(RecipeError::new(
+                "test_fraction",
+                format!("must be at least 0 and below 1, got {}", d.test_fraction),
+            ));
+        }
         if d.max_data_bytes == 0 {
             return Err(RecipeError::new("max_data_bytes", "must be at least 1"));
         }
@@ -379,6 +436,20 @@ impl RunConfig {
         }
     }
 
+    /// How to open the data.
+    pub fn open_options(&self) -> OpenOptions {
+        let d = &self.data;
+        OpenOptions {
+            limits: self.limits(),
+            folder: FolderOptions {
+                channels: d.channels,
+                size: d.image_size.map(|s| (s.height, s.width)),
+                test_fraction: d.test_fraction,
+                seed: d.split_seed,
+            },
+        }
+    }
+
     /// The recipe as saved (`config.json`, and `train.config` in the checkpoints).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("the recipe serialises")
@@ -449,6 +520,10 @@ pub const FIELDS: &[&str] = &[
     "subset",
     "exclude_digit",
     "test_binarize_seed",
+    "channels",
+    "image_size",
+    "test_fraction",
+    "split_seed",
     "run_dir",
     "scale",
 ];

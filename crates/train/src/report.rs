@@ -85,3 +85,48 @@ impl Progress {
         }
     }
 }
+
+/// A bar counting items (files decoded, ...) on a terminal; nothing otherwise.
+pub struct Counter {
+    bar: Option<ProgressBar>,
+    what: &'static str,
+}
+
+impl Counter {
+    /// A counter of `what`; it shows once the first count arrives.
+    pub fn new(what: &'static str) -> Self {
+        Counter { bar: None, what }.visible()
+    }
+
+    fn visible(mut self) -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::hidden();
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len}  eta {eta}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(self.what);
+            self.bar = Some(bar);
+        }
+        self
+    }
+
+    /// `done` of `total` items.
+    pub fn set(&self, done: usize, total: usize) {
+        if let Some(bar) = &self.bar {
+            if bar.is_hidden() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -100,10 +100,11 @@ impl RunArgs {
     /// The test split the run was evaluated on (binarized the same way, if it was).
     pub fn test_set(&self, run: &Run) -> Result<Split> {
         let dir = self.data.as_ref().unwrap_or(&run.config.data.path);
-        let limits = Limits {
+        let mut opts = run.config.open_options();
+        opts.limits = Limits {
             max_data_bytes: self.max_data_bytes.unwrap_or(run.config.data.max_data_bytes),
         };
-        let data = crate::data::open(dir, &limits)?;
+        let data = crate::data::open(dir, &opts)?;
         let pixels = run.model.config().input;
         if data.test.pixels() != pixels {
             bail!(

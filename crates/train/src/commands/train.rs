@@ -51,7 +51,7 @@ pub fn train_with(args: &TrainArgs, progress: &mut Progress, collective: Option<
         }
     };
     recipe.validate().map_err(rendered)?;
-    let data = crate::data::open(&recipe.data.path, &recipe.limits())?;
+    let data = crate::data::open(&recipe.data.path, &recipe.open_options())?;
     let threads = per_rank(recipe.training.threads, collective.is_some());
     with_threads(threads, || {
         session::run(&recipe, &launch, &data, &run_dir, state, progress, collective)

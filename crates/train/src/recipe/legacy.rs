@@ -130,6 +130,7 @@ impl From<FlatFlags> for RunConfig {
                 subset: f.subset,
                 exclude_digit: f.exclude_digit,
                 test_binarize_seed: f.test_binarize_seed,
+                ..DataRecipe::default()
             },
             output: OutputRecipe {
                 run_dir: f.run_dir,

@@ -1,0 +1,360 @@
+//! Folders of PNG and JPEG images, as torchvision's `ImageFolder` and Keras'
+//! `image_dataset_from_directory` lay them out: `root/train/<class>/*` with
+//! `root/test/<class>/*`, or `root/<class>/*`, or a flat folder of unlabelled images. Labels
+//! are the indices of the sorted class-folder names. Every header is read first (sizes and
+//! colour checked against the limits before anything is decoded), then the images are decoded
+//! in parallel straight into one byte buffer per split.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use image::{ColorType, DynamicImage, ImageDecoder, ImageReader, imageops::FilterType};
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+
+use crate::{DatasetError, ImageShape, Limits, Split, Values};
+
+/// How to read a folder of images.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FolderOptions {
+    /// 1 (grey) or 3 (RGB); `None`: 3 if any image is in colour, else 1.
+    pub channels: Option<usize>,
+    /// Resize every image to (height, width); `None`: the images' own size, which must be
+    /// the same for all.
+    pub size: Option<(usize, usize)>,
+    /// Without a `test` folder, the share of the images set aside for testing (seeded).
+    pub test_fraction: f64,
+    /// The seed of that split.
+    pub seed: u64,
+}
+
+impl Default for FolderOptions {
+    fn default() -> Self {
+        FolderOptions {
+            channels: None,
+            size: None,
+            test_fraction: 0.1,
+            seed: 1,
+        }
+    }
+}
+
+/// One image file and its label.
+struct Entry {
+    path: PathBuf,
+    label: Option<u8>,
+}
+
+/// Whether `p` names a PNG or JPEG file (by extension, case-insensitive).
+pub fn is_image(p: &Path) -> bool {
+    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    p.is_file() && matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
+}
+
+/// The entries of `dir`, sorted by name, hidden ones left out.
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
+    let io = |source| DatasetError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Whether `dir` looks like an image folder: images in it, or in its subfolders.
+pub fn looks_like_folder(dir: &Path) -> bool {
+    let Ok(entries) = sorted_entries(dir) else {
+        return false;
+    };
+    entries.iter().any(|p| is_image(p))
+        || entries
+            .iter()
+            .filter(|p| p.is_dir())
+            .any(|d| sorted_entries(d).is_ok_and(|e| e.iter().any(|p| is_image(p) || p.is_dir())))
+}
+
+/// The class folders of `dir` (sorted) with their images; a class folder without images is
+/// an error naming it.
+fn classes(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, DatasetError> {
+    let mut out = Vec::new();
+    for d in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {
+        let images: Vec<PathBuf> = sorted_entries(&d)?.into_iter().filter(|p| is_image(p)).collect();
+        if images.is_empty() {
+            return Err(DatasetError::Folder {
+                path: d,
+                reason: "this class folder holds no PNG or JPEG images".into(),
+            });
+        }
+        let name = d.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
+        out.push((name, images));
+    }
+    Ok(out)
+}
+
+/// Labels every image of `found` by the index of its class in `names`.
+fn labelled(found: Vec<(String, Vec<PathBuf>)>, names: &[String]) -> Vec<Entry> {
+    found
+        .into_iter()
+        .flat_map(|(name, images)| {
+            let label = names.iter().position(|n| *n == name).map(|i| i as u8);
+            images.into_iter().map(move |path| Entry { path, label })
+        })
+        .collect()
+}
+
+/// The sorted union of class names, at most 256 of them.
+fn class_names<'a>(
+    dir: &Path,
+    lists: impl Iterator<Item = &'a Vec<(String, Vec<PathBuf>)>>,
+) -> Result<Vec<String>, DatasetError> {
+    let mut names: Vec<String> = lists.flat_map(|l| l.iter().map(|(n, _)| n.clone())).collect();
+    names.sort();
+    names.dedup();
+    if names.len() > 256 {
+        return Err(DatasetError::Folder {
+            path: dir.to_path_buf(),
+            reason: format!("{} class folders: at most 256 are supported", names.len()),
+        });
+    }
+    Ok(names)
+}
+
+/// What a folder holds, before decoding: the train and test files and the class names.
+struct Layout {
+    train: Vec<Entry>,
+    test: Vec<Entry>,
+    classes: Option<Vec<String>>,
+}
+
+fn layout(root: &Path, opts: &FolderOptions) -> Result<Layout, DatasetError> {
+    let (train_dir, test_dir) = (root.join("train"), root.join("test"));
+    if train_dir.is_dir() && test_dir.is_dir() {
+        let (tr, te) = (classes(&train_dir)?, classes(&test_dir)?);
+        if tr.is_empty() || te.is_empty() {
+            // train/ and test/ of unlabelled images.
+            let flat = |d: &Path| -> Result<Vec<Entry>, DatasetError> {
+                Ok(sorted_entries(d)?
+                    .into_iter()
+                    .filter(|p| is_image(p))
+                    .map(|path| Entry { path, label: None })
+                    .collect())
+            };
+            return Ok(Layout {
+                train: flat(&train_dir)?,
+                test: flat(&test_dir)?,
+                classes: None,
+            });
+        }
+        let names = class_names(root, [&tr, &te].into_iter())?;
+        return Ok(Layout {
+            train: labelled(tr, &names),
+            test: labelled(te, &names),
+            classes: Some(names),
+        });
+    }
+    let found = classes(root)?;
+    let (all, names) = if found.is_empty() {
+        let flat: Vec<Entry> = sorted_entries(root)?
+            .into_iter()
+            .filter(|p| is_image(p))
+            .map(|path| Entry { path, label: None })
+            .collect();
+        (flat, None)
+    } else {
+        let names = class_names(root, std::iter::once(&found))?;
+        (labelled(found, &names), Some(names))
+    };
+    if !(0.0..1.0).contains(&opts.test_fraction) {
+        return Err(DatasetError::Folder {
+            path: root.to_path_buf(),
+            reason: format!("the test fraction must be in [0, 1), got {}", opts.test_fraction),
+        });
+    }
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(opts.seed));
+    let n_test = ((all.len() as f64 * opts.test_fraction).round() as usize).clamp(
+        usize::from(opts.test_fraction > 0.0 && all.len() > 1),
+        all.len().saturating_sub(1),
+    );
+    let mut is_test = vec![false; all.len()];
+    for &i in &order[..n_test] {
+        is_test[i] = true;
+    }
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for (e, t) in all.into_iter().zip(is_test) {
+        if t { test.push(e) } else { train.push(e) }
+    }
+    Ok(Layout {
+        train,
+        test,
+        classes: names,
+    })
+}
+
+/// A file's header: (height, width, whether it is in colour).
+fn header(path: &Path, limits: &Limits) -> Result<(usize, usize, bool), DatasetError> {
+    let bad = |reason: String| DatasetError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let reader = ImageReader::open(path)
+        .map_err(|e| bad(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    let decoder = reader.into_decoder().map_err(|e| bad(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    let colour = !matches!(
+        decoder.color_type(),
+        ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16
+    );
+    let bytes = u64::from(w) * u64::from(h) * 4;
+    if bytes > limits.max_data_bytes {
+        return Err(bad(format!(
+            "the header declares {w} x {h} pixels ({bytes} bytes decoded), more than the limit of {} bytes; refused before decoding (raise --max-data-bytes if the file is genuine)",
+            limits.max_data_bytes
+        )));
+    }
+    Ok((h as usize, w as usize, colour))
+}
+
+/// Decodes `path` as `shape` (converted to grey or RGB, resized if needed) into `out`,
+/// channels outermost.
+fn decode_into(path: &Path, shape: ImageShape, limits: &Limits, out: &mut [u8]) -> Result<(), DatasetError> {
+    let bad = |reason: String| DatasetError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut reader = ImageReader::open(path)
+        .map_err(|e| bad(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut l = image::Limits::default();
+    l.max_alloc = Some(limits.max_data_bytes);
+    reader.limits(l);
+    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
+    let (h, w) = (shape.height, shape.width);
+    let img = if (img.height() as usize, img.width() as usize) == (h, w) {
+        img
+    } else {
+        img.resize_exact(w as u32, h as u32, FilterType::Triangle)
+    };
+    let plane = h * w;
+    match shape.channels {
+        1 => out.copy_from_slice(DynamicImage::into_luma8(img).as_raw()),
+        _ => {
+            let rgb = img.into_rgb8();
+            for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    out[c * plane + i] = px[c];
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the folder at `root` (see the module's documentation); `progress` hears (images
+/// decoded, images in all) as decoding goes.
+pub fn load_folder(
+    root: &Path,
+    opts: &FolderOptions,
+    limits: &Limits,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(Split, Split, Option<Vec<String>>), DatasetError> {
+    if let Some(c) = opts.channels
+        && c != 1
+        && c != 3
+    {
+        return Err(DatasetError::Folder {
+            path: root.to_path_buf(),
+            reason: format!("--channels must be 1 or 3, got {c}"),
+        });
+    }
+    let lay = layout(root, opts)?;
+    if lay.train.is_empty() {
+        return Err(DatasetError::Folder {
+            path: root.to_path_buf(),
+            reason: "no PNG or JPEG images found (looked for root/train/<class>/*, root/<class>/* and root/*)".into(),
+        });
+    }
+    let all: Vec<&Entry> = lay.train.iter().chain(&lay.test).collect();
+    let headers: Vec<(usize, usize, bool)> = all
+        .par_iter()
+        .map(|e| header(&e.path, limits))
+        .collect::<Result<_, _>>()?;
+    let (height, width) = match opts.size {
+        Some(s) => s,
+        None => {
+            let first = (headers[0].0, headers[0].1);
+            if let Some(i) = headers.iter().position(|h| (h.0, h.1) != first) {
+                return Err(DatasetError::Folder {
+                    path: root.to_path_buf(),
+                    reason: format!(
+                        "images of different sizes: {} is {}x{}, {} is {}x{}; give --image-size HxW to resize them all",
+                        all[0].path.display(),
+                        first.0,
+                        first.1,
+                        all[i].path.display(),
+                        headers[i].0,
+                        headers[i].1
+                    ),
+                });
+            }
+            first
+        }
+    };
+    let channels = opts.channels.unwrap_or(if headers.iter().any(|h| h.2) { 3 } else { 1 });
+    let shape = ImageShape {
+        height,
+        width,
+        channels,
+    };
+    let total = all.len() as u64 * shape.len() as u64;
+    if total > limits.max_data_bytes {
+        return Err(DatasetError::Folder {
+            path: root.to_path_buf(),
+            reason: format!(
+                "{} images of {shape} make {total} bytes, more than the limit of {} bytes (raise --max-data-bytes)",
+                all.len(),
+                limits.max_data_bytes
+            ),
+        });
+    }
+    let done = AtomicUsize::new(0);
+    let n_all = all.len();
+    let split = |entries: &[Entry]| -> Result<Split, DatasetError> {
+        let mut bytes = vec![0u8; entries.len() * shape.len()];
+        bytes
+            .par_chunks_mut(shape.len().max(1))
+            .zip(entries.par_iter())
+            .try_for_each(|(row, e)| {
+                decode_into(&e.path, shape, limits, row)?;
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1, n_all);
+                Ok::<(), DatasetError>(())
+            })?;
+        let labels = lay
+            .classes
+            .as_ref()
+            .map(|_| entries.iter().map(|e| e.label.unwrap_or(0)).collect());
+        Ok(Split {
+            images: Values::U8(Array2::from_shape_vec((entries.len(), shape.len()), bytes).expect("sized above")),
+            labels,
+            shape,
+        })
+    };
+    let train = split(&lay.train)?;
+    let test = split(&lay.test)?;
+    Ok((train, test, lay.classes))
+}
