@@ -1,15 +1,22 @@
-//! Datasets for the VAE engine: one [`Dataset`] type over every source, the IDX file
-//! format (MNIST's), and batches.
+//! Datasets for the VAE engine: one [`Dataset`] type over every source, the file formats
+//! (MNIST's IDX, NumPy's `.npy` / `.npz`), and batches.
 //!
 //! * [`idx`]: read and write IDX files of every element type and any number of dimensions,
 //!   plain or gzip-compressed (detected from the first bytes). Untrusted headers are checked
 //!   against what the file can hold before anything is allocated.
+//! * [`npy`]: read `.npy` files (format 1.0 to 3.0; uint8, float32 and float64 in either
+//!   byte order, C or Fortran order) and the named arrays of `.npz` archives (stored or
+//!   deflated), and write both. The header is parsed, never evaluated, and its declared size
+//!   checked against [`Limits`] before anything is allocated; other dtypes (object, complex,
+//!   bool, ...) are refused naming them.
 //! * [`Dataset`]: the train and test [`Split`]s found at a path ([`Dataset::open`]), as f32
 //!   values in [0, 1] with their [`ImageShape`] and, where the source has them, labels.
 //!   Sources: a directory of IDX files (MNIST) today.
 //! * [`Batches`]: seeded shuffling, optional subset, dynamic binarization, into a reused
 //!   buffer.
-
+//!
+//! Every error names the file (an archive's entry as `archive.npz/key.npy`); no input makes
+//! a reader panic.
 //!
 //! ```
 //! use std::path::Path;
@@ -29,8 +36,10 @@ mod batch;
 mod dataset;
 mod error;
 pub mod idx;
+pub mod npy;
 
 pub use batch::{Batch, BatchConfig, Batches, stream_seed};
 pub use dataset::{DEFAULT_DIR, Dataset, ImageShape, Source, Split};
-pub use error::{DatasetError, IdxError};
+pub use error::{DatasetError, IdxError, NpyError};
 pub use idx::Limits;
+pub use npy::{NpyArray, NpyData};
