@@ -313,6 +313,182 @@ pub enum NpyError {
     },
 }
 
+/// Why a CSV table could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// The file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The CSV itself is malformed (invalid UTF-8, for one).
+    #[error("{path}: {source}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// What the CSV reader reported.
+        source: csv::Error,
+    },
+    /// The file is larger than the reader may hold.
+    #[error("{path}: the file holds {size} bytes, more than the limit of {limit} bytes; refused before reading")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (or the bytes read before stopping).
+        size: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// No header row, or a header and no data rows.
+    #[error("{path}: empty table: {what}")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// A header cell is empty.
+    #[error(
+        "{path}: column {index} of the header has no name (an index written by pandas' to_csv? write with index=False)"
+    )]
+    UnnamedColumn {
+        /// The file.
+        path: PathBuf,
+        /// Its position, 1-based.
+        index: usize,
+    },
+    /// Two header cells hold the same name.
+    #[error("{path}: the header names column '{name}' twice (columns {first} and {second})")]
+    DuplicateColumn {
+        /// The file.
+        path: PathBuf,
+        /// The name.
+        name: String,
+        /// First position, 1-based.
+        first: usize,
+        /// Second position, 1-based.
+        second: usize,
+    },
+    /// The label column asked for is not in the header.
+    #[error("{path}: no label column '{name}' (the columns are: {})", columns.join(", "))]
+    MissingLabelColumn {
+        /// The file.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// The header's columns.
+        columns: Vec<String>,
+    },
+    /// Every column is the label column: nothing to learn from.
+    #[error("{path}: no feature columns besides the label column '{label}'")]
+    NoFeatures {
+        /// The file.
+        path: PathBuf,
+        /// The label column.
+        label: String,
+    },
+    /// A row has a different number of fields than the header.
+    #[error("{path}: row {row} has {found} fields, the header has {expected}")]
+    Ragged {
+        /// The file.
+        path: PathBuf,
+        /// The row, 1-based, the header being row 1.
+        row: u64,
+        /// Fields in the row.
+        found: usize,
+        /// Fields in the header.
+        expected: usize,
+    },
+    /// A cell of a numeric column is not a number.
+    #[error("{path}: row {row}, column '{column}': '{value}' is not a number")]
+    NotANumber {
+        /// The file.
+        path: PathBuf,
+        /// The row, 1-based, the header being row 1.
+        row: u64,
+        /// The column's name.
+        column: String,
+        /// The cell (shortened if long).
+        value: String,
+    },
+    /// A cell is empty (a missing value).
+    #[error("{path}: row {row}, column '{column}': empty cell (missing values are not supported: fill or drop them)")]
+    EmptyCell {
+        /// The file.
+        path: PathBuf,
+        /// The row, 1-based, the header being row 1.
+        row: u64,
+        /// The column's name.
+        column: String,
+    },
+    /// A cell holds NaN or an infinity (or a number too large for f64).
+    #[error("{path}: row {row}, column '{column}': '{value}' is not a finite number")]
+    NotFinite {
+        /// The file.
+        path: PathBuf,
+        /// The row, 1-based, the header being row 1.
+        row: u64,
+        /// The column's name.
+        column: String,
+        /// The cell (shortened if long).
+        value: String,
+    },
+    /// A feature column holds one value in every row.
+    #[error(
+        "{path}: column '{column}' holds the same value ({value}) in every row: it cannot be standardised (drop it)"
+    )]
+    ConstantColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column's name.
+        column: String,
+        /// Its value.
+        value: f64,
+    },
+    /// The label column holds more distinct text classes than a u8 label can index.
+    #[error("{path}: label column '{column}' holds more than 256 distinct values, too many classes for u8 labels")]
+    TooManyClasses {
+        /// The file.
+        path: PathBuf,
+        /// The label column.
+        column: String,
+    },
+}
+
+/// Why a [`Standardizer`](crate::table::Standardizer) could not be fitted or applied.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum StandardizeError {
+    /// No rows to fit on.
+    #[error("no rows to fit the standardisation on")]
+    NoRows,
+    /// A column has zero (or non-finite) standard deviation.
+    #[error("column '{column}' has standard deviation {std} over the rows fitted: it cannot be standardised")]
+    ZeroStd {
+        /// The column's name.
+        column: String,
+        /// Its standard deviation.
+        std: f64,
+    },
+    /// The values do not come in rows of the standardizer's width.
+    #[error("{len} values are not whole rows of {width} columns")]
+    Width {
+        /// The row width expected (columns).
+        width: usize,
+        /// Values (or row length) given.
+        len: usize,
+    },
+    /// The standardizer itself is inconsistent (as deserialized): `mean` and `std` differ in
+    /// length, or a `std` is not positive and finite.
+    #[error("invalid standardizer: {reason}")]
+    Invalid {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
 fn list_or_none(keys: &[String]) -> String {
     if keys.is_empty() {
         "no arrays".to_string()

@@ -1,5 +1,5 @@
 //! Datasets for the VAE engine: one [`Dataset`] type over every source, the file formats
-//! (MNIST's IDX, NumPy's `.npy` / `.npz`), and batches.
+//! (MNIST's IDX, NumPy's `.npy` / `.npz`, CSV tables), and batches.
 //!
 //! * [`idx`]: read and write IDX files of every element type and any number of dimensions,
 //!   plain or gzip-compressed (detected from the first bytes). Untrusted headers are checked
@@ -9,6 +9,10 @@
 //!   deflated), and write both. The header is parsed, never evaluated, and its declared size
 //!   checked against [`Limits`] before anything is allocated; other dtypes (object, complex,
 //!   bool, ...) are refused naming them.
+//! * [`table`]: read CSV tables with a header row into f64 values (optionally with a label
+//!   column of integers or text classes), refusing text, missing, non-finite or constant
+//!   values naming the row and column; and a [`table::Standardizer`] (serde) fitted on the
+//!   training rows.
 //! * [`Dataset`]: the train and test [`Split`]s found at a path ([`Dataset::open`]), as f32
 //!   values in [0, 1] with their [`ImageShape`] and, where the source has them, labels.
 //!   Sources: a directory of IDX files (MNIST) today.
@@ -37,9 +41,11 @@ mod dataset;
 mod error;
 pub mod idx;
 pub mod npy;
+pub mod table;
 
 pub use batch::{Batch, BatchConfig, Batches, stream_seed};
 pub use dataset::{DEFAULT_DIR, Dataset, ImageShape, Source, Split};
-pub use error::{DatasetError, IdxError, NpyError};
+pub use error::{DatasetError, IdxError, NpyError, StandardizeError, TableError};
 pub use idx::Limits;
 pub use npy::{NpyArray, NpyData};
+pub use table::{Standardizer, Table};

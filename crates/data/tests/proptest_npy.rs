@@ -1,10 +1,10 @@
-//! Random and mutated bytes never make the `.npy` or `.npz` readers panic or hang.
+//! Random and mutated bytes never make the `.npy`, `.npz` or CSV readers panic or hang.
 
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use vae_data::Limits;
 use vae_data::npy::{self, NpyArray, NpyData};
+use vae_data::{Limits, table};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vae-data-prop-{}", std::process::id()));
@@ -128,5 +128,25 @@ proptest! {
         let n = cut.index(b.len());
         std::fs::write(&path, &b[..n]).unwrap();
         let _ = npy::read_npz(&path, &Limits::default(), &["y"]);
+    }
+
+    #[test]
+    fn random_csv_never_panics(text in "[a-c0-9.,\"\n\r eE+-]{0,200}", label in prop::option::of(prop::sample::select(vec!["a", "b", "zz"]))) {
+        let path = tmp("random.csv");
+        std::fs::write(&path, &text).unwrap();
+        if let Ok(t) = table::read_csv(&path, &Limits::default(), label) {
+            prop_assert_eq!(t.values.len(), t.rows * t.columns.len());
+            prop_assert!(t.values.iter().all(|v| v.is_finite()));
+            if let Some(l) = &t.labels {
+                prop_assert_eq!(l.len(), t.rows);
+            }
+        }
+    }
+
+    #[test]
+    fn random_csv_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let path = tmp("bytes.csv");
+        std::fs::write(&path, &bytes).unwrap();
+        let _ = table::read_csv(&path, &Limits::default(), Some("a"));
     }
 }
