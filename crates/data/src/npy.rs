@@ -635,7 +635,7 @@ fn parse_header(text: &[u8], path: &Path) -> Result<Header, NpyError> {
             return Err(NpyError::UnsupportedDtype {
                 path: path.into(),
                 descr: other.render(),
-                reason: format!("structured (record) dtypes are not supported; {SUPPORTED}"),
+                reason: format!("structured (record) dtypes; {SUPPORTED}"),
             });
         }
     };
@@ -680,17 +680,17 @@ fn parse_descr(descr: &str, path: &Path) -> Result<Dtype, NpyError> {
             "object arrays hold pickled Python objects, which are never loaded; save a numeric array (x.astype(np.float32))",
         )),
         ("c", _) => Err(refuse(
-            "complex numbers are not supported; save the real part or the magnitude (np.abs(x).astype(np.float32))",
+            "complex numbers; save the real part or the magnitude (np.abs(x).astype(np.float32))",
         )),
-        ("b" | "?", Some(1) | None) => Err(refuse("booleans are not supported; save x.astype(np.uint8)")),
+        ("b" | "?", Some(1) | None) => Err(refuse("booleans; save x.astype(np.uint8)")),
         ("u" | "i" | "b" | "h" | "H" | "l" | "L" | "q" | "Q", _) => Err(refuse(
-            "integers other than uint8 are not supported; save images or labels as x.astype(np.uint8), other values as x.astype(np.float32)",
+            "integers other than uint8; save images or labels as x.astype(np.uint8), other values as x.astype(np.float32)",
         )),
-        ("f" | "e" | "g", _) => Err(refuse("this float width is not supported; save x.astype(np.float32)")),
-        ("S" | "U" | "a", _) => Err(refuse("strings are not supported")),
-        ("V", _) => Err(refuse("void (raw or structured) records are not supported")),
-        ("M" | "m", _) => Err(refuse("dates and time deltas are not supported")),
-        _ => Err(refuse("not a dtype this reader knows")),
+        ("f" | "e" | "g", _) => Err(refuse("this float width; save x.astype(np.float32)")),
+        ("S" | "U" | "a", _) => Err(refuse("strings")),
+        ("V", _) => Err(refuse("void (raw or structured) records")),
+        ("M" | "m", _) => Err(refuse("dates and time deltas")),
+        _ => Err(refuse("an unknown type code")),
     }
 }
 

@@ -211,7 +211,7 @@ fn refused_dtypes_are_named() {
         ("|S3", "strings"),
         ("<M8[ns]", "dates"),
         ("|f4", "byte order"),
-        ("<z9", "not a dtype"),
+        ("<z9", "unknown type code"),
     ] {
         let e = err(&raw(1, &dict(descr, false, "(1,)"), &[0; 16]), "dt.npy");
         let s = e.to_string();

@@ -58,7 +58,7 @@ fn integer_labels_are_the_labels() {
 #[test]
 fn text_labels_are_classes_in_sorted_order() {
     let t = read(
-        "text.csv",
+        "textlabels.csv",
         "f,kind\n1,setosa\n2,virginica\n3,versicolor\n4,setosa\n",
         Some("kind"),
     )
@@ -112,7 +112,7 @@ fn text_in_a_numeric_column_names_the_row_and_column() {
 
 #[test]
 fn empty_cells_are_refused() {
-    let e = err("empty.csv", "a,b\n1,2\n3,\n", None);
+    let e = err("emptycell.csv", "a,b\n1,2\n3,\n", None);
     assert!(matches!(e, TableError::EmptyCell { row: 3, .. }), "{e}");
     assert!(e.to_string().contains("row 3, column 'b': empty cell"), "{e}");
     let e = err("emptylabel.csv", "a,y\n1,2\n3,\n", Some("y"));
