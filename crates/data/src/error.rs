@@ -191,3 +191,340 @@ pub enum DatasetError {
         n_labels: usize,
     },
 }
+
+/// Why a `.npy` file or an `.npz` archive (or one of its entries) could not be read or
+/// written. An entry of an archive is named `archive.npz/key.npy`.
+#[derive(Debug, thiserror::Error)]
+pub enum NpyError {
+    /// The file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file does not start with the `.npy` magic `\x93NUMPY`.
+    #[error("{path}: not a .npy file (the first bytes are {found:02x?}, expected 93 4e 55 4d 50 59, \"\\x93NUMPY\")")]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// The first bytes found (up to six).
+        found: Vec<u8>,
+    },
+    /// The format version is not 1.0, 2.0 or 3.0.
+    #[error("{path}: .npy format version {major}.{minor} is not supported (1.0, 2.0 and 3.0 are)")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Major version byte.
+        major: u8,
+        /// Minor version byte.
+        minor: u8,
+    },
+    /// The file ends inside the magic, the version, the header length or the header.
+    #[error("{path}: truncated .npy header: {what} needs {expected} bytes, the file holds {found}")]
+    TruncatedHeader {
+        /// The file.
+        path: PathBuf,
+        /// Which part was cut short.
+        what: &'static str,
+        /// Bytes that part needs.
+        expected: u64,
+        /// Bytes of it present.
+        found: u64,
+    },
+    /// The header length field declares more than the reader accepts.
+    #[error("{path}: the .npy header declares a header of {len} bytes, more than the {max} accepted")]
+    HeaderTooLong {
+        /// The file.
+        path: PathBuf,
+        /// Declared header length.
+        len: u64,
+        /// The most accepted.
+        max: u64,
+    },
+    /// The header is not the dict literal `{'descr': ..., 'fortran_order': ..., 'shape': (...)}`.
+    #[error("{path}: malformed .npy header: {reason} (header: {header})")]
+    BadHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+        /// The header text (shortened if long).
+        header: String,
+    },
+    /// The element type is not one this reader holds (u8, f32, f64).
+    #[error("{path}: dtype '{descr}' is not supported: {reason}")]
+    UnsupportedDtype {
+        /// The file.
+        path: PathBuf,
+        /// The `descr` of the header.
+        descr: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// The product of the shape overflows.
+    #[error("{path}: shape {shape:?} overflows when multiplied")]
+    Overflow {
+        /// The file.
+        path: PathBuf,
+        /// The declared shape.
+        shape: Vec<usize>,
+    },
+    /// The header declares more data than the reader may hold (see `idx::Limits`).
+    #[error(
+        "{path}: the header declares shape {shape:?}, {declared} bytes of data, more than the limit of {limit} bytes; refused before reading the body"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The declared shape.
+        shape: Vec<usize>,
+        /// Declared data bytes.
+        declared: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The data ends before the declared size.
+    #[error("{path}: truncated: the header declares {expected} data bytes, the file holds {found}")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Declared data bytes.
+        expected: u64,
+        /// Data bytes present.
+        found: u64,
+    },
+    /// Bytes follow the declared data.
+    #[error("{path}: trailing data after the {expected} bytes the header declares")]
+    TrailingData {
+        /// The file.
+        path: PathBuf,
+        /// Declared data bytes.
+        expected: u64,
+    },
+    /// An entry of an archive is damaged (bad deflate data or checksum).
+    #[error("{path}: corrupt archive entry: {source}")]
+    Corrupt {
+        /// The entry (`archive.npz/key.npy`).
+        path: PathBuf,
+        /// What the decoder reported.
+        source: std::io::Error,
+    },
+    /// The archive is not a zip file the reader can open.
+    #[error("{path}: not a readable .npz (zip) archive: {source}")]
+    Zip {
+        /// The archive.
+        path: PathBuf,
+        /// What the zip reader reported.
+        source: zip::result::ZipError,
+    },
+    /// The archive holds no array under a requested key.
+    #[error(
+        "{path}: no array named '{key}' in the archive (it holds: {})",
+        list_or_none(present)
+    )]
+    MissingKey {
+        /// The archive.
+        path: PathBuf,
+        /// The key asked for.
+        key: String,
+        /// The keys present.
+        present: Vec<String>,
+    },
+    /// The data does not match the shape (writer only).
+    #[error("{path}: {len} elements do not fill shape {shape:?}")]
+    ShapeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The shape.
+        shape: Vec<usize>,
+        /// Elements given.
+        len: usize,
+    },
+}
+
+/// Why a CSV table could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// The file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The CSV itself is malformed (invalid UTF-8, for one).
+    #[error("{path}: {source}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// What the CSV reader reported.
+        source: csv::Error,
+    },
+    /// The file is larger than the reader may hold.
+    #[error("{path}: the file holds {size} bytes, more than the limit of {limit} bytes; refused before reading")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (or the bytes read before stopping).
+        size: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// No header row, or a header and no data rows.
+    #[error("{path}: empty table: {what}")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// A header cell is empty.
+    #[error(
+        "{path}: column {index} of the header has no name (an index written by pandas' to_csv? write with index=False)"
+    )]
+    UnnamedColumn {
+        /// The file.
+        path: PathBuf,
+        /// Its position, 1-based.
+        index: usize,
+    },
+    /// Two header cells hold the same name.
+    #[error("{path}: the header names column '{name}' twice (columns {first} and {second})")]
+    DuplicateColumn {
+        /// The file.
+        path: PathBuf,
+        /// The name.
+        name: String,
+        /// First position, 1-based.
+        first: usize,
+        /// Second position, 1-based.
+        second: usize,
+    },
+    /// The label column asked for is not in the header.
+    #[error("{path}: no label column '{name}' (the columns are: {})", columns.join(", "))]
+    MissingLabelColumn {
+        /// The file.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// The header's columns.
+        columns: Vec<String>,
+    },
+    /// Every column is the label column: nothing to learn from.
+    #[error("{path}: no feature columns besides the label column '{label}'")]
+    NoFeatures {
+        /// The file.
+        path: PathBuf,
+        /// The label column.
+        label: String,
+    },
+    /// A row has a different number of fields than the header.
+    #[error("{path}: row {row} has {found} fields, the header has {expected}")]
+    Ragged {
+        /// The file.
+        path: PathBuf,
+        /// The row, 1-based, the header being row 1.
+        row: u64,
+        /// Fields in the row.
+        found: usize,
+        /// Fields in the header.
+        expected: usize,
+    },
+    /// A cell of a numeric column is not a number.
+    #[error("{path}: row {row}, column '{column}': '{value}' is not a number")]
+    NotANumber {
+        /// The file.
+        path: PathBuf,
+        /// The row, 1-based, the header being row 1.
+        row: u64,
+        /// The column's name.
+        column: String,
+        /// The cell (shortened if long).
+        value: String,
+    },
+    /// A cell is empty (a missing value).
+    #[error("{path}: row {row}, column '{column}': empty cell (missing values are not supported: fill or drop them)")]
+    EmptyCell {
+        /// The file.
+        path: PathBuf,
+        /// The row, 1-based, the header being row 1.
+        row: u64,
+        /// The column's name.
+        column: String,
+    },
+    /// A cell holds NaN or an infinity (or a number too large for f64).
+    #[error("{path}: row {row}, column '{column}': '{value}' is not a finite number")]
+    NotFinite {
+        /// The file.
+        path: PathBuf,
+        /// The row, 1-based, the header being row 1.
+        row: u64,
+        /// The column's name.
+        column: String,
+        /// The cell (shortened if long).
+        value: String,
+    },
+    /// A feature column holds one value in every row.
+    #[error(
+        "{path}: column '{column}' holds the same value ({value}) in every row: it cannot be standardised (drop it)"
+    )]
+    ConstantColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column's name.
+        column: String,
+        /// Its value.
+        value: f64,
+    },
+    /// The label column holds more distinct text classes than a u8 label can index.
+    #[error("{path}: label column '{column}' holds more than 256 distinct values, too many classes for u8 labels")]
+    TooManyClasses {
+        /// The file.
+        path: PathBuf,
+        /// The label column.
+        column: String,
+    },
+}
+
+/// Why a [`Standardizer`](crate::table::Standardizer) could not be fitted or applied.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum StandardizeError {
+    /// No rows to fit on.
+    #[error("no rows to fit the standardisation on")]
+    NoRows,
+    /// A column has zero (or non-finite) standard deviation.
+    #[error("column '{column}' has standard deviation {std} over the rows fitted: it cannot be standardised")]
+    ZeroStd {
+        /// The column's name.
+        column: String,
+        /// Its standard deviation.
+        std: f64,
+    },
+    /// The values do not come in rows of the standardizer's width.
+    #[error("{len} values are not whole rows of {width} columns")]
+    Width {
+        /// The row width expected (columns).
+        width: usize,
+        /// Values (or row length) given.
+        len: usize,
+    },
+    /// The standardizer itself is inconsistent (as deserialized): `mean` and `std` differ in
+    /// length, or a `std` is not positive and finite.
+    #[error("invalid standardizer: {reason}")]
+    Invalid {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn list_or_none(keys: &[String]) -> String {
+    if keys.is_empty() {
+        "no arrays".to_string()
+    } else {
+        keys.join(", ")
+    }
+}

@@ -1,15 +1,26 @@
-//! Datasets for the VAE engine: one [`Dataset`] type over every source, the IDX file
-//! format (MNIST's), and batches.
+//! Datasets for the VAE engine: one [`Dataset`] type over every source, the file formats
+//! (MNIST's IDX, NumPy's `.npy` / `.npz`, CSV tables), and batches.
 //!
 //! * [`idx`]: read and write IDX files of every element type and any number of dimensions,
 //!   plain or gzip-compressed (detected from the first bytes). Untrusted headers are checked
 //!   against what the file can hold before anything is allocated.
+//! * [`npy`]: read `.npy` files (format 1.0 to 3.0; uint8, float32 and float64 in either
+//!   byte order, C or Fortran order) and the named arrays of `.npz` archives (stored or
+//!   deflated), and write both. The header is parsed, never evaluated, and its declared size
+//!   checked against [`Limits`] before anything is allocated; other dtypes (object, complex,
+//!   bool, ...) are refused naming them.
+//! * [`table`]: read CSV tables with a header row into f64 values (optionally with a label
+//!   column of integers or text classes), refusing text, missing, non-finite or constant
+//!   values naming the row and column; and a [`table::Standardizer`] (serde) fitted on the
+//!   training rows.
 //! * [`Dataset`]: the train and test [`Split`]s found at a path ([`Dataset::open`]), as f32
 //!   values in [0, 1] with their [`ImageShape`] and, where the source has them, labels.
 //!   Sources: a directory of IDX files (MNIST) today.
 //! * [`Batches`]: seeded shuffling, optional subset, dynamic binarization, into a reused
 //!   buffer.
-
+//!
+//! Every error names the file (an archive's entry as `archive.npz/key.npy`); no input makes
+//! a reader panic.
 //!
 //! ```
 //! use std::path::Path;
@@ -30,11 +41,15 @@ mod dataset;
 mod error;
 pub mod folder;
 pub mod idx;
+pub mod npy;
+pub mod table;
 mod values;
 
 pub use batch::{Batch, BatchConfig, Batches, stream_seed};
 pub use dataset::{DEFAULT_DIR, Dataset, ImageShape, OpenOptions, Source, Split};
-pub use error::{DatasetError, IdxError};
+pub use error::{DatasetError, IdxError, NpyError, StandardizeError, TableError};
 pub use folder::FolderOptions;
 pub use idx::Limits;
+pub use npy::{NpyArray, NpyData};
+pub use table::{Standardizer, Table};
 pub use values::Values;
