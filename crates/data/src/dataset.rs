@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 
+use crate::arrays::{NpzKeys, load_npy, load_npz};
 use crate::folder::{FolderOptions, load_folder, looks_like_folder};
 use crate::idx::{self, Idx, IdxData, Limits};
 use crate::{DatasetError, Values};
@@ -82,6 +83,10 @@ pub enum Source {
     Idx(PathBuf),
     /// A folder of PNG and JPEG images (see [`crate::folder`]).
     Folder(PathBuf),
+    /// A NumPy `.npy` array of images (see [`crate::arrays`]).
+    Npy(PathBuf),
+    /// A NumPy `.npz` archive of train and test arrays (see [`crate::arrays`]).
+    Npz(PathBuf),
 }
 
 impl std::fmt::Display for Source {
@@ -89,6 +94,8 @@ impl std::fmt::Display for Source {
         match self {
             Source::Idx(dir) => write!(f, "IDX files in {}", dir.display()),
             Source::Folder(dir) => write!(f, "the image folder {}", dir.display()),
+            Source::Npy(p) => write!(f, "the NumPy array {}", p.display()),
+            Source::Npz(p) => write!(f, "the NumPy archive {}", p.display()),
         }
     }
 }
@@ -98,8 +105,10 @@ impl std::fmt::Display for Source {
 pub struct OpenOptions {
     /// Bounds on declared sizes, checked before anything is allocated.
     pub limits: Limits,
-    /// Options of image folders.
+    /// Options of image folders (the test share and its seed also apply to arrays).
     pub folder: FolderOptions,
+    /// The arrays of an `.npz` archive.
+    pub npz_keys: NpzKeys,
 }
 
 /// The train and test splits of a dataset.
@@ -138,8 +147,8 @@ impl Dataset {
             });
         }
         if path.is_dir() {
-            let idx = find(path, "train-images", "idx3", "train images");
-            if idx.is_ok() || !looks_like_folder(path) {
+            // Without images, the IDX reader says which files it looked for.
+            if find(path, "train-images", "idx3", "train images").is_ok() || !looks_like_folder(path) {
                 return Self::load_idx(path, &opts.limits);
             }
             let (train, test, classes) = load_folder(path, &opts.folder, &opts.limits, progress)?;
@@ -156,10 +165,35 @@ impl Dataset {
                 classes,
             });
         }
-        Err(DatasetError::Unrecognised {
-            path: path.into(),
-            reason: "not a dataset this version reads: give a directory of IDX files or a folder of PNG/JPEG images"
-                .into(),
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let (f, seed) = (opts.folder.test_fraction, opts.folder.seed);
+        let (train, test, source) = match ext.as_deref() {
+            Some("npy") => {
+                let (tr, te) = load_npy(path, &opts.limits, f, seed)?;
+                (tr, te, Source::Npy(path.into()))
+            }
+            Some("npz") => {
+                let (tr, te) = load_npz(path, &opts.limits, &opts.npz_keys, f, seed)?;
+                (tr, te, Source::Npz(path.into()))
+            }
+            _ => {
+                return Err(DatasetError::Unrecognised {
+                    path: path.into(),
+                    reason: "not a dataset this version reads: give a directory of IDX files, a folder of PNG/JPEG images, or a .npy or .npz file".into(),
+                });
+            }
+        };
+        if test.is_empty() {
+            return Err(DatasetError::Unrecognised {
+                path: path.into(),
+                reason: "no test images: set aside a share of the images with a test fraction above 0".into(),
+            });
+        }
+        Ok(Dataset {
+            train,
+            test,
+            source,
+            classes: None,
         })
     }
 

@@ -153,6 +153,9 @@ pub enum DatasetError {
     /// An IDX file could not be read.
     #[error(transparent)]
     Idx(#[from] IdxError),
+    /// A NumPy file could not be read.
+    #[error(transparent)]
+    Npy(#[from] NpyError),
     /// A file holds the wrong kind of data (labels where images were expected, ...).
     #[error("{path}: expected {expected}, found {found}")]
     WrongKind {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use image::{ColorType, DynamicImage, ImageDecoder, ImageReader, imageops::FilterType};
+use image::{DynamicImage, ImageReader, imageops::FilterType};
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -176,22 +176,7 @@ fn layout(root: &Path, opts: &FolderOptions) -> Result<Layout, DatasetError> {
         let names = class_names(root, std::iter::once(&found))?;
         (labelled(found, &names), Some(names))
     };
-    if !(0.0..1.0).contains(&opts.test_fraction) {
-        return Err(DatasetError::Folder {
-            path: root.to_path_buf(),
-            reason: format!("the test fraction must be in [0, 1), got {}", opts.test_fraction),
-        });
-    }
-    let mut order: Vec<usize> = (0..all.len()).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(opts.seed));
-    let n_test = ((all.len() as f64 * opts.test_fraction).round() as usize).clamp(
-        usize::from(opts.test_fraction > 0.0 && all.len() > 1),
-        all.len().saturating_sub(1),
-    );
-    let mut is_test = vec![false; all.len()];
-    for &i in &order[..n_test] {
-        is_test[i] = true;
-    }
+    let is_test = test_rows(root, all.len(), opts.test_fraction, opts.seed)?;
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for (e, t) in all.into_iter().zip(is_test) {
         if t { test.push(e) } else { train.push(e) }
@@ -203,22 +188,79 @@ fn layout(root: &Path, opts: &FolderOptions) -> Result<Layout, DatasetError> {
     })
 }
 
-/// A file's header: (height, width, whether it is in colour).
+/// Which of `n` items form the seeded test share `fraction` (at least one when the share
+/// is above 0 and there are two items or more; never all of them).
+pub(crate) fn test_rows(path: &Path, n: usize, fraction: f64, seed: u64) -> Result<Vec<bool>, DatasetError> {
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(DatasetError::Folder {
+            path: path.to_path_buf(),
+            reason: format!("the test fraction must be in [0, 1), got {fraction}"),
+        });
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    let n_test =
+        ((n as f64 * fraction).round() as usize).clamp(usize::from(fraction > 0.0 && n > 1), n.saturating_sub(1));
+    let mut is_test = vec![false; n];
+    for &i in &order[..n_test] {
+        is_test[i] = true;
+    }
+    Ok(is_test)
+}
+
+/// (width, height, colour) from the first bytes of a PNG (its IHDR chunk) or a JPEG (its
+/// start-of-frame marker), read without decoding anything.
+fn peek(bytes: &[u8]) -> Result<(u32, u32, bool), String> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        if bytes.len() < 26 || &bytes[12..16] != b"IHDR" {
+            return Err("a PNG without its IHDR header".into());
+        }
+        let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        // Colour types 0 and 4 are grey (with alpha); 2, 3 and 6 colour.
+        return Ok((be(16), be(20), !matches!(bytes[25], 0 | 4)));
+    }
+    if bytes.starts_with(&[0xff, 0xd8]) {
+        let mut i = 2;
+        while i + 4 <= bytes.len() {
+            if bytes[i] != 0xff {
+                return Err("a JPEG whose markers are damaged".into());
+            }
+            let marker = bytes[i + 1];
+            if marker == 0xff {
+                i += 1;
+                continue;
+            }
+            let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+            let is_sof = (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc);
+            if is_sof {
+                if i + 10 > bytes.len() {
+                    break;
+                }
+                let h = u32::from(u16::from_be_bytes([bytes[i + 5], bytes[i + 6]]));
+                let w = u32::from(u16::from_be_bytes([bytes[i + 7], bytes[i + 8]]));
+                return Ok((w, h, bytes[i + 9] != 1));
+            }
+            i += 2 + len;
+        }
+        return Err("a JPEG that ends before its frame header".into());
+    }
+    Err("neither a PNG nor a JPEG file (by its first bytes)".into())
+}
+
+/// A file's header: (height, width, whether it is in colour), checked against the limits.
 fn header(path: &Path, limits: &Limits) -> Result<(usize, usize, bool), DatasetError> {
     let bad = |reason: String| DatasetError::Image {
         path: path.to_path_buf(),
         reason,
     };
-    let reader = ImageReader::open(path)
-        .map_err(|e| bad(e.to_string()))?
-        .with_guessed_format()
+    let mut head = Vec::with_capacity(1 << 16);
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 16), &mut head))
         .map_err(|e| bad(e.to_string()))?;
-    let decoder = reader.into_decoder().map_err(|e| bad(e.to_string()))?;
-    let (w, h) = decoder.dimensions();
-    let colour = !matches!(
-        decoder.color_type(),
-        ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16
-    );
+    let (w, h, colour) = peek(&head).map_err(bad)?;
+    if w == 0 || h == 0 {
+        return Err(bad(format!("the header declares {w} x {h} pixels")));
+    }
     let bytes = u64::from(w) * u64::from(h) * 4;
     if bytes > limits.max_data_bytes {
         return Err(bad(format!(

@@ -36,6 +36,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod arrays;
 mod batch;
 mod dataset;
 mod error;
@@ -45,6 +46,7 @@ pub mod npy;
 pub mod table;
 mod values;
 
+pub use arrays::NpzKeys;
 pub use batch::{Batch, BatchConfig, Batches, stream_seed};
 pub use dataset::{DEFAULT_DIR, Dataset, ImageShape, OpenOptions, Source, Split};
 pub use error::{DatasetError, IdxError, NpyError, StandardizeError, TableError};

@@ -12,7 +12,7 @@ use vae_trainer::LrSchedule;
 use crate::commands;
 use crate::recipe::{ImageSize, RunConfig};
 
-/// Train and explore variational autoencoders on MNIST.
+/// Train and explore variational autoencoders on MNIST, folders of images or NumPy arrays.
 ///
 /// With no subcommand, `vae-train` trains (it takes the flags of `vae-train train`).
 #[derive(Parser, Debug)]
@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 #[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum Command {
-    /// Train a VAE on MNIST (the default).
+    /// Train a VAE (the default).
     Train(TrainArgs),
     /// An n x n grid of images decoded from the prior.
     Sample(commands::sample::SampleArgs),
@@ -48,6 +48,8 @@ pub enum Command {
     Eval(commands::eval::EvalArgs),
     /// Per-image anomaly scores to CSV, and the AUROC for one digit.
     Score(commands::score::ScoreArgs),
+    /// What the engine sees at a data path: source, image shape, splits, labels, memory.
+    Inspect(commands::inspect::InspectArgs),
 }
 
 /// Flags of `vae-train train`: a view of the run recipe ([`RunConfig`]), which holds every
@@ -55,8 +57,10 @@ pub enum Command {
 /// `--resume` the run's own).
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrainArgs {
-    /// The data: a directory of MNIST IDX files, or a folder of PNG/JPEG images
-    /// (root/train/<class>/* with root/test/<class>/*, root/<class>/*, or a flat folder).
+    /// The data: a directory of MNIST IDX files, a folder of PNG/JPEG images
+    /// (root/train/<class>/* with root/test/<class>/*, root/<class>/*, or a flat folder), a
+    /// .npy array of images (N x H x W [x C], bytes or floats in [0, 1]) or an .npz archive
+    /// (x_train, y_train, x_test, y_test).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Passes over the training set (with --resume: the total to reach, the run's own if not
@@ -154,6 +158,10 @@ pub struct TrainArgs {
     /// testing.
     #[arg(long)]
     pub test_fraction: Option<f64>,
+    /// .npz archives: the names of the train images, train labels, test images and test
+    /// labels, comma-separated [default: x_train,y_train,x_test,y_test].
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub npz_keys: Option<Vec<String>>,
     /// Refuse any file whose header declares more data than this many bytes (checked
     /// before its body is read, inflated or decoded).
     #[arg(long)]
@@ -309,6 +317,7 @@ recipe_flags! {
     channels => data.channels,
     image_size => data.image_size,
     test_fraction => data.test_fraction,
+    npz_keys => data.npz_keys,
     run_dir => output.run_dir,
     scale => output.scale,
 }

@@ -9,7 +9,7 @@ mod legacy;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use vae_data::{FolderOptions, ImageShape, Limits, OpenOptions};
+use vae_data::{FolderOptions, ImageShape, Limits, NpzKeys, OpenOptions};
 use vae_model::{Bound, ConfigError, LevelConfig, Likelihood, Objective, VaeConfig};
 use vae_nn::{Activation, AdamConfig};
 use vae_trainer::{LrSchedule, TrainConfig};
@@ -117,6 +117,9 @@ pub struct DataRecipe {
     pub test_fraction: f64,
     /// The seed of that share.
     pub split_seed: u64,
+    /// `.npz` archives: the names of the train images, train labels, test images and test
+    /// labels (`None`: Keras' `x_train`, `y_train`, `x_test`, `y_test`).
+    pub npz_keys: Option<Vec<String>>,
 }
 
 /// An image size, `HxW` (e.g. `64x64`).
@@ -224,6 +227,7 @@ impl Default for DataRecipe {
             image_size: None,
             test_fraction: FolderOptions::default().test_fraction,
             split_seed: FolderOptions::default().seed,
+            npz_keys: None,
         }
     }
 }
@@ -357,6 +361,14 @@ impl RunConfig {
                 format!("must be at least 0 and below 1, got {}", d.test_fraction),
             ));
         }
+        if let Some(k) = &d.npz_keys
+            && (k.len() != 4 || k.iter().any(|k| k.trim().is_empty()))
+        {
+            return Err(RecipeError::new(
+                "npz_keys",
+                format!("takes four names, X_TRAIN,Y_TRAIN,X_TEST,Y_TEST, got {k:?}"),
+            ));
+        }
         if d.max_data_bytes == 0 {
             return Err(RecipeError::new("max_data_bytes", "must be at least 1"));
         }
@@ -447,6 +459,15 @@ impl RunConfig {
                 test_fraction: d.test_fraction,
                 seed: d.split_seed,
             },
+            npz_keys: match d.npz_keys.as_deref() {
+                Some([a, b, c, e]) => NpzKeys {
+                    x_train: a.clone(),
+                    y_train: b.clone(),
+                    x_test: c.clone(),
+                    y_test: e.clone(),
+                },
+                _ => NpzKeys::default(),
+            },
         }
     }
 
@@ -524,6 +545,7 @@ pub const FIELDS: &[&str] = &[
     "image_size",
     "test_fraction",
     "split_seed",
+    "npz_keys",
     "run_dir",
     "scale",
 ];

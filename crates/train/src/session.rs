@@ -370,17 +370,18 @@ fn write_pictures(
     scale: Option<usize>,
     rng: &mut impl Rng,
 ) -> Result<()> {
-    let (h, w) = (test.shape.height, test.shape.width);
+    let shape = test.shape;
+    let (h, w) = (shape.height, shape.width);
     let scale = scale_for(scale, h, w)?;
     let samples = model.sample(64, rng);
-    write_png(&dir.join(run::SAMPLES), &tile(samples.view(), h, w, 8).upscaled(scale))?;
+    write_png(&dir.join(run::SAMPLES), &tile(samples.view(), shape, 8).upscaled(scale))?;
     let originals = test.images.rows_f32(0..8.min(test.len()));
     let originals = originals.view();
     let recon = model.reconstruct(originals);
     let both: Array2<f32> = concatenate![Axis(0), originals, recon];
     write_png(
         &dir.join(run::RECONSTRUCTIONS),
-        &tile(both.view(), h, w, originals.nrows()).upscaled(scale),
+        &tile(both.view(), shape, originals.nrows()).upscaled(scale),
     )?;
     Ok(())
 }

@@ -100,6 +100,6 @@ pub fn run(a: &InterpolateArgs) -> Result<PathBuf> {
         run.model.decode(z.view())
     })?;
     let out = output(&run.dir, &a.out, "interpolate.png");
-    write_png(&out, &tile(images.view(), h, w, a.steps).upscaled(scale))?;
+    write_png(&out, &tile(images.view(), shape, a.steps).upscaled(scale))?;
     Ok(out)
 }

@@ -54,6 +54,6 @@ pub fn manifold(a: &ManifoldArgs) -> Result<PathBuf> {
     let z = Array2::from_shape_fn((a.n * a.n, 2), |(k, j)| grid_point(k / a.n, k % a.n, a.n)[j]);
     let images = with_threads(a.run.threads, || run.model.decode(z.view()))?;
     let out = output(&run.dir, &a.out, "manifold.png");
-    write_png(&out, &tile(images.view(), h, w, a.n).upscaled(scale))?;
+    write_png(&out, &tile(images.view(), shape, a.n).upscaled(scale))?;
     Ok(out)
 }

@@ -2,6 +2,7 @@
 //! writes its output beside the run's files.
 
 pub mod eval;
+pub mod inspect;
 pub mod interpolate;
 pub mod latents;
 pub mod manifold;
@@ -42,6 +43,7 @@ pub fn run(command: Option<Command>, train: crate::cli::TrainArgs, collective: O
         Some(Command::Manifold(a)) => manifold::manifold(&a).map(wrote),
         Some(Command::Latents(a)) => latents::latents(&a).map(wrote),
         Some(Command::Plot(a)) => plot::plot(&a).map(wrote),
+        Some(Command::Inspect(a)) => inspect::inspect(&a),
         Some(Command::Eval(a)) => eval::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
         Some(Command::Score(a)) => score::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
     }
@@ -149,16 +151,13 @@ pub fn is_writer(collective: &Option<&mut dyn Collective>) -> bool {
     collective.as_ref().is_none_or(|c| c.rank() == 0)
 }
 
-/// The shape of the model's images, for tiling (models saved before shapes were recorded:
+/// The shape of the model's images, for drawing (models saved before shapes were recorded:
 /// grey squares).
 pub fn image_shape(model: &Vae<f32>) -> Result<ImageShape> {
     let c = model.config();
     match c.image_shape() {
-        Some(s) if s.channels == 1 => Ok(s),
-        Some(s) => bail!(
-            "the model's images are {s} with {} channels; only grey images can be drawn",
-            s.channels
-        ),
+        Some(s) if s.channels == 1 || s.channels == 3 => Ok(s),
+        Some(s) => bail!("the model's images are {s}: only grey and RGB images can be drawn"),
         None => bail!(
             "the model's {}-value images have no recorded shape and are not square; cannot draw them",
             c.input

@@ -49,7 +49,7 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<PathBuf> {
     let recon = with_threads(a.run.threads, || run.model.reconstruct(originals))?;
     let out = output(&run.dir, &a.out, "reconstruct.png");
     let both = concatenate![Axis(0), originals, recon];
-    write_png(&out, &tile(both.view(), h, w, n).upscaled(scale))?;
+    write_png(&out, &tile(both.view(), shape, n).upscaled(scale))?;
     if let Some(csv) = &a.csv {
         let mut text = String::new();
         for row in recon.rows() {

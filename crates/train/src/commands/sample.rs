@@ -44,6 +44,6 @@ pub fn sample(a: &SampleArgs) -> Result<PathBuf> {
     let images = with_threads(a.run.threads, || {
         run.model.sample(a.n * a.n, &mut StdRng::seed_from_u64(a.seed))
     })?;
-    write_png(&out, &tile(images.view(), h, w, a.n).upscaled(scale))?;
+    write_png(&out, &tile(images.view(), shape, a.n).upscaled(scale))?;
     Ok(out)
 }
