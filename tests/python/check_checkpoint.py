@@ -49,7 +49,15 @@ def main():
         return x @ t[f"{name}.weight"].T + t[f"{name}.bias"]
 
     want = np.loadtxt(csv, delimiter=",", dtype=np.float32, ndmin=2)
-    x = idx_images(f"{data_dir}/t10k-images-idx3-ubyte.gz")[: len(want)]
+    if data_dir.endswith(".npz"):
+        # Keras' layout: x_test is N x H x W [x C]; the engine holds images channels first.
+        x = np.load(data_dir)["x_test"][: len(want)]
+        if x.ndim == 4:
+            x = x.transpose(0, 3, 1, 2)
+        x = x.reshape(len(x), -1)
+        x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32)
+    else:
+        x = idx_images(f"{data_dir}/t10k-images-idx3-ubyte.gz")[: len(want)]
     h = x
     for i in range(len(config["hidden"])):
         h = act(linear(h, f"encoder.{i}"))
