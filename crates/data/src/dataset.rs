@@ -9,6 +9,8 @@ use ndarray::Array2;
 use crate::arrays::{NpzKeys, load_npy, load_npz};
 use crate::folder::{FolderOptions, load_folder, looks_like_folder};
 use crate::idx::{self, Idx, IdxData, Limits};
+use crate::table::Standardizer;
+use crate::tables::{TableInfo, load_table};
 use crate::{DatasetError, Values};
 
 /// The directory the MNIST dataset ships in, relative to the repository root.
@@ -87,6 +89,8 @@ pub enum Source {
     Npy(PathBuf),
     /// A NumPy `.npz` archive of train and test arrays (see [`crate::arrays`]).
     Npz(PathBuf),
+    /// A CSV table (see [`crate::tables`]).
+    Csv(PathBuf),
 }
 
 impl std::fmt::Display for Source {
@@ -96,6 +100,7 @@ impl std::fmt::Display for Source {
             Source::Folder(dir) => write!(f, "the image folder {}", dir.display()),
             Source::Npy(p) => write!(f, "the NumPy array {}", p.display()),
             Source::Npz(p) => write!(f, "the NumPy archive {}", p.display()),
+            Source::Csv(p) => write!(f, "the CSV table {}", p.display()),
         }
     }
 }
@@ -109,6 +114,11 @@ pub struct OpenOptions {
     pub folder: FolderOptions,
     /// The arrays of an `.npz` archive.
     pub npz_keys: NpzKeys,
+    /// CSV tables: the label column, if any.
+    pub label_column: Option<String>,
+    /// CSV tables: the standardisation to apply (a model's), instead of fitting one on the
+    /// training rows.
+    pub standardizer: Option<Standardizer>,
 }
 
 /// The train and test splits of a dataset.
@@ -121,8 +131,10 @@ pub struct Dataset {
     /// Where they came from.
     pub source: Source,
     /// The names of the classes the labels index, where the source names them (class
-    /// folders).
+    /// folders, text labels of a table).
     pub classes: Option<Vec<String>>,
+    /// For a table: its columns and standardisation (its rows are features, not images).
+    pub table: Option<TableInfo>,
 }
 
 impl Dataset {
@@ -163,11 +175,26 @@ impl Dataset {
                 test,
                 source: Source::Folder(path.into()),
                 classes,
+                table: None,
             });
         }
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         let (f, seed) = (opts.folder.test_fraction, opts.folder.seed);
+        let (mut classes, mut table) = (None, None);
         let (train, test, source) = match ext.as_deref() {
+            Some("csv") => {
+                let t = load_table(
+                    path,
+                    &opts.limits,
+                    opts.label_column.as_deref(),
+                    opts.standardizer.as_ref(),
+                    f,
+                    seed,
+                )?;
+                let (tr, te) = (t.train, t.test);
+                (classes, table) = (t.classes, Some(t.info));
+                (tr, te, Source::Csv(path.into()))
+            }
             Some("npy") => {
                 let (tr, te) = load_npy(path, &opts.limits, f, seed)?;
                 (tr, te, Source::Npy(path.into()))
@@ -179,21 +206,22 @@ impl Dataset {
             _ => {
                 return Err(DatasetError::Unrecognised {
                     path: path.into(),
-                    reason: "not a dataset this version reads: give a directory of IDX files, a folder of PNG/JPEG images, or a .npy or .npz file".into(),
+                    reason: "not a dataset this version reads: give a directory of IDX files, a folder of PNG/JPEG images, a .npy or .npz file, or a .csv table".into(),
                 });
             }
         };
         if test.is_empty() {
             return Err(DatasetError::Unrecognised {
                 path: path.into(),
-                reason: "no test images: set aside a share of the images with a test fraction above 0".into(),
+                reason: "no test rows: set aside a share with a test fraction above 0".into(),
             });
         }
         Ok(Dataset {
             train,
             test,
             source,
-            classes: None,
+            classes,
+            table,
         })
     }
 
@@ -224,6 +252,7 @@ impl Dataset {
             test,
             source: Source::Idx(dir.to_path_buf()),
             classes: None,
+            table: None,
         })
     }
 }

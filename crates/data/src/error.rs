@@ -156,6 +156,9 @@ pub enum DatasetError {
     /// A NumPy file could not be read.
     #[error(transparent)]
     Npy(#[from] NpyError),
+    /// A CSV table could not be read.
+    #[error(transparent)]
+    Table(#[from] TableError),
     /// A file holds the wrong kind of data (labels where images were expected, ...).
     #[error("{path}: expected {expected}, found {found}")]
     WrongKind {

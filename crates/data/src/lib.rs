@@ -44,6 +44,7 @@ pub mod folder;
 pub mod idx;
 pub mod npy;
 pub mod table;
+pub mod tables;
 mod values;
 
 pub use arrays::NpzKeys;
@@ -54,4 +55,5 @@ pub use folder::FolderOptions;
 pub use idx::Limits;
 pub use npy::{NpyArray, NpyData};
 pub use table::{Standardizer, Table};
+pub use tables::TableInfo;
 pub use values::Values;

@@ -60,7 +60,7 @@ pub struct TrainArgs {
     /// The data: a directory of MNIST IDX files, a folder of PNG/JPEG images
     /// (root/train/<class>/* with root/test/<class>/*, root/<class>/*, or a flat folder), a
     /// .npy array of images (N x H x W [x C], bytes or floats in [0, 1]) or an .npz archive
-    /// (x_train, y_train, x_test, y_test).
+    /// (x_train, y_train, x_test, y_test), or a .csv table with a header row.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Passes over the training set (with --resume: the total to reach, the run's own if not
@@ -98,7 +98,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub activation: Option<Activation>,
     /// Decoder distribution: bernoulli, gaussian (unit variance: the squared-error loss),
-    /// gaussian:VARIANCE (fixed), or gaussian-learned (one variance per pixel).
+    /// gaussian:VARIANCE (fixed), or gaussian-learned (one variance per pixel) [default:
+    /// bernoulli for images, gaussian-learned for tables].
     #[arg(long)]
     pub likelihood: Option<Likelihood>,
     /// Learning-rate schedule: constant, iwae (the IWAE paper's stages of 3^i epochs at
@@ -158,6 +159,9 @@ pub struct TrainArgs {
     /// testing.
     #[arg(long)]
     pub test_fraction: Option<f64>,
+    /// CSV tables: the column holding the labels (integers 0-255, or text classes).
+    #[arg(long)]
+    pub label_column: Option<String>,
     /// .npz archives: the names of the train images, train labels, test images and test
     /// labels, comma-separated [default: x_train,y_train,x_test,y_test].
     #[arg(long, value_delimiter = ',', num_args = 1..)]
@@ -318,6 +322,7 @@ recipe_flags! {
     image_size => data.image_size,
     test_fraction => data.test_fraction,
     npz_keys => data.npz_keys,
+    label_column => data.label_column,
     run_dir => output.run_dir,
     scale => output.scale,
 }

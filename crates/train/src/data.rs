@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use anyhow::Result;
-use vae_data::{Dataset, DatasetError, IdxError, OpenOptions, Split, stream_seed};
+use vae_data::{Dataset, DatasetError, IdxError, OpenOptions, Split, TableInfo, stream_seed};
 use vae_trainer::{binarized, salt};
 
 use crate::recipe::RunConfig;
@@ -36,6 +36,16 @@ pub fn test_split<'a>(recipe: &RunConfig, data: &'a Dataset) -> Cow<'a, Split> {
     } else {
         Cow::Borrowed(&data.test)
     }
+}
+
+/// The table a checkpoint's metadata describes, if the model was trained on one.
+pub fn stored_table(meta: &std::collections::HashMap<String, String>, path: &Path) -> Result<Option<TableInfo>> {
+    meta.get(crate::session::TABLE_KEY)
+        .map(|json| {
+            serde_json::from_str::<TableInfo>(json)
+                .map_err(|e| anyhow::anyhow!("{}: invalid '{}': {e}", path.display(), crate::session::TABLE_KEY))
+        })
+        .transpose()
 }
 
 /// Labels as a comma-separated list.

@@ -50,8 +50,9 @@ pub struct ModelRecipe {
     pub upper_hidden: Vec<usize>,
     /// The nonlinearity after every hidden layer.
     pub activation: Activation,
-    /// The decoder's distribution.
-    pub likelihood: Likelihood,
+    /// The decoder's distribution (`None`: by the data, Bernoulli for images, a Gaussian
+    /// of learned variance for tables; resolved when training starts).
+    pub likelihood: Option<Likelihood>,
 }
 
 /// The optimisation: batch 128, Adam at 1e-3, the ELBO, 10 epochs, seed 1 by default.
@@ -120,6 +121,8 @@ pub struct DataRecipe {
     /// `.npz` archives: the names of the train images, train labels, test images and test
     /// labels (`None`: Keras' `x_train`, `y_train`, `x_test`, `y_test`).
     pub npz_keys: Option<Vec<String>>,
+    /// CSV tables: the column holding the labels, if any.
+    pub label_column: Option<String>,
 }
 
 /// An image size, `HxW` (e.g. `64x64`).
@@ -185,7 +188,7 @@ impl Default for ModelRecipe {
             latent: vec![m.latent],
             upper_hidden: vec![100, 100],
             activation: m.activation,
-            likelihood: m.likelihood,
+            likelihood: None,
         }
     }
 }
@@ -228,6 +231,7 @@ impl Default for DataRecipe {
             test_fraction: FolderOptions::default().test_fraction,
             split_seed: FolderOptions::default().seed,
             npz_keys: None,
+            label_column: None,
         }
     }
 }
@@ -392,7 +396,7 @@ impl RunConfig {
             hidden: m.hidden.clone(),
             latent: m.latent.first().copied().unwrap_or(0),
             activation: m.activation,
-            likelihood: m.likelihood,
+            likelihood: m.likelihood.unwrap_or(Likelihood::Bernoulli),
             upper: m
                 .latent
                 .iter()
@@ -414,6 +418,25 @@ impl RunConfig {
             samples: t.samples,
             dreg: t.dreg,
         }
+    }
+
+    /// Settles what depends on the data: the likelihood when not chosen (Bernoulli for
+    /// images, a Gaussian of learned variance for tables), and refuses what cannot apply
+    /// to it.
+    pub fn settle_for(&mut self, data: &vae_data::Dataset) -> Result<(), RecipeError> {
+        let table = data.table.is_some();
+        self.model.likelihood.get_or_insert(if table {
+            Likelihood::Gaussian { variance: None }
+        } else {
+            Likelihood::Bernoulli
+        });
+        if table && self.training.binarize {
+            return Err(RecipeError::new(
+                "binarize",
+                "draws pixels as Bernoulli(intensity): it applies to images in [0, 1], not to the standardised columns of a table",
+            ));
+        }
+        Ok(())
     }
 
     /// The training loop's settings.
@@ -468,6 +491,8 @@ impl RunConfig {
                 },
                 _ => NpzKeys::default(),
             },
+            label_column: d.label_column.clone(),
+            standardizer: None,
         }
     }
 
@@ -546,6 +571,7 @@ pub const FIELDS: &[&str] = &[
     "test_fraction",
     "split_seed",
     "npz_keys",
+    "label_column",
     "run_dir",
     "scale",
 ];

@@ -30,6 +30,8 @@ use crate::run::{self, EpochMetrics};
 
 /// The metadata key of the recipe in the checkpoints.
 pub const TRAIN_CONFIG_KEY: &str = "train.config";
+/// The metadata key of a table's columns and standardisation in the checkpoints.
+pub const TABLE_KEY: &str = "data.table";
 
 /// A collective to train data-parallel with (see [`vae_trainer::Collective`]).
 pub type SharedCollective = Box<dyn Collective + Send>;
@@ -119,12 +121,15 @@ pub fn run(
     }
     let epochs = recipe.training.epochs;
     progress.line(&format!(
-        "{} {} ({} parameters) on {} images of {} from {}, testing on {}; {}{} threads, SIMD {}; run directory {}",
+        "{} {} ({} parameters) on {} {} from {}, testing on {}; {}{} threads, SIMD {}; run directory {}",
         if resuming { "resuming" } else { "training" },
         describe(trainer.model()),
         trainer.model().num_parameters(),
         trainer.images_per_epoch(),
-        train_split.shape,
+        match &data.table {
+            Some(t) => format!("rows of {} columns", t.columns.len()),
+            None => format!("images of {}", train_split.shape),
+        },
         data.source,
         test_split.len(),
         if ranks > 1 {
@@ -137,7 +142,11 @@ pub fn run(
         run_dir.display()
     ));
     // The recipe, in the training state (what `--resume` reads) and in the shareable model.
-    let extra = HashMap::from([(TRAIN_CONFIG_KEY.to_string(), recipe.to_json())]);
+    let mut extra = HashMap::from([(TRAIN_CONFIG_KEY.to_string(), recipe.to_json())]);
+    // A table's columns and standardisation, which every later command applies.
+    if let Some(t) = &data.table {
+        extra.insert(TABLE_KEY.to_string(), serde_json::to_string(t).expect("serialises"));
+    }
     let (started, budget) = (std::time::Instant::now(), launch.time_budget);
     let snapshots = writer.then_some(recipe.training.snapshot_every).flatten();
     let mut next_snapshot = snapshots.map(|every| ((trained_seconds(&trainer) / every).floor() + 1.0) * every);
@@ -244,13 +253,15 @@ pub fn run(
         });
     }
     let mut pic_rng = StdRng::seed_from_u64(stream_seed(recipe.training.seed, 0, salt::PICTURES));
-    write_pictures(
-        run_dir,
-        trainer.model_mut(),
-        &test_split,
-        recipe.output.scale,
-        &mut pic_rng,
-    )?;
+    if data.table.is_none() {
+        write_pictures(
+            run_dir,
+            trainer.model_mut(),
+            &test_split,
+            recipe.output.scale,
+            &mut pic_rng,
+        )?;
+    }
     let metrics = trainer.metrics().to_vec();
     progress.line(&format!(
         "done: test -ELBO {:.2} nats after {} epochs; wrote {}",

@@ -76,7 +76,7 @@ pub fn run(a: &InterpolateArgs) -> Result<PathBuf> {
     }
     let pairs = parse_pairs(&a.pairs)?;
     let mut run = a.run.load()?;
-    let shape = image_shape(&run.model)?;
+    let shape = image_shape(&run)?;
     let (h, w) = (shape.height, shape.width);
     let scale = scale_for(a.scale, h, w)?;
     let test = a.run.test_set(&run)?;

@@ -48,7 +48,7 @@ pub fn manifold(a: &ManifoldArgs) -> Result<PathBuf> {
             run.dir.display()
         );
     }
-    let shape = image_shape(&run.model)?;
+    let shape = image_shape(&run)?;
     let (h, w) = (shape.height, shape.width);
     let scale = scale_for(a.scale, h, w)?;
     let z = Array2::from_shape_fn((a.n * a.n, 2), |(k, j)| grid_point(k / a.n, k % a.n, a.n)[j]);

@@ -74,6 +74,8 @@ pub struct Run {
     pub model: Vae<f32>,
     /// The recipe (from `config.json`, in this layout or an earlier one).
     pub config: RunConfig,
+    /// The table the model was trained on, if it was (its columns and standardisation).
+    pub table: Option<vae_data::TableInfo>,
 }
 
 impl RunArgs {
@@ -92,10 +94,12 @@ impl RunArgs {
         let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
         let config = RunConfig::from_json(&text)
             .with_context(|| format!("{}: not a valid run configuration", cfg_path.display()))?;
+        let table = crate::data::stored_table(&meta, &model_path)?;
         Ok(Run {
             dir: self.run_dir.clone(),
             model,
             config,
+            table,
         })
     }
 
@@ -103,6 +107,7 @@ impl RunArgs {
     pub fn test_set(&self, run: &Run) -> Result<Split> {
         let dir = self.data.as_ref().unwrap_or(&run.config.data.path);
         let mut opts = run.config.open_options();
+        opts.standardizer = run.table.as_ref().map(|t| t.standardizer.clone());
         opts.limits = Limits {
             max_data_bytes: self.max_data_bytes.unwrap_or(run.config.data.max_data_bytes),
         };
@@ -151,10 +156,18 @@ pub fn is_writer(collective: &Option<&mut dyn Collective>) -> bool {
     collective.as_ref().is_none_or(|c| c.rank() == 0)
 }
 
-/// The shape of the model's images, for drawing (models saved before shapes were recorded:
-/// grey squares).
-pub fn image_shape(model: &Vae<f32>) -> Result<ImageShape> {
-    let c = model.config();
+/// The shape of the run's images, for drawing (models saved before shapes were recorded:
+/// grey squares); a model of a table has none.
+pub fn image_shape(run: &Run) -> Result<ImageShape> {
+    if let Some(t) = &run.table {
+        bail!(
+            "{} was trained on a table ({} columns: {}), which has no images to draw; `reconstruct --csv FILE` writes its reconstructed rows",
+            run.dir.display(),
+            t.columns.len(),
+            t.columns.join(", ")
+        );
+    }
+    let c = run.model.config();
     match c.image_shape() {
         Some(s) if s.channels == 1 || s.channels == 3 => Ok(s),
         Some(s) => bail!("the model's images are {s}: only grey and RGB images can be drawn"),

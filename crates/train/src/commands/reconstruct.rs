@@ -33,13 +33,32 @@ pub struct ReconstructArgs {
     pub csv: Option<PathBuf>,
 }
 
-/// Writes the picture (and CSV); returns the picture's path.
+/// Writes the picture (and CSV); returns the path of the picture, or for a model of a
+/// table, of the CSV (in the table's own units and columns).
 pub fn reconstruct(a: &ReconstructArgs) -> Result<PathBuf> {
     if a.n == 0 {
         bail!("--n must be at least 1");
     }
     let mut run = a.run.load()?;
-    let shape = image_shape(&run.model)?;
+    if let Some(t) = run.table.clone() {
+        let Some(csv) = &a.csv else {
+            bail!(
+                "{}: a model of a table reconstructs rows, not pictures: give --csv FILE",
+                run.dir.display()
+            );
+        };
+        let test = a.run.test_set(&run)?;
+        let n = a.n.min(test.len());
+        let rows = test.images.rows_f32(0..n);
+        let mut recon = with_threads(a.run.threads, || run.model.reconstruct(rows.view()))?;
+        for mut row in recon.rows_mut() {
+            let row = row.as_slice_mut().expect("a standard-layout row");
+            t.standardizer.invert(row).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        write_csv(csv, Some(&t.columns), recon.view())?;
+        return Ok(csv.clone());
+    }
+    let shape = image_shape(&run)?;
     let (h, w) = (shape.height, shape.width);
     let scale = scale_for(a.scale, h, w)?;
     let test = a.run.test_set(&run)?;
@@ -51,12 +70,17 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<PathBuf> {
     let both = concatenate![Axis(0), originals, recon];
     write_png(&out, &tile(both.view(), shape, n).upscaled(scale))?;
     if let Some(csv) = &a.csv {
-        let mut text = String::new();
-        for row in recon.rows() {
-            let vals: Vec<String> = row.iter().map(|v| format!("{v:e}")).collect();
-            let _ = writeln!(text, "{}", vals.join(","));
-        }
-        write_atomic(csv, text.as_bytes()).with_context(|| format!("writing {}", csv.display()))?;
+        write_csv(csv, None, recon.view())?;
     }
     Ok(out)
+}
+
+/// Rows of values as CSV, under a header of `columns` if given.
+fn write_csv(path: &std::path::Path, columns: Option<&[String]>, rows: ndarray::ArrayView2<f32>) -> Result<()> {
+    let mut text = columns.map(|c| c.join(",") + "\n").unwrap_or_default();
+    for row in rows.rows() {
+        let vals: Vec<String> = row.iter().map(|v| format!("{v:e}")).collect();
+        let _ = writeln!(text, "{}", vals.join(","));
+    }
+    write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }

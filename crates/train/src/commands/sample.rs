@@ -37,7 +37,7 @@ pub fn sample(a: &SampleArgs) -> Result<PathBuf> {
         bail!("--n must be at least 1");
     }
     let mut run = a.run.load()?;
-    let shape = image_shape(&run.model)?;
+    let shape = image_shape(&run)?;
     let (h, w) = (shape.height, shape.width);
     let scale = scale_for(a.scale, h, w)?;
     let out = output(&run.dir, &a.out, "sample.png");

@@ -35,8 +35,9 @@ pub struct ScoreArgs {
     /// Samples per image.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
-    /// Report the AUROC of separating this digit (the anomaly) from the others.
-    #[arg(long)]
+    /// Report the AUROC of separating this label (the anomaly: a digit, a class index, a
+    /// table's label) from the others.
+    #[arg(long, alias = "anomaly-label")]
     pub anomaly_digit: Option<u8>,
     /// Seed of the samples.
     #[arg(long, default_value_t = 0)]

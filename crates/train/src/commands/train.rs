@@ -50,8 +50,15 @@ pub fn train_with(args: &TrainArgs, progress: &mut Progress, collective: Option<
             (recipe, dir, None)
         }
     };
+    let mut recipe = recipe;
     recipe.validate().map_err(rendered)?;
-    let data = crate::data::open(&recipe.data.path, &recipe.open_options())?;
+    let mut opts = recipe.open_options();
+    opts.standardizer = match &state {
+        Some(s) => crate::data::stored_table(&s.metadata, &s.path)?.map(|t| t.standardizer),
+        None => None,
+    };
+    let data = crate::data::open(&recipe.data.path, &opts)?;
+    recipe.settle_for(&data).map_err(rendered)?;
     let threads = per_rank(recipe.training.threads, collective.is_some());
     with_threads(threads, || {
         session::run(&recipe, &launch, &data, &run_dir, state, progress, collective)

@@ -103,7 +103,7 @@ impl From<FlatFlags> for RunConfig {
                 latent: f.latent,
                 upper_hidden: f.upper_hidden,
                 activation: f.activation,
-                likelihood: f.likelihood,
+                likelihood: Some(f.likelihood),
             },
             training: TrainingRecipe {
                 epochs: f.epochs.unwrap_or(TrainingRecipe::default().epochs),
