@@ -57,6 +57,8 @@ fn the_flat_configuration_reads_as_the_recipe_it_was() {
     let mut want = RunConfig::default();
     want.model.hidden = vec![8];
     want.model.latent = vec![2];
+    // The old layout recorded the likelihood (today's default leaves it to the data).
+    want.model.likelihood = Some(vae::model::Likelihood::Bernoulli);
     want.training.epochs = 2;
     want.training.lr = 3e-3;
     want.training.threads = Some(2);
