@@ -27,6 +27,7 @@ pub mod recipe;
 pub mod report;
 pub mod run;
 pub mod session;
+pub mod signals;
 pub mod stats;
 pub mod svg;
 pub mod threads;

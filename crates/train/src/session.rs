@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail, ensure};
 use ndarray::{Array2, Axis, concatenate, s};
@@ -27,6 +26,7 @@ use crate::image::{scale_for, tile, write_png};
 use crate::recipe::RunConfig;
 use crate::report::Progress;
 use crate::run::{self, EpochMetrics};
+use crate::signals::{self, Signal};
 
 /// The metadata key of the recipe in the checkpoints.
 pub const TRAIN_CONFIG_KEY: &str = "train.config";
@@ -34,21 +34,22 @@ pub const TRAIN_CONFIG_KEY: &str = "train.config";
 /// A collective to train data-parallel with (see [`vae_trainer::Collective`]).
 pub type SharedCollective = Box<dyn Collective + Send>;
 
-/// Set (by a Ctrl-C handler) to ask training to stop after the current batch.
-pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
-
-/// Training stopped on request; the checkpoint is in `run_dir`.
+/// Training stopped on request (a signal, [`crate::signals`]); the checkpoint is in
+/// `run_dir`.
 #[derive(Debug)]
 pub struct Interrupted {
     /// Where the checkpoint was saved.
     pub run_dir: PathBuf,
+    /// The signal that asked to stop (on this rank, or under MPI on another).
+    pub signal: Signal,
 }
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "interrupted: checkpoint saved in {}; continue with `vae-train train --resume {}`",
+            "interrupted ({}): checkpoint saved in {}; continue with `vae-train train --resume {}`",
+            self.signal.name(),
             self.run_dir.display(),
             self.run_dir.display()
         )
@@ -149,7 +150,7 @@ pub fn run(
         let end = trainer.run_epoch(|running, images| {
             progress.advance(images, running.neg_elbo());
             let out_of_time = budget.is_some_and(|b| started.elapsed().as_secs_f64() >= b);
-            if INTERRUPT.load(Ordering::SeqCst) || out_of_time {
+            if signals::requested().is_some() || out_of_time {
                 Control::Stop
             } else {
                 Control::Continue
@@ -165,12 +166,16 @@ pub fn run(
                         write_snapshot(run_dir, &trainer)?;
                     }
                 }
+                // Every rank stopped at this batch; a signal on any of them is the reason.
+                // Agreeing on it after the checkpoint also keeps the other ranks from
+                // exiting (and mpirun from ending rank 0) before it is saved.
+                let signal = agreed_signal(&mut trainer);
                 progress.line(&format!(
                     "stopped after batch {} of epoch {epoch}",
                     trainer.position().batches_done
                 ));
-                // A stop without a Ctrl-C is the time budget's (here or on another rank).
-                if !INTERRUPT.load(Ordering::SeqCst) {
+                // A stop without a signal is the time budget's (here or on another rank).
+                let Some(signal) = signal else {
                     progress.line(&format!(
                         "time budget of {:.0} s reached: checkpoint saved in {}; continue with `vae-train train --resume {}`",
                         budget.unwrap_or(0.0),
@@ -181,9 +186,10 @@ pub fn run(
                         run_dir: run_dir.to_path_buf(),
                         metrics: trainer.metrics().to_vec(),
                     });
-                }
+                };
                 return Err(Interrupted {
                     run_dir: run_dir.to_path_buf(),
+                    signal,
                 }
                 .into());
             }
@@ -211,17 +217,14 @@ pub fn run(
                         next_snapshot = Some(((t / every).floor() + 1.0) * every);
                     }
                 }
-                // Every rank stops here, or none: a Ctrl-C that reached some ranks only
+                // Every rank stops here, or none: a signal that reached some ranks only
                 // (or one just now) is agreed on, so that none waits for another.
-                let mut stop = INTERRUPT.load(Ordering::SeqCst);
-                if let Some(c) = trainer.collective_mut() {
-                    let mut flag = [f64::from(u8::from(stop))];
-                    c.allreduce_sum_f64(&mut flag);
-                    stop = flag[0] > 0.0;
-                }
-                if stop && epoch < epochs {
+                if let Some(signal) = agreed_signal(&mut trainer)
+                    && epoch < epochs
+                {
                     return Err(Interrupted {
                         run_dir: run_dir.to_path_buf(),
+                        signal,
                     }
                     .into());
                 }
@@ -261,6 +264,24 @@ pub fn run(
     Ok(Outcome {
         run_dir: run_dir.to_path_buf(),
         metrics,
+    })
+}
+
+/// The signal that asked this run to stop: this rank's own, or (under MPI, where every rank
+/// takes part in one allreduce here) the first in [`Signal::ALL`] that reached any rank.
+fn agreed_signal(trainer: &mut Trainer) -> Option<Signal> {
+    let local = signals::requested();
+    let Some(c) = trainer.collective_mut() else {
+        return local;
+    };
+    let mut seen = Signal::ALL.map(|s| f64::from(u8::from(local == Some(s))));
+    c.allreduce_sum_f64(&mut seen);
+    local.or_else(|| {
+        Signal::ALL
+            .into_iter()
+            .zip(seen)
+            .find(|(_, n)| *n > 0.0)
+            .map(|(s, _)| s)
     })
 }
 

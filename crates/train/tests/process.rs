@@ -1,5 +1,5 @@
 //! The `vae-train` binary as a user runs it: exit statuses and messages for bad input,
-//! Ctrl-C with an exact resume, and SIGKILL at random moments never leaving a broken
+//! SIGINT, SIGTERM and SIGHUP with an exact resume, a second signal exiting at once, and SIGKILL at random moments never leaving a broken
 //! checkpoint.
 
 use std::path::{Path, PathBuf};
@@ -181,11 +181,12 @@ fn train_args<'a>(dir: &'a str, d: &'a str, epochs: &'a str) -> Vec<&'a str> {
     ]
 }
 
-#[test]
-fn ctrl_c_checkpoints_exits_130_and_resumes_exactly() {
+/// Sends `signal` to a training run part-way, expects `status` and a checkpoint that resumes
+/// to bitwise the weights of an uninterrupted run.
+fn a_signal_checkpoints_and_resumes_exactly(signal: libc::c_int, status: i32, name: &str) {
     let d = data();
     let d = d.to_str().unwrap();
-    let (a, b) = (tmp("int-a"), tmp("int-b"));
+    let (a, b) = (tmp(&format!("int-a-{name}")), tmp(&format!("int-b-{name}")));
     let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
     assert!(run(&train_args(a_s, d, "8")).status.success());
     // Interrupt the same run part-way, then resume it.
@@ -200,23 +201,92 @@ fn ctrl_c_checkpoints_exits_130_and_resumes_exactly() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(20));
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
+    send(&child, signal);
+    let status_got = child.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    if status.success() {
-        eprintln!("the run finished before the interrupt arrived; nothing to resume");
+    if status_got.success() {
+        eprintln!("the run finished before the {name} arrived; nothing to resume");
     } else {
-        assert_eq!(status.code(), Some(130), "{err}");
+        assert_eq!(status_got.code(), Some(status), "{name}: {err}");
         assert!(err.contains("checkpoint saved in"), "{err}");
+        assert!(err.contains(name), "{err}");
         let out = run(&["train", "--resume", b_s]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let w = |p: &Path| checkpoint::load_tensors(&p.join("model.safetensors")).unwrap().tensors;
     assert!(w(&a) == w(&b), "resumed weights differ from an uninterrupted run");
+}
+
+/// Sends `signal` to `child`.
+fn send(child: &std::process::Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) with a valid signal number and the pid of our own child.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
+}
+
+#[test]
+fn ctrl_c_checkpoints_exits_130_and_resumes_exactly() {
+    a_signal_checkpoints_and_resumes_exactly(libc::SIGINT, 130, "SIGINT");
+}
+
+#[test]
+fn sigterm_checkpoints_exits_143_and_resumes_exactly() {
+    a_signal_checkpoints_and_resumes_exactly(libc::SIGTERM, 143, "SIGTERM");
+}
+
+#[test]
+fn sighup_checkpoints_exits_129_and_resumes_exactly() {
+    a_signal_checkpoints_and_resumes_exactly(libc::SIGHUP, 129, "SIGHUP");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    // Batches of a wide model take long enough that the second SIGTERM arrives while the
+    // first batch is still training: the process ends without finishing it.
+    let d = data();
+    let dir = tmp("twice");
+    let mut child = Command::new(BIN)
+        .args([
+            "--data",
+            d.to_str().unwrap(),
+            "--subset",
+            "10000",
+            "--batch-size",
+            "10000",
+        ])
+        .args([
+            "--hidden",
+            "2000,2000",
+            "--threads",
+            "1",
+            "--run-dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line is printed once the data is loaded, just before the first batch.
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.starts_with("training"), "{line}");
+    send(&child, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    let second = Instant::now();
+    send(&child, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    let took = second.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(err.contains("SIGTERM again: exiting now"), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?} to exit");
+    assert!(
+        !dir.join("model.safetensors").exists(),
+        "the first batch should not have finished"
+    );
 }
 
 #[test]
