@@ -48,6 +48,9 @@ pub enum Command {
     Eval(commands::eval::EvalArgs),
     /// Per-image anomaly scores to CSV, and the AUROC for one digit.
     Score(commands::score::ScoreArgs),
+    /// Shell completions for vae-train, printed to stdout (e.g. `vae-train completions bash >
+    /// ~/.local/share/bash-completion/completions/vae-train`).
+    Completions(commands::completions::CompletionsArgs),
 }
 
 /// Flags of `vae-train train`: a view of the run recipe ([`RunConfig`]), which holds every
@@ -55,7 +58,8 @@ pub enum Command {
 /// `--resume` the run's own).
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrainArgs {
-    /// Directory holding the MNIST IDX files.
+    /// Directory holding the MNIST IDX files (not given: $VAE_DATA if set, else the default
+    /// below if it exists in the current directory, else the repository's copy).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Passes over the training set (with --resume: the total to reach, the run's own if not

@@ -1,21 +1,71 @@
 //! The data a run trains and evaluates on, as every command opens it.
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use vae_data::{Dataset, DatasetError, IdxError, Limits, Split, stream_seed};
+use vae_data::{DEFAULT_DIR, Dataset, DatasetError, IdxError, Limits, Split, stream_seed};
 use vae_trainer::{binarized, salt};
 
 use crate::recipe::RunConfig;
+
+/// The environment variable that names the data directory when `--data` is not given.
+pub const DATA_ENV: &str = "VAE_DATA";
+
+/// The repository's copy of MNIST as the binary's build saw it (`data/mnist` beside the
+/// workspace this crate was built from, also after `cargo install --path crates/train`).
+pub fn repository_copy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("..")
+        .join(DEFAULT_DIR)
+}
+
+/// `$VAE_DATA`, when it is set and not empty.
+fn from_env() -> Option<PathBuf> {
+    std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// The data directory of a new run given no `--data`: `$VAE_DATA` if set, else `data/mnist`
+/// in the current directory if it is there, else the repository's copy if it is there
+/// (absolute, so that the run's later commands find it from anywhere), else `data/mnist`
+/// (whose absence [`open`] explains).
+pub fn default_dir() -> PathBuf {
+    from_env().unwrap_or_else(|| locate(Path::new(DEFAULT_DIR)))
+}
+
+/// Where the data a run recorded is now: `recorded` if it exists, else `$VAE_DATA`, else,
+/// for the default `data/mnist` (relative to wherever the run was started), the
+/// repository's copy if it exists; else `recorded`.
+pub fn locate(recorded: &Path) -> PathBuf {
+    if recorded.exists() {
+        return recorded.to_path_buf();
+    }
+    if let Some(p) = from_env() {
+        return p;
+    }
+    let repo = repository_copy();
+    if recorded == Path::new(DEFAULT_DIR) && repo.is_dir() {
+        return std::path::absolute(&repo).unwrap_or(repo);
+    }
+    recorded.to_path_buf()
+}
 
 /// Opens the dataset at `path` within `limits`, saying which flag to fix on failure.
 pub fn open(path: &Path, limits: &Limits) -> Result<Dataset> {
     Dataset::open_with(path, limits).map_err(|e| {
         let hint = if matches!(e, DatasetError::Idx(IdxError::TooLarge { .. })) {
-            "raise --max-data-bytes if the file is genuine"
+            "raise --max-data-bytes if the file is genuine".to_string()
+        } else if !path.exists() {
+            let cwd = std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string());
+            format!(
+                "it does not exist (relative paths start at the current directory, {cwd}); give the directory \
+                 holding the MNIST IDX files with --data DIR or set {DATA_ENV}=DIR (the repository ships them \
+                 in data/mnist; {} is not there)",
+                repository_copy().display()
+            )
         } else {
-            "give the directory holding the IDX files with --data"
+            format!("give the directory holding the IDX files with --data DIR or set {DATA_ENV}=DIR")
         };
         anyhow::Error::new(e).context(format!("loading the data at {} ({hint})", path.display()))
     })

@@ -345,3 +345,77 @@ fn sigkill_at_random_moments_never_breaks_the_checkpoint() {
     }
     assert_eq!(loads, 20, "only {loads} of 20 rounds had a checkpoint to load");
 }
+
+#[test]
+fn run_from_another_directory_finds_the_data_or_says_what_to_pass() {
+    // As an installed binary runs: no data/mnist in the current directory, no --data.
+    let here = tmp("elsewhere");
+    std::fs::create_dir_all(&here).unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&here)
+        .env_remove("VAE_DATA")
+        .args(["--subset", "500", "--epochs", "1", "--threads", "1", "--run-dir", "run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The repository's copy, recorded absolute, so that later commands find it from anywhere.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(here.join("run/config.json")).unwrap()).unwrap();
+    let recorded = PathBuf::from(config["data"]["path"].as_str().unwrap());
+    assert!(recorded.is_absolute(), "{recorded:?}");
+    assert_eq!(recorded.canonicalize().unwrap(), data().canonicalize().unwrap());
+    let run_dir = here.join("run");
+    let out = Command::new(BIN)
+        .current_dir(std::env::temp_dir())
+        .args(["reconstruct", "--run-dir", run_dir.to_str().unwrap(), "--n", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // VAE_DATA names the data when --data is not given; a wrong one is explained.
+    let out = Command::new(BIN)
+        .current_dir(&here)
+        .env("VAE_DATA", here.join("nowhere"))
+        .args(["--subset", "500", "--epochs", "1", "--run-dir", "run2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for want in [
+        "nowhere",
+        "does not exist",
+        "--data DIR",
+        "VAE_DATA=DIR",
+        "current directory",
+    ] {
+        assert!(err.contains(want), "stderr lacks {want:?}: {err}");
+    }
+    let out = Command::new(BIN)
+        .current_dir(&here)
+        .env("VAE_DATA", data())
+        .args([
+            "--subset",
+            "500",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--run-dir",
+            "run3",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("batch-size"), "{shell}");
+    }
+    fails_with(
+        &["completions", "tcsh"],
+        "[possible values: bash, elvish, fish, powershell, zsh]",
+    );
+}

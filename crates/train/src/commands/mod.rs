@@ -1,6 +1,7 @@
 //! The subcommands that work on a saved run: each loads the run directory, computes, and
 //! writes its output beside the run's files.
 
+pub mod completions;
 pub mod eval;
 pub mod interpolate;
 pub mod latents;
@@ -44,6 +45,7 @@ pub fn run(command: Option<Command>, train: crate::cli::TrainArgs, collective: O
         Some(Command::Plot(a)) => plot::plot(&a).map(wrote),
         Some(Command::Eval(a)) => eval::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
         Some(Command::Score(a)) => score::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
+        Some(Command::Completions(a)) => completions::print(&a, &mut std::io::stdout().lock()),
     }
 }
 
@@ -53,7 +55,8 @@ pub struct RunArgs {
     /// The run directory (as written by `vae-train train`).
     #[arg(long)]
     pub run_dir: PathBuf,
-    /// MNIST directory [default: the one the run was trained on].
+    /// MNIST directory [default: the one the run was trained on; if it is gone, $VAE_DATA, or
+    /// for the default data/mnist the repository's copy].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Worker threads [default: every core].
@@ -99,7 +102,10 @@ impl RunArgs {
 
     /// The test split the run was evaluated on (binarized the same way, if it was).
     pub fn test_set(&self, run: &Run) -> Result<Split> {
-        let dir = self.data.as_ref().unwrap_or(&run.config.data.path);
+        let dir = &match &self.data {
+            Some(d) => d.clone(),
+            None => crate::data::locate(&run.config.data.path),
+        };
         let limits = Limits {
             max_data_bytes: self.max_data_bytes.unwrap_or(run.config.data.max_data_bytes),
         };
