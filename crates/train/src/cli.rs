@@ -153,12 +153,16 @@ pub struct TrainArgs {
     /// Magnify the pictures of the run N times [default: enough for tiles of 28 pixels].
     #[arg(long)]
     pub scale: Option<usize>,
+    /// Log the running training loss to the run's TensorBoard events every N batches (0: per
+    /// epoch only).
+    #[arg(long)]
+    pub log_every: Option<usize>,
     /// Where to write the run [default: runs/<UTC time>].
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Continue the run in this directory exactly where its last checkpoint left off (with
-    /// its own recipe; --epochs, --threads, --time-budget, --snapshot-every and --data may be
-    /// given anew).
+    /// its own recipe; --epochs, --threads, --time-budget, --snapshot-every, --data and
+    /// --log-every may be given anew).
     #[arg(long, conflicts_with = "run_dir")]
     pub resume: Option<PathBuf>,
     /// Start afresh in a --run-dir that holds an unfinished run (one that never wrote its
@@ -300,6 +304,7 @@ recipe_flags! {
     exclude_digit => data.exclude_digit,
     run_dir => output.run_dir,
     scale => output.scale,
+    log_every => output.log_every,
 }
 
 /// The command-line spelling of a recipe setting (`batch_size` is `--batch-size`, `path`

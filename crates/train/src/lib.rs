@@ -30,4 +30,5 @@ pub mod session;
 pub mod signals;
 pub mod stats;
 pub mod svg;
+pub mod tensorboard;
 pub mod threads;

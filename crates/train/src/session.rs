@@ -22,11 +22,12 @@ use vae_trainer::{Collective, Control, EpochEnd, Position, Trainer, salt};
 
 use crate::cli::Launch;
 use crate::data::list;
-use crate::image::{scale_for, tile, write_png};
+use crate::image::{Gray, scale_for, tile, write_png};
 use crate::recipe::RunConfig;
 use crate::report::Progress;
 use crate::run::{self, EpochMetrics};
 use crate::signals::{self, Signal};
+use crate::tensorboard::RunLog;
 
 /// The metadata key of the recipe in the checkpoints.
 pub const TRAIN_CONFIG_KEY: &str = "train.config";
@@ -142,13 +143,37 @@ pub fn run(
     let (started, budget) = (std::time::Instant::now(), launch.time_budget);
     let snapshots = writer.then_some(recipe.training.snapshot_every).flatten();
     let mut next_snapshot = snapshots.map(|every| ((trained_seconds(&trainer) / every).floor() + 1.0) * every);
+    let per_epoch = trainer.batches_per_epoch();
+    let global_step = |p: &Position| p.epochs_done * per_epoch + p.batches_done;
+    // TensorBoard: rank 0 logs to a new event file per session; a failure to write it is
+    // reported once and ends the logging, never the training.
+    let mut board = None;
+    if writer {
+        let resumed_at = resuming.then(|| global_step(trainer.position()));
+        match RunLog::start(run_dir, recipe.output.log_every, resumed_at) {
+            Ok(b) => board = Some(b),
+            Err(e) => eprintln!("warning: no TensorBoard events for this session: {e:#}"),
+        }
+    }
+    let pictures_seed = stream_seed(recipe.training.seed, 0, salt::PICTURES);
     while trainer.position().epochs_done < epochs {
         let last_good = trainer.position().clone();
         let epoch = last_good.epochs_done + 1;
         progress.start_epoch(epoch, epochs, trainer.images_per_epoch());
         progress.skip(last_good.partial.images);
+        if let Some(b) = &mut board {
+            b.start_epoch(&last_good.partial);
+        }
+        let mut step = global_step(&last_good);
         let end = trainer.run_epoch(|running, images| {
             progress.advance(images, running.neg_elbo());
+            step += 1;
+            if let Some(b) = &mut board
+                && let Err(e) = b.batch(step, running)
+            {
+                eprintln!("warning: TensorBoard logging stopped: {e:#}");
+                board = None;
+            }
             let out_of_time = budget.is_some_and(|b| started.elapsed().as_secs_f64() >= b);
             if signals::requested().is_some() || out_of_time {
                 Control::Stop
@@ -195,8 +220,20 @@ pub fn run(
             }
             Ok(EpochEnd::Complete) => {
                 let images = trainer.position().partial.images;
+                let lr = trainer.current_lr();
                 let m = trainer.end_epoch(&test_split);
                 progress.line(&epoch_line(&m, epochs, images, recipe));
+                if let Some(b) = &mut board {
+                    // The same prior draws every epoch (those of the final samples.png).
+                    let mut rng = StdRng::seed_from_u64(pictures_seed);
+                    let logged = pictures(trainer.model_mut(), &test_split, recipe.output.scale, &mut rng).and_then(
+                        |(samples, recon)| b.epoch(global_step(trainer.position()), &m, lr, images, [&samples, &recon]),
+                    );
+                    if let Err(e) = logged {
+                        eprintln!("warning: TensorBoard logging stopped: {e:#}");
+                        board = None;
+                    }
+                }
                 let checksum = trainer.weights_checksum();
                 if let Some(c) = trainer.collective_mut()
                     && !c.all_equal(checksum)
@@ -246,14 +283,10 @@ pub fn run(
             metrics: trainer.metrics().to_vec(),
         });
     }
-    let mut pic_rng = StdRng::seed_from_u64(stream_seed(recipe.training.seed, 0, salt::PICTURES));
-    write_pictures(
-        run_dir,
-        trainer.model_mut(),
-        &test_split,
-        recipe.output.scale,
-        &mut pic_rng,
-    )?;
+    let mut pic_rng = StdRng::seed_from_u64(pictures_seed);
+    let (samples, recon) = pictures(trainer.model_mut(), &test_split, recipe.output.scale, &mut pic_rng)?;
+    write_png(&run_dir.join(run::SAMPLES), &samples)?;
+    write_png(&run_dir.join(run::RECONSTRUCTIONS), &recon)?;
     let metrics = trainer.metrics().to_vec();
     progress.line(&format!(
         "done: test -ELBO {:.2} nats after {} epochs; wrote {}",
@@ -382,25 +415,16 @@ fn diverged_message(d: &vae_trainer::Diverged, run_dir: &Path, last: &Position) 
     )
 }
 
-/// The pictures of a finished run: 8x8 prior samples, and 8 test images over their
-/// reconstructions.
-fn write_pictures(
-    dir: &Path,
-    model: &mut Vae<f32>,
-    test: &Split,
-    scale: Option<usize>,
-    rng: &mut impl Rng,
-) -> Result<()> {
+/// The pictures of a run: 8x8 prior samples, and 8 test images over their reconstructions.
+fn pictures(model: &mut Vae<f32>, test: &Split, scale: Option<usize>, rng: &mut impl Rng) -> Result<(Gray, Gray)> {
     let (h, w) = (test.shape.height, test.shape.width);
     let scale = scale_for(scale, h, w)?;
     let samples = model.sample(64, rng);
-    write_png(&dir.join(run::SAMPLES), &tile(samples.view(), h, w, 8).upscaled(scale))?;
     let originals = test.images.slice(s![..8.min(test.len()), ..]);
     let recon = model.reconstruct(originals);
     let both: Array2<f32> = concatenate![Axis(0), originals, recon];
-    write_png(
-        &dir.join(run::RECONSTRUCTIONS),
-        &tile(both.view(), h, w, originals.nrows()).upscaled(scale),
-    )?;
-    Ok(())
+    Ok((
+        tile(samples.view(), h, w, 8).upscaled(scale),
+        tile(both.view(), h, w, originals.nrows()).upscaled(scale),
+    ))
 }

@@ -100,6 +100,17 @@ fn two_ranks_train_as_one_process() {
         .lines()
         .count();
     assert_eq!(rows, 4);
+    let events = std::fs::read_dir(&two)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .count();
+    assert_eq!(events, 1, "rank 0 alone writes the TensorBoard events");
 }
 
 #[test]
