@@ -48,6 +48,9 @@ pub enum Command {
     Eval(commands::eval::EvalArgs),
     /// Per-image anomaly scores to CSV, and the AUROC for one digit.
     Score(commands::score::ScoreArgs),
+    /// The model as ONNX: encoder.onnx (x -> mean and log-variance of every stochastic layer)
+    /// and decoder.onnx (top latent -> mean image).
+    Export(commands::export::ExportArgs),
     /// Shell completions for vae-train, printed to stdout (e.g. `vae-train completions bash >
     /// ~/.local/share/bash-completion/completions/vae-train`).
     Completions(commands::completions::CompletionsArgs),

@@ -23,6 +23,7 @@ pub mod data;
 pub mod image;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod onnx;
 pub mod recipe;
 pub mod report;
 pub mod run;

@@ -420,3 +420,38 @@ fn completions_for_each_shell() {
         "[possible values: bash, elvish, fish, powershell, zsh]",
     );
 }
+
+#[test]
+fn export_writes_both_graphs_and_refuses_what_is_not_a_run() {
+    let d = data();
+    let dir = tmp("export");
+    let r = dir.to_str().unwrap();
+    let out = run(&[
+        "--data",
+        d.to_str().unwrap(),
+        "--subset",
+        "300",
+        "--epochs",
+        "1",
+        "--run-dir",
+        r,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let to = dir.join("onnx");
+    let out = run(&["export", "--run-dir", r, "--out", to.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["encoder.onnx", "decoder.onnx"] {
+        let bytes = std::fs::read(to.join(name)).unwrap();
+        let m = <vae_train::onnx::proto::ModelProto as prost::Message>::decode(&bytes[..]).unwrap();
+        assert_eq!(m.opset_import[0].version, 13, "{name}");
+    }
+    fails_with(&["export", "--run-dir", "/nonexistent/run"], "does not exist");
+    fails_with(&["export", "--run-dir", to.to_str().unwrap()], "not a run directory");
+    // A damaged model is refused by its checksums, not exported.
+    let model = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    std::fs::write(&model, bytes).unwrap();
+    fails_with(&["export", "--run-dir", r], "model.safetensors");
+}

@@ -3,6 +3,7 @@
 
 pub mod completions;
 pub mod eval;
+pub mod export;
 pub mod interpolate;
 pub mod latents;
 pub mod manifold;
@@ -45,6 +46,7 @@ pub fn run(command: Option<Command>, train: crate::cli::TrainArgs, collective: O
         Some(Command::Plot(a)) => plot::plot(&a).map(wrote),
         Some(Command::Eval(a)) => eval::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
         Some(Command::Score(a)) => score::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
+        Some(Command::Export(a)) => export::export(&a).map(|paths| paths.into_iter().for_each(wrote)),
         Some(Command::Completions(a)) => completions::print(&a, &mut std::io::stdout().lock()),
     }
 }
