@@ -455,3 +455,38 @@ fn export_writes_both_graphs_and_refuses_what_is_not_a_run() {
     std::fs::write(&model, bytes).unwrap();
     fails_with(&["export", "--run-dir", r], "model.safetensors");
 }
+
+#[test]
+fn commands_other_than_training_end_at_once_on_sigterm() {
+    // Nothing to save: `eval` keeps the default disposition and dies by the signal.
+    let d = data();
+    let dir = tmp("eval-term");
+    let r = dir.to_str().unwrap();
+    let out = run(&[
+        "--data",
+        d.to_str().unwrap(),
+        "--subset",
+        "300",
+        "--epochs",
+        "1",
+        "--run-dir",
+        r,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut child = Command::new(BIN)
+        .args(["eval", "--run-dir", r, "--k", "5000", "--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    send(&child, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(2), "took {:?}", sent.elapsed());
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM),
+        "{status:?}"
+    );
+}
