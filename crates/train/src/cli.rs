@@ -50,6 +50,12 @@ pub enum Command {
     Score(commands::score::ScoreArgs),
     /// What the engine sees at a data path: source, image shape, splits, labels, memory.
     Inspect(commands::inspect::InspectArgs),
+    /// The model as ONNX: encoder.onnx (x -> mean and log-variance of every stochastic layer)
+    /// and decoder.onnx (top latent -> mean image).
+    Export(commands::export::ExportArgs),
+    /// Shell completions for vae-train, printed to stdout (e.g. `vae-train completions bash >
+    /// ~/.local/share/bash-completion/completions/vae-train`).
+    Completions(commands::completions::CompletionsArgs),
 }
 
 /// Flags of `vae-train train`: a view of the run recipe ([`RunConfig`]), which holds every
@@ -59,8 +65,10 @@ pub enum Command {
 pub struct TrainArgs {
     /// The data: a directory of MNIST IDX files, a folder of PNG/JPEG images
     /// (root/train/<class>/* with root/test/<class>/*, root/<class>/*, or a flat folder), a
-    /// .npy array of images (N x H x W [x C], bytes or floats in [0, 1]) or an .npz archive
-    /// (x_train, y_train, x_test, y_test), or a .csv table with a header row.
+    /// .npy array of images (N x H x W [x C], bytes or floats in [0, 1]), an .npz archive
+    /// (x_train, y_train, x_test, y_test), or a .csv table with a header row (not given:
+    /// $VAE_DATA if set, else the default below if it exists in the current directory, else
+    /// the repository's copy).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Passes over the training set (with --resume: the total to reach, the run's own if not
@@ -173,12 +181,16 @@ pub struct TrainArgs {
     /// Magnify the pictures of the run N times [default: enough for tiles of 28 pixels].
     #[arg(long)]
     pub scale: Option<usize>,
+    /// Log the running training loss to the run's TensorBoard events every N batches (0: per
+    /// epoch only).
+    #[arg(long)]
+    pub log_every: Option<usize>,
     /// Where to write the run [default: runs/<UTC time>].
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Continue the run in this directory exactly where its last checkpoint left off (with
-    /// its own recipe; --epochs, --threads, --time-budget, --snapshot-every and --data may be
-    /// given anew).
+    /// its own recipe; --epochs, --threads, --time-budget, --snapshot-every, --data and
+    /// --log-every may be given anew).
     #[arg(long, conflicts_with = "run_dir")]
     pub resume: Option<PathBuf>,
     /// Start afresh in a --run-dir that holds an unfinished run (one that never wrote its
@@ -325,6 +337,7 @@ recipe_flags! {
     label_column => data.label_column,
     run_dir => output.run_dir,
     scale => output.scale,
+    log_every => output.log_every,
 }
 
 /// The command-line spelling of a recipe setting (`batch_size` is `--batch-size`, `path`

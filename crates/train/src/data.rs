@@ -1,13 +1,55 @@
 //! The data a run trains and evaluates on, as every command opens it.
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use vae_data::{Dataset, DatasetError, IdxError, OpenOptions, Split, TableInfo, stream_seed};
+use vae_data::{DEFAULT_DIR, Dataset, DatasetError, IdxError, OpenOptions, Split, TableInfo, stream_seed};
 use vae_trainer::{binarized, salt};
 
 use crate::recipe::RunConfig;
+
+/// The environment variable that names the data directory when `--data` is not given.
+pub const DATA_ENV: &str = "VAE_DATA";
+
+/// The repository's copy of MNIST as the binary's build saw it (`data/mnist` beside the
+/// workspace this crate was built from, also after `cargo install --path crates/train`).
+pub fn repository_copy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("..")
+        .join(DEFAULT_DIR)
+}
+
+/// `$VAE_DATA`, when it is set and not empty.
+fn from_env() -> Option<PathBuf> {
+    std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// The data directory of a new run given no `--data`: `$VAE_DATA` if set, else `data/mnist`
+/// in the current directory if it is there, else the repository's copy if it is there
+/// (absolute, so that the run's later commands find it from anywhere), else `data/mnist`
+/// (whose absence [`open`] explains).
+pub fn default_dir() -> PathBuf {
+    from_env().unwrap_or_else(|| locate(Path::new(DEFAULT_DIR)))
+}
+
+/// Where the data a run recorded is now: `recorded` if it exists, else `$VAE_DATA`, else,
+/// for the default `data/mnist` (relative to wherever the run was started), the
+/// repository's copy if it exists; else `recorded`.
+pub fn locate(recorded: &Path) -> PathBuf {
+    if recorded.exists() {
+        return recorded.to_path_buf();
+    }
+    if let Some(p) = from_env() {
+        return p;
+    }
+    let repo = repository_copy();
+    if recorded == Path::new(DEFAULT_DIR) && repo.is_dir() {
+        return std::path::absolute(&repo).unwrap_or(repo);
+    }
+    recorded.to_path_buf()
+}
 
 /// Opens the dataset at `path` as `opts` say, with a progress bar while a folder decodes,
 /// saying which flag to fix on failure.
@@ -16,12 +58,21 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dataset> {
     let data = Dataset::open_with(path, opts, &|done, total| bar.set(done, total));
     bar.finish();
     data.map_err(|e| {
-        let hint = match &e {
-            DatasetError::Idx(IdxError::TooLarge { .. }) => "raise --max-data-bytes if the file is genuine",
-            DatasetError::Missing { .. } | DatasetError::Unrecognised { .. } => {
-                "give a directory of IDX files or a folder of images with --data"
-            }
-            _ => "fix the file or the flags named",
+        let hint = if matches!(e, DatasetError::Idx(IdxError::TooLarge { .. })) {
+            "raise --max-data-bytes if the file is genuine".to_string()
+        } else if !path.exists() {
+            let cwd = std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string());
+            format!(
+                "it does not exist (relative paths start at the current directory, {cwd}); give the data \
+                 with --data PATH or set {DATA_ENV}=PATH (the repository ships MNIST in data/mnist; {} is not there)",
+                repository_copy().display()
+            )
+        } else if matches!(e, DatasetError::Missing { .. } | DatasetError::Unrecognised { .. }) {
+            format!(
+                "give a directory of IDX files, a folder of images, a .npy/.npz or a .csv with --data PATH or set {DATA_ENV}=PATH"
+            )
+        } else {
+            "fix the file or the flags named".to_string()
         };
         anyhow::Error::new(e).context(format!("loading the data at {} ({hint})", path.display()))
     })

@@ -23,10 +23,13 @@ pub mod data;
 pub mod image;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod onnx;
 pub mod recipe;
 pub mod report;
 pub mod run;
 pub mod session;
+pub mod signals;
 pub mod stats;
 pub mod svg;
+pub mod tensorboard;
 pub mod threads;

@@ -1,14 +1,11 @@
 //! `vae-train`: parses the command line and dispatches to the command; errors go to stderr
-//! with a non-zero exit status (130 after a Ctrl-C).
+//! with a non-zero exit status (128 + the signal's number after a stop by SIGINT, SIGTERM or
+//! SIGHUP: 130, 143, 129).
 
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
 use vae_train::cli::{self, Command};
-use vae_train::session::{INTERRUPT, Interrupted, SharedCollective};
-
-/// The conventional status of a process stopped by SIGINT.
-const INTERRUPTED_STATUS: u8 = 130;
+use vae_train::session::{Interrupted, SharedCollective};
 
 fn main() -> ExitCode {
     // Subnormal floats flushed to zero on this thread too (the pool's workers set it as they
@@ -23,14 +20,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // First Ctrl-C: finish the batch, checkpoint, exit 130. Second: exit 130 at once.
-    let _ = ctrlc::set_handler(|| {
-        if INTERRUPT.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted again: exiting now");
-            std::process::exit(INTERRUPTED_STATUS.into());
-        }
-        eprintln!("\ninterrupt: finishing the current batch, then saving a checkpoint (Ctrl-C again to quit at once)");
-    });
+    // Training stops cleanly on SIGINT, SIGTERM or SIGHUP (finish the batch, checkpoint,
+    // exit 128 + the signal); a second signal exits at once. Other commands have nothing to
+    // save and keep the default dispositions.
+    if matches!(cli.command, None | Some(Command::Train(_)))
+        && let Err(e) = vae_train::signals::install()
+    {
+        eprintln!("warning: signals will stop training without a checkpoint: {e}");
+    }
     // A VAE_SIMD the CPU cannot honour is refused here, not silently ignored.
     let result = vae_linalg::simd::level_from_env()
         .map_err(anyhow::Error::msg)
@@ -54,9 +51,10 @@ fn main() -> ExitCode {
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+        Err(e) if e.is::<Interrupted>() => {
             eprintln!("{e}");
-            ExitCode::from(INTERRUPTED_STATUS)
+            let signal = e.downcast_ref::<Interrupted>().map(|i| i.signal);
+            ExitCode::from(signal.map_or(1, |s| s.exit_status()))
         }
         Err(e) => {
             eprintln!("error: {e:#}");

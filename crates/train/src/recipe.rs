@@ -159,13 +159,27 @@ impl std::fmt::Display for ImageSize {
 }
 
 /// What the run writes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputRecipe {
     /// The run directory (`runs/<UTC time>` if `None`).
     pub run_dir: Option<PathBuf>,
     /// Magnification of the run's pictures (enough for 28-pixel tiles if `None`).
     pub scale: Option<usize>,
+    /// The running training loss goes to the TensorBoard events every this many batches
+    /// (0: per epoch only).
+    pub log_every: usize,
+}
+
+impl Default for OutputRecipe {
+    fn default() -> Self {
+        OutputRecipe {
+            run_dir: None,
+            scale: None,
+            // PyTorch's example VAE logs every 10 batches (its --log-interval).
+            log_every: 10,
+        }
+    }
 }
 
 impl Default for RunConfig {
@@ -304,6 +318,7 @@ pub const RESUMABLE: &[&str] = &[
     "path",
     "max_data_bytes",
     "run_dir",
+    "log_every",
 ];
 
 impl RunConfig {
@@ -523,7 +538,7 @@ impl RunConfig {
                     field.clone(),
                     format!(
                         "{now}: a resumed run keeps the settings it was trained with ({was} in its config.json); \
-                         only {{epochs}}, {{threads}}, {{snapshot_every}}, {{time_budget}}, {{path}} and {{max_data_bytes}} may be given anew"
+                         only {{epochs}}, {{threads}}, {{snapshot_every}}, {{time_budget}}, {{path}}, {{max_data_bytes}} and {{log_every}} may be given anew"
                     ),
                 ));
             }

@@ -97,7 +97,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// The files a run that never wrote its first checkpoint leaves in `dir` (its configuration,
-/// metrics, and temporary files of interrupted writes); empty if there are none.
+/// metrics, TensorBoard events, and temporary files of interrupted writes); empty if there
+/// are none.
 pub fn unfinished_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -107,7 +108,11 @@ pub fn unfinished_files(dir: &Path) -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            p.is_file() && (name == CONFIG || name == METRICS || name.ends_with(".tmp"))
+            p.is_file()
+                && (name == CONFIG
+                    || name == METRICS
+                    || name.ends_with(".tmp")
+                    || crate::tensorboard::is_event_file(name))
         })
         .collect();
     found.sort();

@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail, ensure};
 use ndarray::{Array2, Axis, concatenate};
@@ -23,10 +22,12 @@ use vae_trainer::{Collective, Control, EpochEnd, Position, Trainer, salt};
 
 use crate::cli::Launch;
 use crate::data::list;
-use crate::image::{scale_for, tile, write_png};
+use crate::image::{Picture, scale_for, tile, write_png};
 use crate::recipe::RunConfig;
 use crate::report::Progress;
 use crate::run::{self, EpochMetrics};
+use crate::signals::{self, Signal};
+use crate::tensorboard::RunLog;
 
 /// The metadata key of the recipe in the checkpoints.
 pub const TRAIN_CONFIG_KEY: &str = "train.config";
@@ -36,21 +37,22 @@ pub const TABLE_KEY: &str = "data.table";
 /// A collective to train data-parallel with (see [`vae_trainer::Collective`]).
 pub type SharedCollective = Box<dyn Collective + Send>;
 
-/// Set (by a Ctrl-C handler) to ask training to stop after the current batch.
-pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
-
-/// Training stopped on request; the checkpoint is in `run_dir`.
+/// Training stopped on request (a signal, [`crate::signals`]); the checkpoint is in
+/// `run_dir`.
 #[derive(Debug)]
 pub struct Interrupted {
     /// Where the checkpoint was saved.
     pub run_dir: PathBuf,
+    /// The signal that asked to stop (on this rank, or under MPI on another).
+    pub signal: Signal,
 }
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "interrupted: checkpoint saved in {}; continue with `vae-train train --resume {}`",
+            "interrupted ({}): checkpoint saved in {}; continue with `vae-train train --resume {}`",
+            self.signal.name(),
             self.run_dir.display(),
             self.run_dir.display()
         )
@@ -150,15 +152,39 @@ pub fn run(
     let (started, budget) = (std::time::Instant::now(), launch.time_budget);
     let snapshots = writer.then_some(recipe.training.snapshot_every).flatten();
     let mut next_snapshot = snapshots.map(|every| ((trained_seconds(&trainer) / every).floor() + 1.0) * every);
+    let per_epoch = trainer.batches_per_epoch();
+    let global_step = |p: &Position| p.epochs_done * per_epoch + p.batches_done;
+    // TensorBoard: rank 0 logs to a new event file per session; a failure to write it is
+    // reported once and ends the logging, never the training.
+    let mut board = None;
+    if writer {
+        let resumed_at = resuming.then(|| global_step(trainer.position()));
+        match RunLog::start(run_dir, recipe.output.log_every, resumed_at) {
+            Ok(b) => board = Some(b),
+            Err(e) => eprintln!("warning: no TensorBoard events for this session: {e:#}"),
+        }
+    }
+    let pictures_seed = stream_seed(recipe.training.seed, 0, salt::PICTURES);
     while trainer.position().epochs_done < epochs {
         let last_good = trainer.position().clone();
         let epoch = last_good.epochs_done + 1;
         progress.start_epoch(epoch, epochs, trainer.images_per_epoch());
         progress.skip(last_good.partial.images);
+        if let Some(b) = &mut board {
+            b.start_epoch(&last_good.partial);
+        }
+        let mut step = global_step(&last_good);
         let end = trainer.run_epoch(|running, images| {
             progress.advance(images, running.neg_elbo());
+            step += 1;
+            if let Some(b) = &mut board
+                && let Err(e) = b.batch(step, running)
+            {
+                eprintln!("warning: TensorBoard logging stopped: {e:#}");
+                board = None;
+            }
             let out_of_time = budget.is_some_and(|b| started.elapsed().as_secs_f64() >= b);
-            if INTERRUPT.load(Ordering::SeqCst) || out_of_time {
+            if signals::requested().is_some() || out_of_time {
                 Control::Stop
             } else {
                 Control::Continue
@@ -174,12 +200,16 @@ pub fn run(
                         write_snapshot(run_dir, &trainer)?;
                     }
                 }
+                // Every rank stopped at this batch; a signal on any of them is the reason.
+                // Agreeing on it after the checkpoint also keeps the other ranks from
+                // exiting (and mpirun from ending rank 0) before it is saved.
+                let signal = agreed_signal(&mut trainer);
                 progress.line(&format!(
                     "stopped after batch {} of epoch {epoch}",
                     trainer.position().batches_done
                 ));
-                // A stop without a Ctrl-C is the time budget's (here or on another rank).
-                if !INTERRUPT.load(Ordering::SeqCst) {
+                // A stop without a signal is the time budget's (here or on another rank).
+                let Some(signal) = signal else {
                     progress.line(&format!(
                         "time budget of {:.0} s reached: checkpoint saved in {}; continue with `vae-train train --resume {}`",
                         budget.unwrap_or(0.0),
@@ -190,16 +220,31 @@ pub fn run(
                         run_dir: run_dir.to_path_buf(),
                         metrics: trainer.metrics().to_vec(),
                     });
-                }
+                };
                 return Err(Interrupted {
                     run_dir: run_dir.to_path_buf(),
+                    signal,
                 }
                 .into());
             }
             Ok(EpochEnd::Complete) => {
                 let images = trainer.position().partial.images;
+                let lr = trainer.current_lr();
                 let m = trainer.end_epoch(&test_split);
                 progress.line(&epoch_line(&m, epochs, images, recipe));
+                if let Some(b) = &mut board {
+                    // The same prior draws every epoch (those of the final samples.png).
+                    let mut rng = StdRng::seed_from_u64(pictures_seed);
+                    let logged = pictures(trainer.model_mut(), data, &test_split, recipe.output.scale, &mut rng)
+                        .and_then(|pics| {
+                            let pics = pics.as_ref().map(|(s, r)| [s, r]);
+                            b.epoch(global_step(trainer.position()), &m, lr, images, pics)
+                        });
+                    if let Err(e) = logged {
+                        eprintln!("warning: TensorBoard logging stopped: {e:#}");
+                        board = None;
+                    }
+                }
                 let checksum = trainer.weights_checksum();
                 if let Some(c) = trainer.collective_mut()
                     && !c.all_equal(checksum)
@@ -220,17 +265,14 @@ pub fn run(
                         next_snapshot = Some(((t / every).floor() + 1.0) * every);
                     }
                 }
-                // Every rank stops here, or none: a Ctrl-C that reached some ranks only
+                // Every rank stops here, or none: a signal that reached some ranks only
                 // (or one just now) is agreed on, so that none waits for another.
-                let mut stop = INTERRUPT.load(Ordering::SeqCst);
-                if let Some(c) = trainer.collective_mut() {
-                    let mut flag = [f64::from(u8::from(stop))];
-                    c.allreduce_sum_f64(&mut flag);
-                    stop = flag[0] > 0.0;
-                }
-                if stop && epoch < epochs {
+                if let Some(signal) = agreed_signal(&mut trainer)
+                    && epoch < epochs
+                {
                     return Err(Interrupted {
                         run_dir: run_dir.to_path_buf(),
+                        signal,
                     }
                     .into());
                 }
@@ -252,15 +294,16 @@ pub fn run(
             metrics: trainer.metrics().to_vec(),
         });
     }
-    let mut pic_rng = StdRng::seed_from_u64(stream_seed(recipe.training.seed, 0, salt::PICTURES));
-    if data.table.is_none() {
-        write_pictures(
-            run_dir,
-            trainer.model_mut(),
-            &test_split,
-            recipe.output.scale,
-            &mut pic_rng,
-        )?;
+    let mut pic_rng = StdRng::seed_from_u64(pictures_seed);
+    if let Some((samples, recon)) = pictures(
+        trainer.model_mut(),
+        data,
+        &test_split,
+        recipe.output.scale,
+        &mut pic_rng,
+    )? {
+        write_png(&run_dir.join(run::SAMPLES), &samples)?;
+        write_png(&run_dir.join(run::RECONSTRUCTIONS), &recon)?;
     }
     let metrics = trainer.metrics().to_vec();
     progress.line(&format!(
@@ -272,6 +315,24 @@ pub fn run(
     Ok(Outcome {
         run_dir: run_dir.to_path_buf(),
         metrics,
+    })
+}
+
+/// The signal that asked this run to stop: this rank's own, or (under MPI, where every rank
+/// takes part in one allreduce here) the first in [`Signal::ALL`] that reached any rank.
+fn agreed_signal(trainer: &mut Trainer) -> Option<Signal> {
+    let local = signals::requested();
+    let Some(c) = trainer.collective_mut() else {
+        return local;
+    };
+    let mut seen = Signal::ALL.map(|s| f64::from(u8::from(local == Some(s))));
+    c.allreduce_sum_f64(&mut seen);
+    local.or_else(|| {
+        Signal::ALL
+            .into_iter()
+            .zip(seen)
+            .find(|(_, n)| *n > 0.0)
+            .map(|(s, _)| s)
     })
 }
 
@@ -372,27 +433,27 @@ fn diverged_message(d: &vae_trainer::Diverged, run_dir: &Path, last: &Position) 
     )
 }
 
-/// The pictures of a finished run: 8x8 prior samples, and 8 test images over their
-/// reconstructions.
-fn write_pictures(
-    dir: &Path,
+/// The pictures of a run: 8x8 prior samples, and 8 test images over their reconstructions
+/// (none for a table).
+fn pictures(
     model: &mut Vae<f32>,
+    data: &Dataset,
     test: &Split,
     scale: Option<usize>,
     rng: &mut impl Rng,
-) -> Result<()> {
+) -> Result<Option<(Picture, Picture)>> {
+    if data.table.is_some() {
+        return Ok(None);
+    }
     let shape = test.shape;
-    let (h, w) = (shape.height, shape.width);
-    let scale = scale_for(scale, h, w)?;
+    let scale = scale_for(scale, shape.height, shape.width)?;
     let samples = model.sample(64, rng);
-    write_png(&dir.join(run::SAMPLES), &tile(samples.view(), shape, 8).upscaled(scale))?;
     let originals = test.images.rows_f32(0..8.min(test.len()));
     let originals = originals.view();
     let recon = model.reconstruct(originals);
     let both: Array2<f32> = concatenate![Axis(0), originals, recon];
-    write_png(
-        &dir.join(run::RECONSTRUCTIONS),
-        &tile(both.view(), shape, originals.nrows()).upscaled(scale),
-    )?;
-    Ok(())
+    Ok(Some((
+        tile(samples.view(), shape, 8).upscaled(scale),
+        tile(both.view(), shape, originals.nrows()).upscaled(scale),
+    )))
 }

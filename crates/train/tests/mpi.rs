@@ -1,6 +1,7 @@
 //! Data-parallel training over MPI, two ranks on loopback (`--features mpi`, OpenMPI's
-//! `mpirun` on the PATH): the same result as one process, resume across the two, and a
-//! killed rank ending the job with the last checkpoint intact.
+//! `mpirun` on the PATH): the same result as one process, resume across the two, a
+//! killed rank ending the job with the last checkpoint intact, and SIGTERM (to mpirun, or to
+//! one rank alone) stopping every rank with a checkpoint.
 #![cfg(feature = "mpi")]
 
 use std::path::{Path, PathBuf};
@@ -99,6 +100,17 @@ fn two_ranks_train_as_one_process() {
         .lines()
         .count();
     assert_eq!(rows, 4);
+    let events = std::fs::read_dir(&two)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .count();
+    assert_eq!(events, 1, "rank 0 alone writes the TensorBoard events");
 }
 
 #[test]
@@ -325,4 +337,117 @@ fn a_batch_with_fewer_rows_than_ranks() {
     ]);
     let out = within(cmd, 60);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--batch-size 1 is smaller than the 2 ranks"));
+}
+
+/// Starts a long 2-rank run in `dir` and waits for its first checkpoint.
+fn start_long_run(dir: &Path) -> std::process::Child {
+    let child = mpirun(2)
+        .args(train_args(dir, 1000))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !dir.join("model.safetensors").exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(dir.join("model.safetensors").exists(), "no checkpoint appeared");
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+/// Sends `signal` to process `pid`.
+fn send(pid: u32, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: kill(2) with a valid signal number and the pid of a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
+}
+
+/// Waits for the job (at most 60 s) and returns its status and stderr.
+fn finish(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the job hangs after the signal"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
+/// The run's training position (epochs, batches) in its training state.
+fn position(dir: &Path) -> (usize, usize) {
+    let s = checkpoint::load_tensors(&dir.join("training_state.safetensors")).unwrap();
+    let n = |k: &str| s.metadata[k].parse::<usize>().unwrap();
+    (n("epochs_done"), n("batches_done"))
+}
+
+/// The vae-train process of MPI rank `rank` of the run in `dir`.
+fn rank_pid(dir: &Path, rank: usize) -> u32 {
+    let pids = Command::new("pgrep")
+        .args(["-f", &format!("{BIN}.*{}", dir.display())])
+        .output()
+        .unwrap();
+    let want = format!("OMPI_COMM_WORLD_RANK={rank}");
+    String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
+        })
+        .unwrap_or_else(|| panic!("no process of rank {rank} found"))
+}
+
+#[test]
+fn sigterm_to_mpirun_checkpoints_on_every_rank_and_resumes() {
+    // mpirun passes SIGTERM (and turns SIGINT and SIGHUP into SIGTERM) to every rank: they
+    // stop at the same batch, rank 0 saves, and a resume trains on from there.
+    let dir = tmp("term-all");
+    let child = start_long_run(&dir);
+    send(child.id(), libc::SIGTERM);
+    let (status, err) = finish(child);
+    assert!(!status.success());
+    assert!(err.contains("interrupted (SIGTERM): checkpoint saved in"), "{err}");
+    let (epochs, batches) = position(&dir);
+    let target = (epochs + 1).to_string();
+    let d = dir.to_str().unwrap();
+    ok(mpirun(2)
+        .args(["train", "--resume", d, "--epochs", &target])
+        .output()
+        .unwrap());
+    assert_eq!(
+        position(&dir),
+        (epochs + 1, 0),
+        "stopped at epoch {epochs}, batch {batches}"
+    );
+}
+
+#[test]
+fn sigterm_to_one_rank_stops_them_all_with_its_status() {
+    // A signal that reaches rank 1 alone: rank 0 learns of it in the step's allreduce, saves
+    // the checkpoint, and reports the same signal.
+    let dir = tmp("term-one");
+    let child = start_long_run(&dir);
+    send(rank_pid(&dir, 1), libc::SIGTERM);
+    let (status, err) = finish(child);
+    assert!(!status.success());
+    assert_eq!(
+        err.matches("interrupted (SIGTERM): checkpoint saved in").count(),
+        2,
+        "both ranks report the stop: {err}"
+    );
+    let d = dir.to_str().unwrap();
+    let (epochs, _) = position(&dir);
+    let target = (epochs + 1).to_string();
+    ok(Command::new(BIN)
+        .args(["train", "--resume", d, "--epochs", &target])
+        .output()
+        .unwrap());
 }

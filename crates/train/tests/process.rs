@@ -1,5 +1,5 @@
 //! The `vae-train` binary as a user runs it: exit statuses and messages for bad input,
-//! Ctrl-C with an exact resume, and SIGKILL at random moments never leaving a broken
+//! SIGINT, SIGTERM and SIGHUP with an exact resume, a second signal exiting at once, and SIGKILL at random moments never leaving a broken
 //! checkpoint.
 
 use std::path::{Path, PathBuf};
@@ -181,11 +181,12 @@ fn train_args<'a>(dir: &'a str, d: &'a str, epochs: &'a str) -> Vec<&'a str> {
     ]
 }
 
-#[test]
-fn ctrl_c_checkpoints_exits_130_and_resumes_exactly() {
+/// Sends `signal` to a training run part-way, expects `status` and a checkpoint that resumes
+/// to bitwise the weights of an uninterrupted run.
+fn a_signal_checkpoints_and_resumes_exactly(signal: libc::c_int, status: i32, name: &str) {
     let d = data();
     let d = d.to_str().unwrap();
-    let (a, b) = (tmp("int-a"), tmp("int-b"));
+    let (a, b) = (tmp(&format!("int-a-{name}")), tmp(&format!("int-b-{name}")));
     let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
     assert!(run(&train_args(a_s, d, "8")).status.success());
     // Interrupt the same run part-way, then resume it.
@@ -200,23 +201,92 @@ fn ctrl_c_checkpoints_exits_130_and_resumes_exactly() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(20));
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
+    send(&child, signal);
+    let status_got = child.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    if status.success() {
-        eprintln!("the run finished before the interrupt arrived; nothing to resume");
+    if status_got.success() {
+        eprintln!("the run finished before the {name} arrived; nothing to resume");
     } else {
-        assert_eq!(status.code(), Some(130), "{err}");
+        assert_eq!(status_got.code(), Some(status), "{name}: {err}");
         assert!(err.contains("checkpoint saved in"), "{err}");
+        assert!(err.contains(name), "{err}");
         let out = run(&["train", "--resume", b_s]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let w = |p: &Path| checkpoint::load_tensors(&p.join("model.safetensors")).unwrap().tensors;
     assert!(w(&a) == w(&b), "resumed weights differ from an uninterrupted run");
+}
+
+/// Sends `signal` to `child`.
+fn send(child: &std::process::Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) with a valid signal number and the pid of our own child.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
+}
+
+#[test]
+fn ctrl_c_checkpoints_exits_130_and_resumes_exactly() {
+    a_signal_checkpoints_and_resumes_exactly(libc::SIGINT, 130, "SIGINT");
+}
+
+#[test]
+fn sigterm_checkpoints_exits_143_and_resumes_exactly() {
+    a_signal_checkpoints_and_resumes_exactly(libc::SIGTERM, 143, "SIGTERM");
+}
+
+#[test]
+fn sighup_checkpoints_exits_129_and_resumes_exactly() {
+    a_signal_checkpoints_and_resumes_exactly(libc::SIGHUP, 129, "SIGHUP");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    // Batches of a wide model take long enough that the second SIGTERM arrives while the
+    // first batch is still training: the process ends without finishing it.
+    let d = data();
+    let dir = tmp("twice");
+    let mut child = Command::new(BIN)
+        .args([
+            "--data",
+            d.to_str().unwrap(),
+            "--subset",
+            "10000",
+            "--batch-size",
+            "10000",
+        ])
+        .args([
+            "--hidden",
+            "2000,2000",
+            "--threads",
+            "1",
+            "--run-dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line is printed once the data is loaded, just before the first batch.
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.starts_with("training"), "{line}");
+    send(&child, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    let second = Instant::now();
+    send(&child, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    let took = second.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(err.contains("SIGTERM again: exiting now"), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?} to exit");
+    assert!(
+        !dir.join("model.safetensors").exists(),
+        "the first batch should not have finished"
+    );
 }
 
 #[test]
@@ -268,10 +338,155 @@ fn sigkill_at_random_moments_never_breaks_the_checkpoint() {
                 "config.json",
             ];
             assert!(
-                known.iter().any(|k| name == *k || name == format!("{k}.tmp")),
+                known.iter().any(|k| name == *k || name == format!("{k}.tmp"))
+                    || name.starts_with("events.out.tfevents."),
                 "unexpected file {name}"
             );
         }
     }
     assert_eq!(loads, 20, "only {loads} of 20 rounds had a checkpoint to load");
+}
+
+#[test]
+fn run_from_another_directory_finds_the_data_or_says_what_to_pass() {
+    // As an installed binary runs: no data/mnist in the current directory, no --data.
+    let here = tmp("elsewhere");
+    std::fs::create_dir_all(&here).unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&here)
+        .env_remove("VAE_DATA")
+        .args(["--subset", "500", "--epochs", "1", "--threads", "1", "--run-dir", "run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The repository's copy, recorded absolute, so that later commands find it from anywhere.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(here.join("run/config.json")).unwrap()).unwrap();
+    let recorded = PathBuf::from(config["data"]["path"].as_str().unwrap());
+    assert!(recorded.is_absolute(), "{recorded:?}");
+    assert_eq!(recorded.canonicalize().unwrap(), data().canonicalize().unwrap());
+    let run_dir = here.join("run");
+    let out = Command::new(BIN)
+        .current_dir(std::env::temp_dir())
+        .args(["reconstruct", "--run-dir", run_dir.to_str().unwrap(), "--n", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // VAE_DATA names the data when --data is not given; a wrong one is explained.
+    let out = Command::new(BIN)
+        .current_dir(&here)
+        .env("VAE_DATA", here.join("nowhere"))
+        .args(["--subset", "500", "--epochs", "1", "--run-dir", "run2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for want in [
+        "nowhere",
+        "does not exist",
+        "--data DIR",
+        "VAE_DATA=DIR",
+        "current directory",
+    ] {
+        assert!(err.contains(want), "stderr lacks {want:?}: {err}");
+    }
+    let out = Command::new(BIN)
+        .current_dir(&here)
+        .env("VAE_DATA", data())
+        .args([
+            "--subset",
+            "500",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--run-dir",
+            "run3",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("batch-size"), "{shell}");
+    }
+    fails_with(
+        &["completions", "tcsh"],
+        "[possible values: bash, elvish, fish, powershell, zsh]",
+    );
+}
+
+#[test]
+fn export_writes_both_graphs_and_refuses_what_is_not_a_run() {
+    let d = data();
+    let dir = tmp("export");
+    let r = dir.to_str().unwrap();
+    let out = run(&[
+        "--data",
+        d.to_str().unwrap(),
+        "--subset",
+        "300",
+        "--epochs",
+        "1",
+        "--run-dir",
+        r,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let to = dir.join("onnx");
+    let out = run(&["export", "--run-dir", r, "--out", to.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["encoder.onnx", "decoder.onnx"] {
+        let bytes = std::fs::read(to.join(name)).unwrap();
+        let m = <vae_train::onnx::proto::ModelProto as prost::Message>::decode(&bytes[..]).unwrap();
+        assert_eq!(m.opset_import[0].version, 13, "{name}");
+    }
+    fails_with(&["export", "--run-dir", "/nonexistent/run"], "does not exist");
+    fails_with(&["export", "--run-dir", to.to_str().unwrap()], "not a run directory");
+    // A damaged model is refused by its checksums, not exported.
+    let model = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    std::fs::write(&model, bytes).unwrap();
+    fails_with(&["export", "--run-dir", r], "model.safetensors");
+}
+
+#[test]
+fn commands_other_than_training_end_at_once_on_sigterm() {
+    // Nothing to save: `eval` keeps the default disposition and dies by the signal.
+    let d = data();
+    let dir = tmp("eval-term");
+    let r = dir.to_str().unwrap();
+    let out = run(&[
+        "--data",
+        d.to_str().unwrap(),
+        "--subset",
+        "300",
+        "--epochs",
+        "1",
+        "--run-dir",
+        r,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut child = Command::new(BIN)
+        .args(["eval", "--run-dir", r, "--k", "5000", "--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    send(&child, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(2), "took {:?}", sent.elapsed());
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM),
+        "{status:?}"
+    );
 }

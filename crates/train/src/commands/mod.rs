@@ -1,7 +1,9 @@
 //! The subcommands that work on a saved run: each loads the run directory, computes, and
 //! writes its output beside the run's files.
 
+pub mod completions;
 pub mod eval;
+pub mod export;
 pub mod inspect;
 pub mod interpolate;
 pub mod latents;
@@ -46,6 +48,8 @@ pub fn run(command: Option<Command>, train: crate::cli::TrainArgs, collective: O
         Some(Command::Inspect(a)) => inspect::inspect(&a),
         Some(Command::Eval(a)) => eval::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
         Some(Command::Score(a)) => score::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
+        Some(Command::Export(a)) => export::export(&a).map(|paths| paths.into_iter().for_each(wrote)),
+        Some(Command::Completions(a)) => completions::print(&a, &mut std::io::stdout().lock()),
     }
 }
 
@@ -55,7 +59,8 @@ pub struct RunArgs {
     /// The run directory (as written by `vae-train train`).
     #[arg(long)]
     pub run_dir: PathBuf,
-    /// MNIST directory [default: the one the run was trained on].
+    /// MNIST directory [default: the one the run was trained on; if it is gone, $VAE_DATA, or
+    /// for the default data/mnist the repository's copy].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Worker threads [default: every core].
@@ -105,7 +110,10 @@ impl RunArgs {
 
     /// The test split the run was evaluated on (binarized the same way, if it was).
     pub fn test_set(&self, run: &Run) -> Result<Split> {
-        let dir = self.data.as_ref().unwrap_or(&run.config.data.path);
+        let dir = &match &self.data {
+            Some(d) => d.clone(),
+            None => crate::data::locate(&run.config.data.path),
+        };
         let mut opts = run.config.open_options();
         opts.standardizer = run.table.as_ref().map(|t| t.standardizer.clone());
         opts.limits = Limits {

@@ -31,13 +31,19 @@ pub fn train_with(args: &TrainArgs, progress: &mut Progress, collective: Option<
         Some(dir) => {
             let (stored, state) = read_resume_state(dir)?;
             let mut requested = stored.clone();
+            if args.data.is_none() {
+                requested.data.path = crate::data::locate(&stored.data.path);
+            }
             args.apply(&mut requested);
             requested.output.run_dir = Some(dir.clone());
             let recipe = stored.resumed(requested).map_err(rendered)?;
             (recipe, dir.clone(), Some(state))
         }
         None => {
-            let recipe = args.recipe();
+            let mut recipe = args.recipe();
+            if args.data.is_none() {
+                recipe.data.path = crate::data::default_dir();
+            }
             recipe.validate().map_err(rendered)?;
             let dir: PathBuf = match (&recipe.output.run_dir, &collective) {
                 (Some(d), _) => d.clone(),

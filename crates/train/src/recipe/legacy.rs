@@ -135,6 +135,7 @@ impl From<FlatFlags> for RunConfig {
             output: OutputRecipe {
                 run_dir: f.run_dir,
                 scale: f.scale,
+                ..OutputRecipe::default()
             },
             ..RunConfig::default()
         }
