@@ -64,12 +64,12 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dataset> {
             let cwd = std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string());
             format!(
                 "it does not exist (relative paths start at the current directory, {cwd}); give the data \
-                 with --data PATH or set {DATA_ENV}=PATH (the repository ships MNIST in data/mnist; {} is not there)",
+                 with --data DIR or set {DATA_ENV}=DIR (the repository ships MNIST in data/mnist; {} is not there)",
                 repository_copy().display()
             )
         } else if matches!(e, DatasetError::Missing { .. } | DatasetError::Unrecognised { .. }) {
             format!(
-                "give a directory of IDX files, a folder of images, a .npy/.npz or a .csv with --data PATH or set {DATA_ENV}=PATH"
+                "give a directory of IDX files, a folder of images, a .npy/.npz or a .csv with --data DIR or set {DATA_ENV}=DIR"
             )
         } else {
             "fix the file or the flags named".to_string()
