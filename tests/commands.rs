@@ -101,6 +101,7 @@ fn reconstruct_puts_test_images_over_their_reconstructions() {
         scale: None,
         out: None,
         csv: Some(csv.clone()),
+        inputs_csv: None,
     };
     let out = reconstruct(&a).unwrap();
     assert_eq!(out, dir.join("reconstruct.png"));
@@ -313,6 +314,7 @@ fn two_stochastic_layers_with_iwae_work_with_every_command() {
         scale: None,
         out: None,
         csv: None,
+        inputs_csv: None,
     })
     .unwrap();
     vae::train::commands::interpolate::run(&InterpolateArgs {

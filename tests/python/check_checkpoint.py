@@ -42,14 +42,22 @@ def main():
     data_dir = sys.argv[3] if len(sys.argv) > 3 else "data/mnist"
     with safe_open(f"{run_dir}/model.safetensors", framework="np") as f:
         config = json.loads(f.metadata()["vae.config"])
+        table = json.loads(f.metadata()["data.table"]) if "data.table" in f.metadata() else None
         t = {k: f.get_tensor(k) for k in f.keys()}
     act = activation(config["activation"])
 
     def linear(x, name):  # PyTorch's nn.Linear: x W^T + b, W is [out, in]
         return x @ t[f"{name}.weight"].T + t[f"{name}.bias"]
 
-    want = np.loadtxt(csv, delimiter=",", dtype=np.float32, ndmin=2)
-    if data_dir.endswith(".npz"):
+    if table is not None:
+        # A table: the third argument is the inputs (`reconstruct --inputs-csv`), in the
+        # table's units; the model sees them standardised with the checkpoint's statistics.
+        mean = np.array(table["standardizer"]["mean"])
+        std = np.array(table["standardizer"]["std"])
+        want = np.loadtxt(csv, delimiter=",", skiprows=1, ndmin=2)
+        x = ((np.loadtxt(data_dir, delimiter=",", skiprows=1, ndmin=2) - mean) / std).astype(np.float32)
+    elif data_dir.endswith(".npz"):
+        want = np.loadtxt(csv, delimiter=",", dtype=np.float32, ndmin=2)
         # Keras' layout: x_test is N x H x W [x C]; the engine holds images channels first.
         x = np.load(data_dir)["x_test"][: len(want)]
         if x.ndim == 4:
@@ -57,6 +65,7 @@ def main():
         x = x.reshape(len(x), -1)
         x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32)
     else:
+        want = np.loadtxt(csv, delimiter=",", dtype=np.float32, ndmin=2)
         x = idx_images(f"{data_dir}/t10k-images-idx3-ubyte.gz")[: len(want)]
     h = x
     for i in range(len(config["hidden"])):
@@ -76,7 +85,11 @@ def main():
     out = linear(z, "decoder.out")
     if config["likelihood"]["kind"] == "bernoulli":
         out = 1 / (1 + np.exp(-out))
-    err = float(np.abs(out - want).max())
+    if table is not None:
+        out = out * std + mean  # back to the table's units
+        err = float((np.abs(out - want) / np.maximum(1.0, np.abs(want))).max())
+    else:
+        err = float(np.abs(out - want).max())
     print(f"{len(want)} reconstructions, largest difference from vae-train: {err:.2e}")
     if not err <= 1e-5:
         raise SystemExit("mismatch")

@@ -31,6 +31,10 @@ pub struct ReconstructArgs {
     /// Also write the reconstructions' pixel values (one image a row) to this CSV file.
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Also write the inputs that were reconstructed (in the data's own units) to this CSV
+    /// file, row for row.
+    #[arg(long)]
+    pub inputs_csv: Option<PathBuf>,
 }
 
 /// Writes the picture (and CSV); returns the path of the picture, or for a model of a
@@ -51,11 +55,17 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<PathBuf> {
         let n = a.n.min(test.len());
         let rows = test.images.rows_f32(0..n);
         let mut recon = with_threads(a.run.threads, || run.model.reconstruct(rows.view()))?;
-        for mut row in recon.rows_mut() {
-            let row = row.as_slice_mut().expect("a standard-layout row");
-            t.standardizer.invert(row).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut inputs = rows.to_owned();
+        for m in [&mut recon, &mut inputs] {
+            for mut row in m.rows_mut() {
+                let row = row.as_slice_mut().expect("a standard-layout row");
+                t.standardizer.invert(row).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
         }
         write_csv(csv, Some(&t.columns), recon.view())?;
+        if let Some(p) = &a.inputs_csv {
+            write_csv(p, Some(&t.columns), inputs.view())?;
+        }
         return Ok(csv.clone());
     }
     let shape = image_shape(&run)?;
@@ -71,6 +81,9 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<PathBuf> {
     write_png(&out, &tile(both.view(), shape, n).upscaled(scale))?;
     if let Some(csv) = &a.csv {
         write_csv(csv, None, recon.view())?;
+    }
+    if let Some(p) = &a.inputs_csv {
+        write_csv(p, None, originals)?;
     }
     Ok(out)
 }
