@@ -91,10 +91,10 @@ pub fn test_split<'a>(recipe: &RunConfig, data: &'a Dataset) -> Cow<'a, Split> {
 
 /// The table a checkpoint's metadata describes, if the model was trained on one.
 pub fn stored_table(meta: &std::collections::HashMap<String, String>, path: &Path) -> Result<Option<TableInfo>> {
-    meta.get(crate::session::TABLE_KEY)
+    meta.get(crate::run::TABLE_KEY)
         .map(|json| {
             serde_json::from_str::<TableInfo>(json)
-                .map_err(|e| anyhow::anyhow!("{}: invalid '{}': {e}", path.display(), crate::session::TABLE_KEY))
+                .map_err(|e| anyhow::anyhow!("{}: invalid '{}': {e}", path.display(), crate::run::TABLE_KEY))
         })
         .transpose()
 }

@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod commands;
 pub mod data;
+pub mod flags;
 pub mod image;
 #[cfg(feature = "mpi")]
 pub mod mpi;

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
                 let _ = shares;
                 None
             };
-            vae_train::commands::run(cli.command, cli.train, collective)
+            cli::run(cli.command, cli.train, collective)
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,8 +11,20 @@ pub const MODEL: &str = vae_trainer::MODEL_FILE;
 /// Everything needed to resume, in one file (so it is replaced in one atomic step): the
 /// weights, Adam's moments and step, the position, the metrics so far, and the flags.
 pub const STATE: &str = vae_trainer::STATE_FILE;
-/// The training flags, as JSON.
+/// The run's recipe, as JSON.
 pub const CONFIG: &str = "config.json";
+/// The start of a TensorBoard event file's name (`events.out.tfevents.<time>.<host>`).
+pub const EVENTS_PREFIX: &str = "events.out.tfevents.";
+
+/// Whether `name` is an event file's name.
+pub fn is_event_file(name: &str) -> bool {
+    name.starts_with(EVENTS_PREFIX)
+}
+
+/// The metadata key of the recipe in the checkpoints.
+pub const TRAIN_CONFIG_KEY: &str = "train.config";
+/// The metadata key of a table's columns and standardisation in the checkpoints.
+pub const TABLE_KEY: &str = "data.table";
 /// One row per epoch.
 pub const METRICS: &str = "metrics.csv";
 /// 8x8 prior samples.
@@ -108,11 +120,7 @@ pub fn unfinished_files(dir: &Path) -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            p.is_file()
-                && (name == CONFIG
-                    || name == METRICS
-                    || name.ends_with(".tmp")
-                    || crate::tensorboard::is_event_file(name))
+            p.is_file() && (name == CONFIG || name == METRICS || name.ends_with(".tmp") || is_event_file(name))
         })
         .collect();
     found.sort();

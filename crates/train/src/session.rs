@@ -20,7 +20,6 @@ use vae_model::Vae;
 use vae_model::checkpoint::{self, write_atomic};
 use vae_trainer::{Collective, Control, EpochEnd, Position, Trainer, salt};
 
-use crate::cli::Launch;
 use crate::data::list;
 use crate::image::{Picture, scale_for, tile, write_png};
 use crate::recipe::RunConfig;
@@ -29,10 +28,18 @@ use crate::run::{self, EpochMetrics};
 use crate::signals::{self, Signal};
 use crate::tensorboard::RunLog;
 
-/// The metadata key of the recipe in the checkpoints.
-pub const TRAIN_CONFIG_KEY: &str = "train.config";
-/// The metadata key of a table's columns and standardisation in the checkpoints.
-pub const TABLE_KEY: &str = "data.table";
+/// How a training session starts and stops (not part of the recipe: not saved).
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// The run to continue, if any.
+    pub resume: Option<PathBuf>,
+    /// Start afresh in a run directory holding an unfinished run.
+    pub overwrite: bool,
+    /// Seconds of wall-clock time after which to stop with a checkpoint.
+    pub time_budget: Option<f64>,
+    /// Testing aid: the global batch to poison with a NaN.
+    pub inject_nan_at: Option<usize>,
+}
 
 /// A collective to train data-parallel with (see [`vae_trainer::Collective`]).
 pub type SharedCollective = Box<dyn Collective + Send>;
@@ -144,10 +151,13 @@ pub fn run(
         run_dir.display()
     ));
     // The recipe, in the training state (what `--resume` reads) and in the shareable model.
-    let mut extra = HashMap::from([(TRAIN_CONFIG_KEY.to_string(), recipe.to_json())]);
+    let mut extra = HashMap::from([(run::TRAIN_CONFIG_KEY.to_string(), recipe.to_json())]);
     // A table's columns and standardisation, which every later command applies.
     if let Some(t) = &data.table {
-        extra.insert(TABLE_KEY.to_string(), serde_json::to_string(t).expect("serialises"));
+        extra.insert(
+            run::TABLE_KEY.to_string(),
+            serde_json::to_string(t).expect("serialises"),
+        );
     }
     let (started, budget) = (std::time::Instant::now(), launch.time_budget);
     let snapshots = writer.then_some(recipe.training.snapshot_every).flatten();

@@ -1,5 +1,5 @@
 //! `vae-train completions SHELL`: the completion script of a shell (clap_complete), from the
-//! same parser the binary runs ([`crate::cli::command`]).
+//! parser the binary runs (`cli::command`, passed in).
 
 use std::io::Write;
 
@@ -14,10 +14,10 @@ pub struct CompletionsArgs {
     pub shell: Shell,
 }
 
-/// Writes the completion script of `a.shell` to `out`.
-pub fn print(a: &CompletionsArgs, out: &mut impl Write) -> Result<()> {
+/// Writes the completion script of `a.shell` for the parser `cmd` to `out`.
+pub fn print(a: &CompletionsArgs, mut cmd: clap::Command, out: &mut impl Write) -> Result<()> {
     let mut script = Vec::new();
-    clap_complete::generate(a.shell, &mut crate::cli::command(), "vae-train", &mut script);
+    clap_complete::generate(a.shell, &mut cmd, "vae-train", &mut script);
     if a.shell == Shell::Bash {
         // clap_complete 4.6 spells the states of a hyphenated binary's subcommands
         // `vae__train__subcmd__X` but their case labels `vae__subcmd__train__subcmd__X`, so
@@ -37,7 +37,7 @@ mod tests {
     #[test]
     fn bash_states_match_their_case_labels() {
         let mut out = Vec::new();
-        print(&CompletionsArgs { shell: Shell::Bash }, &mut out).unwrap();
+        print(&CompletionsArgs { shell: Shell::Bash }, crate::cli::command(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         for line in text
             .lines()
@@ -52,7 +52,7 @@ mod tests {
     fn every_shell_gets_a_script_naming_the_flags() {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish, Shell::Elvish, Shell::PowerShell] {
             let mut out = Vec::new();
-            print(&CompletionsArgs { shell }, &mut out).unwrap();
+            print(&CompletionsArgs { shell }, crate::cli::command(), &mut out).unwrap();
             let text = String::from_utf8(out).unwrap();
             for word in ["vae-train", "batch-size", "reconstruct", "run-dir"] {
                 assert!(text.contains(word), "{shell}: no {word}");

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Result, anyhow};
 use clap::Args;
 
-use crate::cli::{TrainArgs, flag};
+use crate::flags::{TrainArgs, flag};
 use crate::recipe::ImageSize;
 
 /// Flags of `vae-train inspect` (the data flags of `vae-train train`).

@@ -24,34 +24,9 @@ use vae_model::Vae;
 use vae_model::checkpoint;
 use vae_trainer::Collective;
 
-use crate::cli::Command;
 use crate::data::test_split;
 use crate::recipe::RunConfig;
-use crate::report::{Progress, Verbosity};
 use crate::run;
-use crate::session::SharedCollective;
-
-/// Runs `command` (training when `None`, with `train` as its flags); `collective` gives the
-/// MPI ranks to share the work with, if any (training, `eval` and `score` use them).
-pub fn run(command: Option<Command>, train: crate::cli::TrainArgs, collective: Option<SharedCollective>) -> Result<()> {
-    let mut col = collective;
-    let wrote = |path: PathBuf| println!("wrote {}", path.display());
-    match command {
-        None => train::train_with(&train, &mut Progress::new(Verbosity::Normal), col).map(|_| ()),
-        Some(Command::Train(a)) => train::train_with(&a, &mut Progress::new(Verbosity::Normal), col).map(|_| ()),
-        Some(Command::Sample(a)) => sample::sample(&a).map(wrote),
-        Some(Command::Reconstruct(a)) => reconstruct::reconstruct(&a).map(wrote),
-        Some(Command::Interpolate(a)) => interpolate::run(&a).map(wrote),
-        Some(Command::Manifold(a)) => manifold::manifold(&a).map(wrote),
-        Some(Command::Latents(a)) => latents::latents(&a).map(wrote),
-        Some(Command::Plot(a)) => plot::plot(&a).map(wrote),
-        Some(Command::Inspect(a)) => inspect::inspect(&a),
-        Some(Command::Eval(a)) => eval::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
-        Some(Command::Score(a)) => score::main(&a, col.as_deref_mut().map(|c| c as &mut dyn Collective)),
-        Some(Command::Export(a)) => export::export(&a).map(|paths| paths.into_iter().for_each(wrote)),
-        Some(Command::Completions(a)) => completions::print(&a, &mut std::io::stdout().lock()),
-    }
-}
 
 /// Flags every run command takes.
 #[derive(Args, Debug, Clone)]

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use vae_model::checkpoint;
 
-use crate::cli::{TrainArgs, flag};
+use crate::flags::{TrainArgs, flag};
 use crate::recipe::RunConfig;
 use crate::report::Progress;
 use crate::run;
-use crate::session::{self, Outcome, SharedCollective, TRAIN_CONFIG_KEY};
+use crate::run::TRAIN_CONFIG_KEY;
+use crate::session::{self, Outcome, SharedCollective};
 use crate::threads::{per_rank, with_threads};
 
 /// Trains as `args` says (or resumes the run `args.resume` names), reporting through

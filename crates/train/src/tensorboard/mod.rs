@@ -26,12 +26,7 @@ use crate::image::{Picture, encode_png};
 use proto::{Content, Event, Image, SessionLog, Summary, Value, What};
 
 /// The prefix of every event file's name (what TensorBoard looks for).
-pub const PREFIX: &str = "events.out.tfevents.";
-
-/// Whether `name` is an event file's name.
-pub fn is_event_file(name: &str) -> bool {
-    name.starts_with(PREFIX)
-}
+pub use crate::run::{EVENTS_PREFIX as PREFIX, is_event_file};
 
 /// Appends events to one event file of a run directory.
 pub struct EventWriter {
