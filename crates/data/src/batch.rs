@@ -126,9 +126,13 @@ impl<'a> Batches<'a> {
         self.pixels.clear();
         self.labels.clear();
         for &i in indices {
-            let mut draw = || rng.random::<f32>();
-            let binarize: Option<&mut dyn FnMut() -> f32> = if self.config.binarize { Some(&mut draw) } else { None };
-            self.split.images.push_row(i, &mut self.pixels, binarize);
+            if self.config.binarize {
+                self.split
+                    .images
+                    .push_row_binarized(i, &mut self.pixels, || rng.random::<f32>());
+            } else {
+                self.split.images.push_row(i, &mut self.pixels);
+            }
             if let Some(labels) = &self.split.labels {
                 self.labels.push(labels[i]);
             }

@@ -58,24 +58,21 @@ impl Values {
         self.rows_f32(0..self.nrows())
     }
 
-    /// Appends row `i`, as f32, to `out`; with `binarize`, each value `p` becomes 1 with
-    /// probability `p` (one draw of `draw` per value), else 0.
-    pub fn push_row(&self, i: usize, out: &mut Vec<f32>, binarize: Option<&mut dyn FnMut() -> f32>) {
-        fn push<E: Copy>(
-            row: ArrayView1<E>,
-            out: &mut Vec<f32>,
-            f: impl Fn(E) -> f32,
-            b: Option<&mut dyn FnMut() -> f32>,
-        ) {
-            let row = row.to_slice().expect("dataset images are contiguous rows");
-            match b {
-                Some(draw) => out.extend(row.iter().map(|&p| if draw() < f(p) { 1.0 } else { 0.0 })),
-                None => out.extend(row.iter().map(|&p| f(p))),
-            }
-        }
+    /// Appends row `i`, as f32, to `out`.
+    pub fn push_row(&self, i: usize, out: &mut Vec<f32>) {
         match self {
-            Values::U8(a) => push(a.row(i), out, |p| f32::from(p) * BYTE, binarize),
-            Values::F32(a) => push(a.row(i), out, |p| p, binarize),
+            Values::U8(a) => out.extend(contiguous(a.row(i)).iter().map(|&p| f32::from(p) * BYTE)),
+            Values::F32(a) => out.extend_from_slice(contiguous(a.row(i))),
+        }
+    }
+
+    /// Appends row `i` binarized to `out`: each value `p` becomes 1 with probability `p` (one
+    /// call of `draw` per value, a uniform number in [0, 1)), else 0.
+    pub fn push_row_binarized(&self, i: usize, out: &mut Vec<f32>, mut draw: impl FnMut() -> f32) {
+        let mut bit = |p: f32| if draw() < p { 1.0 } else { 0.0 };
+        match self {
+            Values::U8(a) => out.extend(contiguous(a.row(i)).iter().map(|&p| bit(f32::from(p) * BYTE))),
+            Values::F32(a) => out.extend(contiguous(a.row(i)).iter().map(|&p| bit(p))),
         }
     }
 
@@ -94,6 +91,11 @@ impl Values {
             Values::F32(a) => Values::F32(a.slice(s![..n, ..]).to_owned()),
         }
     }
+}
+
+/// A row's values as a slice.
+fn contiguous<E>(row: ArrayView1<'_, E>) -> &[E] {
+    row.to_slice().expect("dataset images are contiguous rows")
 }
 
 impl From<Array2<f32>> for Values {
@@ -119,13 +121,12 @@ mod tests {
         assert_eq!(f[[1, 2]], 255.0 * BYTE);
         assert_eq!(f[[0, 1]], 51.0 * BYTE);
         let mut row = Vec::new();
-        b.push_row(1, &mut row, None);
+        b.push_row(1, &mut row);
         assert_eq!(row, f.row(1).to_vec());
         assert_eq!(b.select(&[1]).f32().row(0), f.row(1));
         assert_eq!(b.bytes(), 6);
-        let mut always = || 0.0f32;
         let mut bin = Vec::new();
-        b.push_row(0, &mut bin, Some(&mut always));
+        b.push_row_binarized(0, &mut bin, || 0.0f32);
         assert_eq!(bin, [0.0, 1.0, 1.0]);
     }
 }

@@ -10,7 +10,7 @@ use vae_model::{Bound, Likelihood};
 use vae_nn::Activation;
 use vae_trainer::LrSchedule;
 
-use crate::recipe::{ImageSize, RunConfig};
+use crate::recipe::{ImageSize, RecipeError, RunConfig};
 use crate::session::Launch;
 
 /// Flags of `vae-train train`: a view of the run recipe ([`RunConfig`]), which holds every
@@ -295,6 +295,11 @@ recipe_flags! {
     log_every => output.log_every,
 }
 
+/// A recipe error as the command line says it: its settings spelt as flags.
+pub fn rendered(e: RecipeError) -> anyhow::Error {
+    anyhow::anyhow!(e.render(flag))
+}
+
 /// The command-line spelling of a recipe setting (`batch_size` is `--batch-size`, `path`
 /// is `--data`).
 pub fn flag(field: &str) -> String {
@@ -327,11 +332,6 @@ impl TrainArgs {
         let mut r = RunConfig::default();
         self.apply(&mut r);
         r
-    }
-
-    /// Checks the recipe these flags give, naming the flag that is wrong.
-    pub fn validate(&self) -> Result<()> {
-        self.recipe().validate().map_err(|e| anyhow::anyhow!(e.render(flag)))
     }
 
     /// The session options among the flags.

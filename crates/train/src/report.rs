@@ -89,27 +89,22 @@ impl Progress {
 /// A bar counting items (files decoded, ...) on a terminal; nothing otherwise.
 pub struct Counter {
     bar: Option<ProgressBar>,
-    what: &'static str,
 }
 
 impl Counter {
-    /// A counter of `what`; it shows once the first count arrives.
+    /// A counter of `what` (on a terminal only); it shows once the first count arrives.
     pub fn new(what: &'static str) -> Self {
-        Counter { bar: None, what }.visible()
-    }
-
-    fn visible(mut self) -> Self {
-        if std::io::stderr().is_terminal() {
+        let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::hidden();
             bar.set_style(
                 ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len}  eta {eta}")
                     .expect("a valid template")
                     .progress_chars("=> "),
             );
-            bar.set_prefix(self.what);
-            self.bar = Some(bar);
-        }
-        self
+            bar.set_prefix(what);
+            bar
+        });
+        Counter { bar }
     }
 
     /// `done` of `total` items.

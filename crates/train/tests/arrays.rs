@@ -2,44 +2,12 @@
 //! them) and an `.npz` in the layout of Keras' `mnist.npz` train and evaluate; hostile
 //! arrays are refused with a message naming the file.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use vae_data::npy::{write_npy, write_npz};
 use vae_data::{NpyArray, NpyData};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vae-train");
+mod common;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vae-arrays-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails_with(args: &[&str], want: &[&str]) {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    for w in want {
-        assert!(err.contains(w), "{args:?}: stderr {err:?} lacks {w:?}");
-    }
-}
+use common::{fails_with, ok, tmp};
 
 fn bytes(shape: &[usize]) -> NpyArray {
     let n: usize = shape.iter().product();

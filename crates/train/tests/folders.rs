@@ -3,37 +3,10 @@
 //! seeded fraction, and every kind of bad folder refused with a message naming the file.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vae-train");
+mod common;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vae-folders-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{args:?} failed: {err}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails_with(args: &[&str], want: &[&str]) {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    for w in want {
-        assert!(err.contains(w), "{args:?}: stderr {err:?} lacks {w:?}");
-    }
-}
+use common::{fails_with, ok, run, tmp};
 
 /// Writes an 8-bit PNG of `w x h` pixels of `channels` (1 or 3) values each.
 fn write_png(path: &Path, w: usize, h: usize, channels: usize, px: &[u8]) {

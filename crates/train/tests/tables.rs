@@ -4,41 +4,10 @@
 //! the original units, refuses pictures saying why; bad tables are refused by row and column.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vae-train");
+mod common;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vae-tables-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails_with(args: &[&str], want: &[&str]) {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    for w in want {
-        assert!(err.contains(w), "{args:?}: stderr {err:?} lacks {w:?}");
-    }
-}
+use common::{fails_with, ok, tmp};
 
 /// Rows whose columns follow b = 2a, c = -a (+ noise) around a = 100, except the anomalies
 /// (label 1), whose b and c are unrelated to a.

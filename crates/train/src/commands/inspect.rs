@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use clap::Args;
 
-use crate::flags::{TrainArgs, flag};
+use crate::flags::{TrainArgs, rendered};
 use crate::recipe::ImageSize;
 
 /// Flags of `vae-train inspect` (the data flags of `vae-train train`).
@@ -28,6 +28,9 @@ pub struct InspectArgs {
     /// .npz archives: X_TRAIN,Y_TRAIN,X_TEST,Y_TEST.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub npz_keys: Option<Vec<String>>,
+    /// CSV tables: the column holding the labels.
+    #[arg(long)]
+    pub label_column: Option<String>,
     /// Refuse files declaring more data than this many bytes.
     #[arg(long)]
     pub max_data_bytes: Option<u64>,
@@ -41,11 +44,12 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
         image_size: a.image_size,
         test_fraction: a.test_fraction,
         npz_keys: a.npz_keys.clone(),
+        label_column: a.label_column.clone(),
         max_data_bytes: a.max_data_bytes,
         ..TrainArgs::default()
     }
     .recipe();
-    recipe.validate().map_err(|e| anyhow!(e.render(flag)))?;
+    recipe.validate().map_err(rendered)?;
     let started = Instant::now();
     let data = crate::data::open(&a.data, &recipe.open_options())?;
     let seconds = started.elapsed().as_secs_f64();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use vae_model::checkpoint;
 
-use crate::flags::{TrainArgs, flag};
+use crate::flags::{TrainArgs, rendered};
 use crate::recipe::RunConfig;
 use crate::report::Progress;
 use crate::run;
@@ -27,7 +27,6 @@ pub fn train(args: &TrainArgs, progress: &mut Progress) -> Result<Outcome> {
 pub fn train_with(args: &TrainArgs, progress: &mut Progress, collective: Option<SharedCollective>) -> Result<Outcome> {
     let rank = collective.as_ref().map_or(0, |c| c.rank());
     let launch = args.launch();
-    let rendered = |e: crate::recipe::RecipeError| anyhow::anyhow!(e.render(flag));
     let (recipe, run_dir, state) = match &launch.resume {
         Some(dir) => {
             let (stored, state) = read_resume_state(dir)?;
