@@ -208,43 +208,57 @@ pub(crate) fn test_rows(path: &Path, n: usize, fraction: f64, seed: u64) -> Resu
     Ok(is_test)
 }
 
-/// (width, height, colour) from the first bytes of a PNG (its IHDR chunk) or a JPEG (its
-/// start-of-frame marker), read without decoding anything.
-fn peek(bytes: &[u8]) -> Result<(u32, u32, bool), String> {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        if bytes.len() < 26 || &bytes[12..16] != b"IHDR" {
+/// The next `n` bytes of `f`, or what part of the file ends early.
+fn exact(f: &mut impl std::io::Read, n: usize, what: &str) -> Result<Vec<u8>, String> {
+    let mut b = vec![0u8; n];
+    f.read_exact(&mut b)
+        .map_err(|_| format!("the file ends inside its {what}"))?;
+    Ok(b)
+}
+
+/// (width, height, colour) from a PNG's IHDR chunk or a JPEG's start-of-frame marker, read
+/// without decoding anything: a JPEG's segments before its frame (EXIF, ICC profiles, of any
+/// size) are skipped by their lengths, so memory stays a few bytes whatever the file holds.
+fn peek(f: &mut (impl std::io::Read + std::io::Seek)) -> Result<(u32, u32, bool), String> {
+    let start = exact(f, 8, "signature")?;
+    if start == b"\x89PNG\r\n\x1a\n" {
+        let ihdr = exact(f, 18, "PNG header")?;
+        if &ihdr[4..8] != b"IHDR" {
             return Err("a PNG without its IHDR header".into());
         }
-        let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let be = |i: usize| u32::from_be_bytes([ihdr[i], ihdr[i + 1], ihdr[i + 2], ihdr[i + 3]]);
         // Colour types 0 and 4 are grey (with alpha); 2, 3 and 6 colour.
-        return Ok((be(16), be(20), !matches!(bytes[25], 0 | 4)));
+        return Ok((be(8), be(12), !matches!(ihdr[17], 0 | 4)));
     }
-    if bytes.starts_with(&[0xff, 0xd8]) {
-        let mut i = 2;
-        while i + 4 <= bytes.len() {
-            if bytes[i] != 0xff {
-                return Err("a JPEG whose markers are damaged".into());
-            }
-            let marker = bytes[i + 1];
-            if marker == 0xff {
-                i += 1;
-                continue;
-            }
-            let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
-            let is_sof = (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc);
-            if is_sof {
-                if i + 10 > bytes.len() {
-                    break;
-                }
-                let h = u32::from(u16::from_be_bytes([bytes[i + 5], bytes[i + 6]]));
-                let w = u32::from(u16::from_be_bytes([bytes[i + 7], bytes[i + 8]]));
-                return Ok((w, h, bytes[i + 9] != 1));
-            }
-            i += 2 + len;
+    if !start.starts_with(&[0xff, 0xd8]) {
+        return Err("neither a PNG nor a JPEG file (by its first bytes)".into());
+    }
+    // The first marker after SOI starts at byte 2: rewind over the 6 bytes read past it.
+    f.seek(std::io::SeekFrom::Start(2)).map_err(|e| e.to_string())?;
+    loop {
+        let m = exact(f, 2, "JPEG markers")?;
+        if m[0] != 0xff {
+            return Err("a JPEG whose markers are damaged".into());
         }
-        return Err("a JPEG that ends before its frame header".into());
+        let marker = m[1];
+        if marker == 0xff {
+            // Fill byte: the marker code follows.
+            f.seek(std::io::SeekFrom::Current(-1)).map_err(|e| e.to_string())?;
+            continue;
+        }
+        let len = exact(f, 2, "JPEG markers")?;
+        let len = i64::from(u16::from_be_bytes([len[0], len[1]]));
+        if (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
+            let sof = exact(f, 6, "JPEG frame header")?;
+            let h = u32::from(u16::from_be_bytes([sof[1], sof[2]]));
+            let w = u32::from(u16::from_be_bytes([sof[3], sof[4]]));
+            return Ok((w, h, sof[5] != 1));
+        }
+        if len < 2 || matches!(marker, 0xd9 | 0xda) {
+            return Err("a JPEG that ends before its frame header".into());
+        }
+        f.seek(std::io::SeekFrom::Current(len - 2)).map_err(|e| e.to_string())?;
     }
-    Err("neither a PNG nor a JPEG file (by its first bytes)".into())
 }
 
 /// A file's header: (height, width, whether it is in colour), checked against the limits.
@@ -253,11 +267,8 @@ fn header(path: &Path, limits: &Limits) -> Result<(usize, usize, bool), DatasetE
         path: path.to_path_buf(),
         reason,
     };
-    let mut head = Vec::with_capacity(1 << 16);
-    std::fs::File::open(path)
-        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 16), &mut head))
-        .map_err(|e| bad(e.to_string()))?;
-    let (w, h, colour) = peek(&head).map_err(bad)?;
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let (w, h, colour) = peek(&mut std::io::BufReader::new(file)).map_err(bad)?;
     if w == 0 || h == 0 {
         return Err(bad(format!("the header declares {w} x {h} pixels")));
     }

@@ -156,6 +156,51 @@ fn png_header_only(path: &Path, w: u32, h: u32) {
     std::fs::write(path, out).unwrap();
 }
 
+/// A grey JPEG of `side x side` pixels with `extra` bytes of APP1 segments (as EXIF data and
+/// ICC profiles make) before its frame header.
+fn jpeg_with_metadata(side: u32, extra: usize) -> Vec<u8> {
+    let img = image::GrayImage::from_fn(side, side, |x, y| image::Luma([((x * 37 + y * 11) % 256) as u8]));
+    let mut jpg = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut jpg), image::ImageFormat::Jpeg)
+        .unwrap();
+    let mut out = jpg[..2].to_vec();
+    let mut left = extra;
+    while left > 0 {
+        let n = left.min(60_000);
+        out.extend([0xff, 0xe1]);
+        out.extend(((n + 2) as u16).to_be_bytes());
+        out.extend(std::iter::repeat_n(0x45u8, n));
+        left -= n;
+    }
+    out.extend(&jpg[2..]);
+    out
+}
+
+#[test]
+fn jpegs_with_large_metadata_before_their_frame_are_read() {
+    let d = tmp("jpeg-meta");
+    for i in 0..8 {
+        std::fs::write(d.join(format!("a{i}.jpg")), jpeg_with_metadata(6, 150_000)).unwrap();
+    }
+    let r = tmp("jpeg-meta-run").join("run");
+    let out = ok(&[
+        "train",
+        "--data",
+        d.to_str().unwrap(),
+        "--run-dir",
+        r.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--hidden",
+        "4",
+        "--latent",
+        "2",
+        "--test-fraction",
+        "0.25",
+    ]);
+    assert!(out.contains("images of 6x6"), "{out}");
+}
+
 #[test]
 fn bad_folders_are_refused_naming_what_is_wrong() {
     let train = |d: &Path, extra: &[&str]| {
@@ -201,6 +246,19 @@ fn bad_folders_are_refused_naming_what_is_wrong() {
     }
     png_header_only(&d.join("huge.png"), 60_000, 60_000);
     check(&d, &[], &["huge.png", "60000 x 60000", "--max-data-bytes"]);
+    // The same from a JPEG's frame header, behind 150 kB of metadata.
+    let d = tmp("huge-jpeg");
+    for i in 0..4 {
+        grey(&d.join(format!("a{i}.png")), 4);
+    }
+    let mut huge = jpeg_with_metadata(2, 150_000);
+    let sof = huge
+        .windows(2)
+        .position(|w| w == [0xff, 0xc0])
+        .expect("a baseline frame header");
+    huge[sof + 5..sof + 9].copy_from_slice(&[0xea, 0x60, 0xea, 0x60]);
+    std::fs::write(d.join("huge.jpg"), &huge).unwrap();
+    check(&d, &[], &["huge.jpg", "60000 x 60000", "--max-data-bytes"]);
 
     // Mixed sizes without --image-size: two of them named; with it, they train.
     let d = tmp("mixed");
