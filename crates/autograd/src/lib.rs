@@ -30,13 +30,14 @@
 #![warn(missing_docs)]
 
 pub mod gradcheck;
+mod im2col;
 mod kernels;
 pub mod loss_kernels;
 mod ops;
 mod tape;
 
 pub use ops::custom::CustomOp;
-pub use ops::{Axis, DenseAct};
+pub use ops::{Axis, ConvGeometry, DenseAct};
 pub use tape::{Tape, Var};
 pub use vae_linalg::Float;
 

@@ -162,7 +162,7 @@ pub enum DenseAct<T> {
 }
 
 impl<T: Float> DenseAct<T> {
-    fn unary(self) -> Unary<T> {
+    pub(crate) fn unary(self) -> Unary<T> {
         match self {
             DenseAct::Relu => Unary::Relu,
             DenseAct::LeakyRelu(s) => Unary::LeakyRelu(s),

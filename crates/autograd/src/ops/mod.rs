@@ -3,6 +3,7 @@
 //! Forward constructors are methods on [`Tape`](crate::Tape), grouped by kind in the
 //! submodules; [`backward`] dispatches a node's gradient to its inputs.
 
+mod conv;
 pub(crate) mod custom;
 mod elementwise;
 mod linear;
@@ -10,6 +11,7 @@ mod loss;
 mod reduce;
 mod shape;
 
+pub use conv::ConvGeometry;
 pub use linear::DenseAct;
 use ndarray::Array2;
 pub use ndarray::Axis;
@@ -33,6 +35,15 @@ pub(crate) enum Op<T> {
         x: Var,
         w: Var,
         b: Var,
+        act: Option<Unary<T>>,
+    },
+    /// `act(conv(x, w) + b)`, a convolution or transposed convolution (`geom`) of a batch
+    /// of flattened images.
+    Conv {
+        x: Var,
+        w: Var,
+        b: Var,
+        geom: conv::ConvGeometry,
         act: Option<Unary<T>>,
     },
     /// `a + b`.
@@ -74,7 +85,7 @@ impl<T> Op<T> {
             Op::Leaf => [None; 3],
             Op::MatMul { a, b, .. } | Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) => [Some(a), Some(b), None],
             Op::AddBias { x, bias } => [Some(x), Some(bias), None],
-            Op::Dense { x, w, b, .. } => [Some(x), Some(w), Some(b)],
+            Op::Dense { x, w, b, .. } | Op::Conv { x, w, b, .. } => [Some(x), Some(w), Some(b)],
             Op::Scale(x, _)
             | Op::Unary(x, _)
             | Op::Sum(x)
@@ -98,9 +109,12 @@ pub(crate) fn backward<T: Float>(op: &Op<T>, y: &Array2<T>, g: &mut Array2<T>, v
     if let Op::Dense { x, w, b, act } = *op {
         return linear::dense_backward(x, w, b, act, y, g, vals, grads);
     }
+    if let Op::Conv { x, w, b, ref geom, act } = *op {
+        return conv::conv_backward(x, w, b, geom, act, y, g, vals, grads);
+    }
     let g = &*g;
     match *op {
-        Op::Dense { .. } => unreachable!("handled above"),
+        Op::Dense { .. } | Op::Conv { .. } => unreachable!("handled above"),
         Op::Custom(ref c) => custom::custom_backward(c, y, g, vals, grads),
         Op::Leaf => {}
         Op::MatMul { a, b, ta, tb } => linear::matmul_backward(a, b, ta, tb, g, vals, grads),
