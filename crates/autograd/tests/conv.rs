@@ -6,6 +6,7 @@ use ndarray::Array2;
 use vae_autograd::gradcheck::{Config, check_tape};
 use vae_autograd::{ConvGeometry, DenseAct, Tape};
 
+#[allow(clippy::too_many_arguments)]
 fn geom(
     transposed: bool,
     c: usize,
