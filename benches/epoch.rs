@@ -48,6 +48,7 @@ fn models() -> Vec<Model> {
             latent: 50,
         }],
         shape: None,
+        arch: Default::default(),
     };
     vec![
         Model {

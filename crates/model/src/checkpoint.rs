@@ -209,6 +209,28 @@ impl Loaded {
         }
         Ok(Array2::from_shape_vec((rows, cols), data.clone()).expect("checked"))
     }
+
+    /// The tensor `name`, which must be shaped `shape`, as the `rows x cols` matrix of its
+    /// values in order (a convolution's 4-D weight with its last three axes flattened).
+    pub fn shaped(&self, name: &str, shape: &[usize], rows: usize, cols: usize) -> Result<Array2<f32>, CheckpointError> {
+        debug_assert_eq!(shape.iter().product::<usize>(), rows * cols);
+        if shape.len() != 4 {
+            return self.matrix(name, rows, cols);
+        }
+        let (got, data) = self.tensors.get(name).ok_or_else(|| CheckpointError::Missing {
+            path: self.path.clone(),
+            name: name.into(),
+        })?;
+        if got != shape {
+            return Err(CheckpointError::Mismatch {
+                path: self.path.clone(),
+                name: name.into(),
+                got: format!("shaped {got:?}"),
+                want: format!("shaped {shape:?}"),
+            });
+        }
+        Ok(Array2::from_shape_vec((rows, cols), data.clone()).expect("checked"))
+    }
 }
 
 /// Reads a safetensors file whose tensors are all f32, verifying its checksums when it has
@@ -282,18 +304,15 @@ pub fn load_tensors(path: &Path) -> Result<Loaded, CheckpointError> {
     })
 }
 
-/// The model's parameters as stored tensors: weights `[out, in]`, biases and the learned
+/// The model's parameters as stored tensors, shaped as PyTorch shapes them
+/// ([`Vae::stored_shape`]): weights `[out, in]` (convolutions 4-D), biases and the learned
 /// log-variance 1-D.
 pub fn model_tensors<T: Float>(vae: &Vae<T>) -> Vec<Tensor> {
     vae.named_params()
         .iter()
         .map(|(name, v)| {
             let a = vae.tape().value(*v);
-            let shape = if a.nrows() == 1 && !name.ends_with(".weight") {
-                vec![a.ncols()]
-            } else {
-                vec![a.nrows(), a.ncols()]
-            };
+            let shape = vae.stored_shape(name, a.dim());
             let data = a.iter().map(|x| x.to_f32().unwrap_or(f32::NAN)).collect();
             (name.clone(), shape, data)
         })
@@ -330,7 +349,7 @@ pub fn load<T: Float>(path: &Path) -> Result<(Vae<T>, HashMap<String, String>), 
     let named: Vec<_> = vae.named_params().to_vec();
     for (name, v) in named {
         let (rows, cols) = vae.tape().dim(v);
-        let m = loaded.matrix(&name, rows, cols)?;
+        let m = loaded.shaped(&name, &vae.stored_shape(&name, (rows, cols)), rows, cols)?;
         if m.iter().any(|x| !x.is_finite()) {
             return Err(CheckpointError::Mismatch {
                 path: path.into(),

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use vae_data::ImageShape;
 use vae_nn::Activation;
 
+use crate::Arch;
+
 /// The decoder's distribution over pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -42,6 +44,10 @@ pub struct VaeConfig {
     /// models saved before shapes were; see [`VaeConfig::image_shape`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<ImageShape>,
+    /// Convolutions before the dense layers, if any (not recorded for dense models, so
+    /// their configuration reads as before).
+    #[serde(default, skip_serializing_if = "Arch::is_mlp")]
+    pub arch: Arch,
 }
 
 /// A stochastic layer above the first.
@@ -64,6 +70,7 @@ impl VaeConfig {
             likelihood: Likelihood::Bernoulli,
             upper: Vec::new(),
             shape: None,
+            arch: Arch::Mlp,
         }
     }
 
@@ -107,6 +114,17 @@ impl VaeConfig {
         }
         if self.latent == 0 {
             return err("latent", "must be at least 1".into());
+        }
+        if let Arch::Conv { layers } = &self.arch {
+            if self.shape.is_none() {
+                return err(
+                    "arch",
+                    "needs the images' shape (height, width, channels): convolutions run on images".into(),
+                );
+            }
+            if let Some(shape) = self.shape {
+                crate::arch::ConvPlan::new(shape, layers)?;
+            }
         }
         if self.hidden.is_empty() {
             return err("hidden", "is empty: give at least one layer width, e.g. 400".into());

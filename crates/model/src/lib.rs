@@ -35,10 +35,12 @@
 //! ```
 #![warn(missing_docs)]
 
+mod arch;
 mod bound;
 pub mod checkpoint;
 mod config;
 mod vae;
 
+pub use arch::{Arch, ConvLayer};
 pub use config::{Bound, ConfigError, LevelConfig, Likelihood, Objective, VaeConfig};
 pub use vae::{LossSums, Step, Vae};

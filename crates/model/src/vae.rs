@@ -6,7 +6,8 @@ use rand_distr::{Distribution, StandardNormal};
 use vae_autograd::{Float, Tape, Var};
 use vae_nn::{Activation, Layer, Linear, Mlp, Named, ParamScope};
 
-use crate::{ConfigError, Likelihood, Objective, VaeConfig};
+use crate::arch::ConvPlan;
+use crate::{Arch, ConfigError, Likelihood, Objective, VaeConfig};
 
 /// Sums of the loss terms over some images; divide by `images` for the per-image figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -131,7 +132,9 @@ pub struct Vae<T: Float> {
     encoder: Heads<T>,
     /// The decoder's trunk (`decoder.N.*`), then its output layer (`decoder.out`).
     decoder: Box<dyn Layer<T>>,
-    dec_out: Linear,
+    dec_out: Box<dyn Layer<T>>,
+    /// The PyTorch shapes of the parameters that are not matrices (convolution weights).
+    shapes: Vec<(String, Vec<usize>)>,
     /// Learned per-pixel log-variance (1 x input) of a Gaussian decoder.
     dec_logvar: Option<Var>,
     pub(crate) upper: Vec<Upper<T>>,
@@ -154,22 +157,38 @@ impl<T: Float> Vae<T> {
         let mut root = ParamScope::new(&mut tape, &mut named);
         let act = config.activation;
         let rev = |h: &[usize]| h.iter().rev().copied().collect::<Vec<_>>();
-        let encoder = Heads::mlp(
-            &mut root.child("encoder"),
-            config.input,
-            &config.hidden,
-            config.latent,
-            act,
-            rng,
-        );
+        let (encoder, decoder, dec_out, shapes) = match &config.arch {
+            Arch::Mlp => {
+                let encoder = Heads::mlp(
+                    &mut root.child("encoder"),
+                    config.input,
+                    &config.hidden,
+                    config.latent,
+                    act,
+                    rng,
+                );
+                let mut dec = root.child("decoder");
+                let decoder: Box<dyn Layer<T>> =
+                    Box::new(Mlp::new(&mut dec, config.latent, &rev(&config.hidden), act, rng));
+                let width = decoder.output_width(config.latent);
+                let out: Box<dyn Layer<T>> = Box::new(Linear::new(&mut dec.child("out"), width, config.input, rng));
+                (encoder, decoder, out, Vec::new())
+            }
+            Arch::Conv { layers } => {
+                let shape = config.shape.expect("validated: a conv model has a shape");
+                let plan = ConvPlan::new(shape, layers)?;
+                let mut shapes = Vec::new();
+                let mut enc = root.child("encoder");
+                let trunk = plan.encoder(&mut enc, &config.hidden, act, rng, &mut shapes);
+                let encoder = Heads::new(&mut enc, Box::new(trunk), config.input, config.latent, rng);
+                let mut dec = root.child("decoder");
+                let (decoder, out) = plan.decoder(&mut dec, &config.hidden, config.latent, act, rng, &mut shapes);
+                let decoder: Box<dyn Layer<T>> = Box::new(decoder);
+                let out: Box<dyn Layer<T>> = Box::new(out);
+                (encoder, decoder, out, shapes)
+            }
+        };
         let mut dec = root.child("decoder");
-        let decoder: Box<dyn Layer<T>> = Box::new(Mlp::new(&mut dec, config.latent, &rev(&config.hidden), act, rng));
-        let dec_out = Linear::new(
-            &mut dec.child("out"),
-            decoder.output_width(config.latent),
-            config.input,
-            rng,
-        );
         let dec_logvar = matches!(config.likelihood, Likelihood::Gaussian { variance: None })
             .then(|| dec.param("logvar", Array2::zeros((1, config.input))));
         let mut upper = Vec::new();
@@ -201,6 +220,7 @@ impl<T: Float> Vae<T> {
             encoder,
             decoder,
             dec_out,
+            shapes,
             dec_logvar,
             upper,
             noise_buf: Array2::zeros((0, 0)),
@@ -219,6 +239,20 @@ impl<T: Float> Vae<T> {
     /// Every parameter with its checkpoint name, e.g. `encoder.0.weight`.
     pub fn named_params(&self) -> &[(String, Var)] {
         &self.named
+    }
+
+    /// The shape PyTorch gives the parameter `name` whose value is `dim` on the tape: the
+    /// 4-D shape of a convolution's weight, `[n]` for a bias or the learned log-variance
+    /// (`1 x n`), else `dim`.
+    pub fn stored_shape(&self, name: &str, dim: (usize, usize)) -> Vec<usize> {
+        if let Some((_, s)) = self.shapes.iter().find(|(n, _)| n == name) {
+            return s.clone();
+        }
+        if dim.0 == 1 && !name.ends_with(".weight") {
+            vec![dim.1]
+        } else {
+            vec![dim.0, dim.1]
+        }
     }
 
     /// Every parameter, in the order of [`Vae::named_params`].

@@ -43,11 +43,13 @@
 
 mod activation;
 pub mod adam_kernel;
+mod conv;
 mod layer;
 mod layers;
 mod optim;
 
 pub use activation::{Activation, ParseActivationError};
+pub use conv::{Conv, ConvGeometry, Sequential};
 pub use layer::{Layer, Named, ParamScope};
 pub use layers::{Linear, Mlp};
 pub use optim::{Adam, AdamConfig, Optimizer, Sgd};

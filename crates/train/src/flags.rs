@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use vae_model::{Bound, Likelihood};
+use vae_model::{Arch, Bound, Likelihood};
 use vae_nn::Activation;
 use vae_trainer::LrSchedule;
 
@@ -36,7 +36,15 @@ pub struct TrainArgs {
     /// Adam's learning rate.
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    /// Hidden layer widths of the encoder, comma-separated (the decoder mirrors them).
+    /// The layers before the dense ones: mlp (none), or conv: and comma-separated
+    /// convolutions CHANNELS[kKERNEL][sSTRIDE][pPADDING] (kernel 3, stride 1, "same" padding
+    /// by default), each followed by --activation; the decoder mirrors them with transposed
+    /// convolutions back to the image's shape. The Keras example's model: --arch
+    /// conv:32k3s2,64k3s2 --hidden 16 --latent 2.
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// Hidden layer widths of the encoder, comma-separated (the decoder mirrors them; after
+    /// convolutions, without the last: z goes straight to the convolutions' shape).
     #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub hidden: Option<Vec<usize>>,
     /// Latent dimensions; a comma-separated list gives several stochastic layers, z1 first
@@ -198,7 +206,7 @@ macro_rules! as_flag_by_display {
         }
     )*};
 }
-as_flag_by_display!(usize, u64, Activation, LrSchedule, Bound);
+as_flag_by_display!(usize, u64, Activation, LrSchedule, Bound, Arch);
 
 impl AsFlag for f64 {
     fn as_flag(&self) -> Option<String> {
@@ -259,6 +267,7 @@ macro_rules! recipe_flags {
 }
 
 recipe_flags! {
+    arch => model.arch,
     hidden => model.hidden,
     latent => model.latent,
     upper_hidden => model.upper_hidden,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use vae_data::{FolderOptions, ImageShape, Limits, NpzKeys, OpenOptions};
-use vae_model::{Bound, ConfigError, LevelConfig, Likelihood, Objective, VaeConfig};
+use vae_model::{Arch, Bound, ConfigError, LevelConfig, Likelihood, Objective, VaeConfig};
 use vae_nn::{Activation, AdamConfig};
 use vae_trainer::{LrSchedule, TrainConfig};
 
@@ -42,6 +42,8 @@ pub struct RunConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelRecipe {
+    /// Convolutions before the dense layers (`mlp`: none).
+    pub arch: Arch,
     /// Hidden widths of the encoder (the decoder mirrors them).
     pub hidden: Vec<usize>,
     /// Latent dimensions of each stochastic layer, z1 first.
@@ -198,6 +200,7 @@ impl Default for ModelRecipe {
     fn default() -> Self {
         let m = VaeConfig::reference();
         ModelRecipe {
+            arch: m.arch,
             hidden: m.hidden,
             latent: vec![m.latent],
             upper_hidden: vec![100, 100],
@@ -342,7 +345,12 @@ impl RunConfig {
                 format!("must be at least 1 (for each stochastic layer), got {:?}", m.latent),
             ));
         }
-        let model = self.model_config(ImageShape::grey(1, 1));
+        // The architecture is checked against the data's shape when it is known
+        // (`settle_for`).
+        let model = VaeConfig {
+            arch: Arch::Mlp,
+            ..self.model_config(ImageShape::grey(1, 1))
+        };
         model.validate()?;
         self.objective(t.beta).validate(&model)?;
         if !(t.warmup.is_finite() && t.warmup >= 0.0) {
@@ -408,6 +416,7 @@ impl RunConfig {
         VaeConfig {
             input: shape.len(),
             shape: Some(shape),
+            arch: m.arch.clone(),
             hidden: m.hidden.clone(),
             latent: m.latent.first().copied().unwrap_or(0),
             activation: m.activation,
@@ -445,6 +454,13 @@ impl RunConfig {
         } else {
             Likelihood::Bernoulli
         });
+        if table && !self.model.arch.is_mlp() {
+            return Err(RecipeError::new(
+                "arch",
+                "convolutions run on images: a table's rows are vectors (use mlp)",
+            ));
+        }
+        self.model_config(data.train.shape).validate()?;
         if table && self.training.binarize {
             return Err(RecipeError::new(
                 "binarize",

@@ -113,6 +113,7 @@ fn a_one_level_gaussian_model() {
         likelihood: Likelihood::Gaussian { variance: None },
         upper: vec![],
         shape: None,
+        arch: Default::default(),
     });
 }
 
@@ -136,6 +137,7 @@ fn a_three_level_bernoulli_model() {
                 },
             ],
             shape: None,
+            arch: Default::default(),
         });
     }
 }

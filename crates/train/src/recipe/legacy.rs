@@ -99,6 +99,7 @@ impl From<FlatFlags> for RunConfig {
     fn from(f: FlatFlags) -> Self {
         RunConfig {
             model: ModelRecipe {
+                arch: Default::default(),
                 hidden: f.hidden,
                 latent: f.latent,
                 upper_hidden: f.upper_hidden,
