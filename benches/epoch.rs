@@ -4,7 +4,11 @@
 //!   epochs of the 60,000 MNIST training images;
 //! - `iwae2`: the two-stochastic-layer IWAE of docs/quality.md (784-200-200-100-100-100-50,
 //!   tanh, K = 5, DReG, dynamically binarized, batch 100, Adam eps 1e-4), on the first
-//!   10,000 training images per iteration.
+//!   10,000 training images per iteration;
+//! - `keras-conv`: the Keras example's convolutional VAE (`--arch conv:32k3s2,64k3s2 --hidden
+//!   16 --latent 2`: two stride-2 convolutions, a dense 16, a 2-d latent, a dense decoder
+//!   layer and three transposed convolutions; ReLU, Bernoulli, batch 128, Adam), on the first
+//!   5,120 training images per iteration.
 //!
 //! and, at the best level, the reference model on the matrixmultiply backend (the GEMM the
 //! engine used before its own kernels). Criterion's throughput is in images per second. At
@@ -19,7 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use vae::data::{BatchConfig, Batches, Dataset};
+use vae::data::{BatchConfig, Batches, Dataset, ImageShape};
 use vae::linalg::{Backend, force_backend, fpenv, simd, team};
 use vae::model::{Bound, LevelConfig, Objective, Vae, VaeConfig};
 use vae::nn::{Activation, Adam, AdamConfig, Optimizer};
@@ -34,6 +38,35 @@ struct Model {
     binarize: bool,
     /// Images per timed iteration (`None`: the whole training set).
     subset: Option<usize>,
+    /// Flops per training image, when [`flops_per_image`]'s dense count does not apply.
+    flops: Option<f64>,
+}
+
+/// The Keras example's model: its multiply-adds per image by layer, with whether the
+/// layer's input needs a gradient (all but the first): 2 flops each forward, as many for
+/// the weight gradient and for the input gradient. Convolutions: weight elements times
+/// window positions (the output's pixels for a convolution, the input's for a transposed
+/// one).
+fn keras_conv() -> (VaeConfig, f64) {
+    let config = VaeConfig {
+        input: 784,
+        hidden: vec![16],
+        latent: 2,
+        shape: Some(ImageShape::grey(28, 28)),
+        arch: "conv:32k3s2,64k3s2".parse().unwrap(),
+        ..VaeConfig::reference()
+    };
+    let macs = [
+        (32 * 9 * 14 * 14, false),      // encoder.0: 1 -> 32, 28x28 -> 14x14
+        (64 * 32 * 9 * 7 * 7, true),    // encoder.1: 32 -> 64, 14x14 -> 7x7
+        (3136 * 16 + 2 * 16 * 2, true), // encoder.2, mu, logvar
+        (2 * 3136, true),               // decoder.0
+        (64 * 64 * 9 * 7 * 7, true),    // decoder.1: 64 -> 64, 7x7 -> 14x14
+        (64 * 32 * 9 * 14 * 14, true),  // decoder.2: 64 -> 32, 14x14 -> 28x28
+        (32 * 9 * 28 * 28, true),       // decoder.out: 32 -> 1, 28x28
+    ];
+    let flops = macs.iter().map(|&(m, xg)| 2 * m * (2 + xg as usize)).sum::<usize>();
+    (config, flops as f64)
 }
 
 fn models() -> Vec<Model> {
@@ -50,6 +83,7 @@ fn models() -> Vec<Model> {
         shape: None,
         arch: Default::default(),
     };
+    let keras = keras_conv();
     vec![
         Model {
             name: "reference",
@@ -59,6 +93,7 @@ fn models() -> Vec<Model> {
             batch: 128,
             binarize: false,
             subset: None,
+            flops: None,
         },
         Model {
             name: "iwae2",
@@ -76,6 +111,17 @@ fn models() -> Vec<Model> {
             batch: 100,
             binarize: true,
             subset: Some(10_000),
+            flops: None,
+        },
+        Model {
+            name: "keras-conv",
+            config: keras.0,
+            objective: Objective::default(),
+            adam: AdamConfig::default(),
+            batch: 128,
+            binarize: false,
+            subset: Some(5_120),
+            flops: Some(keras.1),
         },
     ]
 }
@@ -144,7 +190,7 @@ fn bench(c: &mut Criterion) {
     let mut summary = Vec::new();
     for model in models() {
         let images = model.subset.unwrap_or(mnist.train.len()).min(mnist.train.len());
-        let flops = flops_per_image(&model) * images as f64;
+        let flops = model.flops.unwrap_or_else(|| flops_per_image(&model)) * images as f64;
         let mut group = c.benchmark_group(format!("epoch_{}", model.name));
         group
             .throughput(Throughput::Elements(images as u64))

@@ -222,14 +222,9 @@ fn with_buffers<T: Float, R, const K: usize>(
     })
 }
 
-/// A piece's three working buffers (see [`with_buffers`]).
-pub(crate) fn with_scratch<T: Float, R>(
-    a: usize,
-    b: usize,
-    c: usize,
-    f: impl FnOnce(&mut [T], &mut [T], &mut [T]) -> R,
-) -> R {
-    with_buffers(&SCRATCH, [a, b, c], |[x, y, z]| f(x, y, z))
+/// A piece's working buffers of `lens` elements (see [`with_buffers`]).
+pub(crate) fn with_scratch<T: Float, R, const K: usize>(lens: [usize; K], f: impl FnOnce([&mut [T]; K]) -> R) -> R {
+    with_buffers(&SCRATCH, lens, f)
 }
 
 /// The caller's buffer for the per-piece partial gradients.

@@ -97,7 +97,9 @@ impl std::str::FromStr for Arch {
 fn parse_layer(item: &str) -> Result<ConvLayer, String> {
     let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let n = digits(item);
-    let channels: usize = item[..n].parse().map_err(|_| "must start with its channels, e.g. 32k3s2".to_string())?;
+    let channels: usize = item[..n]
+        .parse()
+        .map_err(|_| "must start with its channels, e.g. 32k3s2".to_string())?;
     let (mut kernel, mut stride, mut padding) = (3, 1, None);
     let mut rest = &item[n..];
     while let Some(key) = rest.chars().next() {
@@ -158,7 +160,12 @@ impl ConvPlan {
         for (i, l) in layers.iter().enumerate() {
             let g = geometry(false, c, l.channels, size, l);
             let out = g.out_size().map_err(|e| {
-                err(format!("layer {} ({l}) does not fit its {c}x{}x{} input: {e}", i + 1, size.0, size.1))
+                err(format!(
+                    "layer {} ({l}) does not fit its {c}x{}x{} input: {e}",
+                    i + 1,
+                    size.0,
+                    size.1
+                ))
             })?;
             encoder.push(g);
             (c, size) = (l.channels, out);
@@ -167,7 +174,12 @@ impl ConvPlan {
         for (j, l) in layers.iter().enumerate().rev() {
             let target = encoder[j].in_size;
             let mut g = geometry(true, c, l.channels, size, l);
-            let (h, w) = g.out_size().map_err(|e| err(format!("the transposed convolution mirroring layer {} ({l}): {e}", j + 1)))?;
+            let (h, w) = g.out_size().map_err(|e| {
+                err(format!(
+                    "the transposed convolution mirroring layer {} ({l}): {e}",
+                    j + 1
+                ))
+            })?;
             let pad = |got: usize, want: usize| want.checked_sub(got).filter(|&p| p < l.stride);
             match (pad(h, target.0), pad(w, target.1)) {
                 (Some(ph), Some(pw)) => g.output_padding = (ph, pw),
@@ -222,7 +234,14 @@ impl ConvPlan {
         for (i, g) in self.encoder.iter().enumerate() {
             layers.push(Box::new(conv(scope, &i.to_string(), *g, Some(act), rng, shapes)));
         }
-        layers.push(Box::new(dense(scope, self.encoder.len(), self.flat(), hidden, act, rng)));
+        layers.push(Box::new(dense(
+            scope,
+            self.encoder.len(),
+            self.flat(),
+            hidden,
+            act,
+            rng,
+        )));
         Sequential(layers)
     }
 
@@ -289,7 +308,10 @@ fn dense<T: Float>(
             l
         })
         .collect();
-    Mlp { layers, activation: act }
+    Mlp {
+        layers,
+        activation: act,
+    }
 }
 
 #[cfg(test)]
@@ -307,7 +329,10 @@ mod tests {
         });
         assert_eq!(a, Arch::Conv { layers: want.to_vec() });
         assert_eq!(a.to_string(), "conv:32k3s2,64k3s2");
-        assert_eq!("conv:8k4s2p0,8".parse::<Arch>().unwrap().to_string(), "conv:8k4s2p0,8k3s1");
+        assert_eq!(
+            "conv:8k4s2p0,8".parse::<Arch>().unwrap().to_string(),
+            "conv:8k4s2p0,8k3s1"
+        );
         assert_eq!("MLP".parse::<Arch>(), Ok(Arch::Mlp));
         for (bad, says) in [
             ("conv", "expected mlp or conv:LAYERS"),

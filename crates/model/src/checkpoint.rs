@@ -212,7 +212,13 @@ impl Loaded {
 
     /// The tensor `name`, which must be shaped `shape`, as the `rows x cols` matrix of its
     /// values in order (a convolution's 4-D weight with its last three axes flattened).
-    pub fn shaped(&self, name: &str, shape: &[usize], rows: usize, cols: usize) -> Result<Array2<f32>, CheckpointError> {
+    pub fn shaped(
+        &self,
+        name: &str,
+        shape: &[usize],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Array2<f32>, CheckpointError> {
         debug_assert_eq!(shape.iter().product::<usize>(), rows * cols);
         if shape.len() != 4 {
             return self.matrix(name, rows, cols);

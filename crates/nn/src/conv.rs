@@ -139,7 +139,13 @@ mod tests {
         let mut scope = ParamScope::new(&mut t, &mut named);
         let mut rng = StdRng::seed_from_u64(0);
         let mut enc = scope.child("encoder");
-        let conv = Conv::new(&mut enc.child("0"), geometry(false, 1, 4, 8), Some(Activation::Tanh), &mut rng).unwrap();
+        let conv = Conv::new(
+            &mut enc.child("0"),
+            geometry(false, 1, 4, 8),
+            Some(Activation::Tanh),
+            &mut rng,
+        )
+        .unwrap();
         let up = Conv::new(&mut enc.child("1"), geometry(true, 4, 2, 4), None, &mut rng).unwrap();
         let net = Sequential(vec![Box::new(conv.clone()), Box::new(up.clone())]);
         assert_eq!(t.dim(conv.weight), (4, 9));
@@ -153,12 +159,20 @@ mod tests {
         let names: Vec<String> = Layer::<f64>::named(&net).into_iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
-            ["encoder.0.weight", "encoder.0.bias", "encoder.1.weight", "encoder.1.bias"]
+            [
+                "encoder.0.weight",
+                "encoder.0.bias",
+                "encoder.1.weight",
+                "encoder.1.bias"
+            ]
         );
         assert_eq!(net.output_width(64), 2 * 8 * 8);
         for detached in [false, true] {
             t.reset();
-            let x = t.leaf(Array2::from_shape_fn((3, 64), |(i, j)| ((i * 7 + j) as f64 * 0.1).sin()).view(), true);
+            let x = t.leaf(
+                Array2::from_shape_fn((3, 64), |(i, j)| ((i * 7 + j) as f64 * 0.1).sin()).view(),
+                true,
+            );
             let y = if detached {
                 net.forward_detached(&mut t, x)
             } else {

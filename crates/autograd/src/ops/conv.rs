@@ -267,36 +267,30 @@ fn forward<T: Float>(
         // SAFETY: the pieces' rows are disjoint rows of `out`.
         let o = unsafe { rows_mut(base, &r, out_len) };
         let (rows, cols) = (win.rows(), k * p);
-        with_scratch(rows * cols, ch * cols, k * out_len, |unfolded, m, y| {
+        let lens = [rows * cols, ch * cols, k * out_len];
+        with_scratch(lens, |[unfolded, m, y]| {
             if geom.transposed {
                 gather(xs, k, ch, p, m);
-                gemm_with(
-                    seq,
-                    T::one(),
-                    w.t(),
-                    mat(m, ch, cols),
-                    T::zero(),
-                    mat_mut(unfolded, rows, cols),
-                );
+                let x = mat(m, ch, cols);
+                gemm_with(seq, T::one(), w.t(), x, T::zero(), mat_mut(unfolded, rows, cols));
                 y.fill(T::zero());
                 win.col2im_add(unfolded, k, y);
                 add_channel_bias(y, b, out_len / geom.out_channels);
                 store(act, y, o);
             } else {
                 win.im2col(xs, k, unfolded);
-                gemm_with(
-                    seq,
-                    T::one(),
-                    w,
-                    mat(unfolded, rows, cols),
-                    T::zero(),
-                    mat_mut(m, ch, cols),
-                );
+                let u = mat(unfolded, rows, cols);
+                gemm_with(seq, T::one(), w, u, T::zero(), mat_mut(m, ch, cols));
+                // The bias on each channel's row, then each image's plane of it stored
+                // (activated) into the image's output row.
                 for (row, &bias) in m.chunks_exact_mut(cols).zip(b) {
                     row.iter_mut().for_each(|v| *v = *v + bias);
                 }
-                scatter(m, k, ch, p, y, false);
-                store(act, y, o);
+                for j in 0..k {
+                    for c in 0..ch {
+                        store(act, &m[(c * k + j) * p..][..p], &mut o[(j * ch + c) * p..][..p]);
+                    }
+                }
             }
         });
     });
@@ -357,7 +351,8 @@ pub(super) fn conv_backward<T: Float>(
                 add_channel_sums(gs, pb, out_len / geom.out_channels);
             }
             let (rows, cols) = (win.rows(), k * p);
-            with_scratch(rows * cols, ch * cols, 0, |unfolded, m, _| {
+            let lens = [rows * cols, ch * cols];
+            with_scratch(lens, |[unfolded, m]| {
                 let pw = mat_mut(pw, wr, wc);
                 if geom.transposed {
                     win.im2col(gs, k, unfolded);
