@@ -1,6 +1,8 @@
 """Loads a vae-train checkpoint with the `safetensors` package and numpy alone, rebuilds the
-encoder and decoder (every stochastic layer) from the configuration in its header, reconstructs the first test images,
-and compares them with what `vae-train reconstruct --csv` wrote.
+encoder and decoder (every stochastic layer; dense or convolutional, the convolutions written
+here from PyTorch's definitions of Conv2d and ConvTranspose2d) from the configuration in its
+header, reconstructs the first test images, and compares them with what
+`vae-train reconstruct --csv` wrote.
 
 Usage: python check_checkpoint.py RUN_DIR RECONSTRUCTIONS_CSV [DATA_DIR]
 Exits non-zero if any pixel differs by more than 1e-5."""
@@ -37,6 +39,90 @@ def activation(spec):
     raise SystemExit(f"unknown activation {spec}")
 
 
+def conv2d(x, w, b, stride, pad):
+    """PyTorch's Conv2d: x [N, C, H, W], w [O, C, kh, kw], in float64."""
+    n, _, h, wd = x.shape
+    _, _, kh, kw = w.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    out = np.zeros((n, w.shape[0], oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i: i + stride * oh: stride, j: j + stride * ow: stride]
+            out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j].astype(np.float64))
+    return out + b[None, :, None, None]
+
+
+def conv_transpose2d(x, w, b, stride, pad, out_pad):
+    """PyTorch's ConvTranspose2d: x [N, C, H, W], w [C, O, kh, kw], in float64."""
+    n, _, h, wd = x.shape
+    _, o, kh, kw = w.shape
+    full = np.zeros((n, o, (h - 1) * stride + kh + out_pad, (wd - 1) * stride + kw + out_pad))
+    for i in range(kh):
+        for j in range(kw):
+            full[:, :, i: i + stride * h: stride, j: j + stride * wd: stride] += np.einsum(
+                "nchw,co->nohw", x.astype(np.float64), w[:, :, i, j].astype(np.float64))
+    oh, ow = (h - 1) * stride - 2 * pad + kh + out_pad, (wd - 1) * stride - 2 * pad + kw + out_pad
+    return full[:, :, pad: pad + oh, pad: pad + ow] + b[None, :, None, None]
+
+
+def conv_layers(config):
+    """The convolutions of a conv model's configuration (None for a dense model)."""
+    arch = config.get("arch", {"kind": "mlp"})
+    return arch["layers"] if arch["kind"] == "conv" else None
+
+
+def linear_of(t):
+    def linear(x, name):  # PyTorch's nn.Linear: x W^T + b, W is [out, in]
+        return x @ t[f"{name}.weight"].T + t[f"{name}.bias"]
+    return linear
+
+
+def encoder_trunk(t, config, x, act):
+    """The first encoder's hidden layers on the rows x: convolutions (if any), then dense."""
+    linear, layers, first = linear_of(t), conv_layers(config), 0
+    h = x
+    if layers is not None:
+        s = config["shape"]
+        h = h.reshape(len(h), s["channels"], s["height"], s["width"])
+        for i, layer in enumerate(layers):
+            h = act(conv2d(h, t[f"encoder.{i}.weight"], t[f"encoder.{i}.bias"], layer["stride"], layer["padding"]))
+        h, first = h.reshape(len(h), -1), len(layers)
+    for i in range(first, first + len(config["hidden"])):
+        h = act(linear(h, f"encoder.{i}"))
+    return h
+
+
+def decoder_rows(t, config, z, act):
+    """decoder.out's output (logits or means) of the first level's z, as rows: dense layers
+    then, for a conv model, the transposed convolutions mirroring the encoder's, each back to
+    the size its convolution read (the output padding that makes it so), and decoder.out."""
+    linear, layers = linear_of(t), conv_layers(config)
+    if layers is None:
+        for i in range(len(config["hidden"])):
+            z = act(linear(z, f"decoder.{i}"))
+        return linear(z, "decoder.out")
+    nd = len(config["hidden"])
+    for i in range(nd):
+        z = act(linear(z, f"decoder.{i}"))
+    s = config["shape"]
+    sizes = [(s["height"], s["width"])]
+    for layer in layers:  # the size each convolution puts out
+        k, st, p = layer["kernel"], layer["stride"], layer["padding"]
+        sizes.append(tuple((v + 2 * p - k) // st + 1 for v in sizes[-1]))
+    h = z.reshape(len(z), layers[-1]["channels"], *sizes[-1])
+    for j, i in enumerate(reversed(range(len(layers)))):
+        k, st, p = layers[i]["kernel"], layers[i]["stride"], layers[i]["padding"]
+        got = (h.shape[2] - 1) * st - 2 * p + k
+        out_pad = sizes[i][0] - got
+        assert 0 <= out_pad < st and sizes[i][1] - ((h.shape[3] - 1) * st - 2 * p + k) == out_pad
+        name = f"decoder.{nd + j}"
+        h = act(conv_transpose2d(h, t[f"{name}.weight"], t[f"{name}.bias"], st, p, out_pad))
+    k = layers[0]["kernel"]
+    h = conv_transpose2d(h, t["decoder.out.weight"], t["decoder.out.bias"], 1, (k - 1) // 2, 0)
+    return h.reshape(len(h), -1)
+
+
 def main():
     run_dir, csv = sys.argv[1], sys.argv[2]
     data_dir = sys.argv[3] if len(sys.argv) > 3 else "data/mnist"
@@ -45,9 +131,7 @@ def main():
         table = json.loads(f.metadata()["data.table"]) if "data.table" in f.metadata() else None
         t = {k: f.get_tensor(k) for k in f.keys()}
     act = activation(config["activation"])
-
-    def linear(x, name):  # PyTorch's nn.Linear: x W^T + b, W is [out, in]
-        return x @ t[f"{name}.weight"].T + t[f"{name}.bias"]
+    linear = linear_of(t)
 
     if table is not None:
         # A table: the third argument is the inputs (`reconstruct --inputs-csv`), in the
@@ -67,9 +151,7 @@ def main():
     else:
         want = np.loadtxt(csv, delimiter=",", dtype=np.float32, ndmin=2)
         x = idx_images(f"{data_dir}/t10k-images-idx3-ubyte.gz")[: len(want)]
-    h = x
-    for i in range(len(config["hidden"])):
-        h = act(linear(h, f"encoder.{i}"))
+    h = encoder_trunk(t, config, x, act)
     z = linear(h, "encoder.mu")  # reconstruct = decode(posterior mean)
     upper = config.get("upper", [])  # stochastic layers above the first, level 2 first
     for level, layer in enumerate(upper, start=2):
@@ -80,9 +162,7 @@ def main():
         for i in range(len(layer["hidden"])):
             z = act(linear(z, f"decoder{level}.{i}"))
         z = linear(z, f"decoder{level}.mu")  # the mean of p(z_(l-1) | z_l)
-    for i in range(len(config["hidden"])):
-        z = act(linear(z, f"decoder.{i}"))
-    out = linear(z, "decoder.out")
+    out = decoder_rows(t, config, z, act)
     if config["likelihood"]["kind"] == "bernoulli":
         out = 1 / (1 + np.exp(-out))
     if table is not None:

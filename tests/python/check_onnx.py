@@ -16,7 +16,7 @@ import onnxruntime as ort
 from safetensors import safe_open
 
 sys.path.insert(0, os.path.dirname(__file__))
-from check_checkpoint import activation, idx_images  # noqa: E402
+from check_checkpoint import activation, encoder_trunk, idx_images  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -60,8 +60,11 @@ def main():
     ]
     h, errs = x, []
     for level, (prefix, n) in enumerate(levels, start=1):
-        for i in range(n):
-            h = act(linear(h, f"{prefix}.{i}"))
+        if level == 1:
+            h = encoder_trunk(t, config, h, act)
+        else:
+            for i in range(n):
+                h = act(linear(h, f"{prefix}.{i}"))
         mu, lv = linear(h, f"{prefix}.mu"), linear(h, f"{prefix}.logvar")
         errs += [worst(got[f"mu{level}"], mu), worst(got[f"logvar{level}"], lv)]
         h = mu

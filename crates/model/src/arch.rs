@@ -128,7 +128,8 @@ fn parse_layer(item: &str) -> Result<ConvLayer, String> {
 
 /// The shapes of every convolution of a convolutional VAE, checked before any parameter
 /// is created: the encoder's, the decoder's transposed ones, and its output layer.
-pub(crate) struct ConvPlan {
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvPlan {
     encoder: Vec<ConvGeometry>,
     decoder: Vec<ConvGeometry>,
     out: ConvGeometry,
@@ -151,6 +152,36 @@ impl ConvPlan {
     /// The plan for images of `shape` through `layers`, or an error naming the layer
     /// where the shapes stop fitting.
     pub fn new(shape: ImageShape, layers: &[ConvLayer]) -> Result<Self, ConfigError> {
+        Self::plan(shape, layers)
+    }
+
+    /// The plan of a model's configuration (`None` for a dense model).
+    pub fn of(config: &crate::VaeConfig) -> Option<Result<Self, ConfigError>> {
+        let Arch::Conv { layers } = &config.arch else { return None };
+        let shape = config.shape.ok_or(ConfigError {
+            field: "arch",
+            message: "needs the images' shape".into(),
+        });
+        Some(shape.and_then(|s| Self::plan(s, layers)))
+    }
+
+    /// The encoder's convolutions, input side first.
+    pub fn encoder_convs(&self) -> &[ConvGeometry] {
+        &self.encoder
+    }
+
+    /// The decoder's transposed convolutions (`decoder.<dense layers>`, ...), before its
+    /// output layer.
+    pub fn decoder_convs(&self) -> &[ConvGeometry] {
+        &self.decoder
+    }
+
+    /// The decoder's output layer (`decoder.out`).
+    pub fn output_conv(&self) -> &ConvGeometry {
+        &self.out
+    }
+
+    fn plan(shape: ImageShape, layers: &[ConvLayer]) -> Result<Self, ConfigError> {
         let err = |message: String| ConfigError { field: "arch", message };
         let first = *layers
             .first()
@@ -222,7 +253,7 @@ impl ConvPlan {
     /// The encoder's trunk in `scope`: the convolutions (`0`, `1`, ...), each followed by
     /// `act`, then dense layers of the `hidden` widths. The weights' PyTorch shapes are
     /// appended to `shapes`.
-    pub fn encoder<T: Float>(
+    pub(crate) fn encoder<T: Float>(
         &self,
         scope: &mut ParamScope<T>,
         hidden: &[usize],
@@ -248,7 +279,7 @@ impl ConvPlan {
     /// The decoder in `scope`: dense layers from `latent` to the last convolution's output
     /// (the `hidden` widths reversed, without the last), the transposed convolutions, and
     /// the output layer (`out`, no activation).
-    pub fn decoder<T: Float>(
+    pub(crate) fn decoder<T: Float>(
         &self,
         scope: &mut ParamScope<T>,
         hidden: &[usize],

@@ -41,6 +41,6 @@ pub mod checkpoint;
 mod config;
 mod vae;
 
-pub use arch::{Arch, ConvLayer};
+pub use arch::{Arch, ConvLayer, ConvPlan};
 pub use config::{Bound, ConfigError, LevelConfig, Likelihood, Objective, VaeConfig};
 pub use vae::{LossSums, Step, Vae};

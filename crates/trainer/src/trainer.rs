@@ -628,7 +628,8 @@ impl<'d> Trainer<'d> {
         let named: Vec<_> = self.model.named_params().to_vec();
         for (i, (name, v)) in named.iter().enumerate() {
             let (r, c) = self.model.tape().dim(*v);
-            let w = state.matrix(&format!("model.{name}"), r, c)?;
+            let shape = self.model.stored_shape(name, (r, c));
+            let w = state.shaped(&format!("model.{name}"), &shape, r, c)?;
             self.model.tape_mut().param_mut(*v).assign(&w);
             let (mut m, mut vv) = self.adam.moments_mut(i);
             m.assign(&state.matrix(&format!("adam.m.{name}"), r, c)?);

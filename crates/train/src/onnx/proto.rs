@@ -114,7 +114,10 @@ pub struct AttributeProto {
     /// An integer value.
     #[prost(int64, tag = "3")]
     pub i: i64,
-    /// Which value is set ([`ATTRIBUTE_FLOAT`], [`ATTRIBUTE_INT`]).
+    /// Integer values.
+    #[prost(int64, repeated, tag = "8")]
+    pub ints: Vec<i64>,
+    /// Which value is set ([`ATTRIBUTE_FLOAT`], [`ATTRIBUTE_INT`], [`ATTRIBUTE_INTS`]).
     #[prost(int32, tag = "20")]
     pub r#type: i32,
 }
@@ -123,14 +126,16 @@ pub struct AttributeProto {
 pub const ATTRIBUTE_FLOAT: i32 = 1;
 /// `AttributeProto.AttributeType.INT`.
 pub const ATTRIBUTE_INT: i32 = 2;
+/// `AttributeProto.AttributeType.INTS`.
+pub const ATTRIBUTE_INTS: i32 = 7;
 
-/// `onnx.TensorProto` (float tensors, little-endian raw data).
+/// `onnx.TensorProto` (float tensors, or int64 shapes; little-endian raw data).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TensorProto {
     /// The shape.
     #[prost(int64, repeated, tag = "1")]
     pub dims: Vec<i64>,
-    /// The element type ([`FLOAT`]).
+    /// The element type ([`FLOAT`], or [`INT64`] for shapes).
     #[prost(int32, tag = "2")]
     pub data_type: i32,
     /// The tensor's name (what nodes refer to).
@@ -143,6 +148,8 @@ pub struct TensorProto {
 
 /// `TensorProto.DataType.FLOAT`.
 pub const FLOAT: i32 = 1;
+/// `TensorProto.DataType.INT64`.
+pub const INT64: i32 = 7;
 
 /// `onnx.ValueInfoProto`: a graph input's or output's name and type.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -169,7 +176,7 @@ pub struct TypeProto {
 /// `onnx.TypeProto.Tensor`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TensorTypeProto {
-    /// The element type ([`FLOAT`]).
+    /// The element type ([`FLOAT`], or [`INT64`] for shapes).
     #[prost(int32, tag = "1")]
     pub elem_type: i32,
     /// The shape.
