@@ -157,7 +157,9 @@ impl ConvPlan {
 
     /// The plan of a model's configuration (`None` for a dense model).
     pub fn of(config: &crate::VaeConfig) -> Option<Result<Self, ConfigError>> {
-        let Arch::Conv { layers } = &config.arch else { return None };
+        let Arch::Conv { layers } = &config.arch else {
+            return None;
+        };
         let shape = config.shape.ok_or(ConfigError {
             field: "arch",
             message: "needs the images' shape".into(),

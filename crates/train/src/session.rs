@@ -392,7 +392,10 @@ fn describe(model: &Vae<f32>) -> String {
         widths.extend(&l.hidden);
         widths.push(l.latent);
     }
-    let widths: Vec<String> = widths.iter().map(|h| h.to_string()).collect();
+    let mut widths: Vec<String> = widths.iter().map(|h| h.to_string()).collect();
+    if !c.arch.is_mlp() {
+        widths.insert(1, c.arch.to_string());
+    }
     let levels = match c.levels() {
         1 => String::new(),
         n => format!(", {n} stochastic layers"),
