@@ -2,7 +2,7 @@
 prints the median seconds per epoch of both, their images/s and GFLOP/s, their ratio, and the
 loss after the last epoch. Not part of CI.
 
-Usage: python3 benches/compare_pytorch.py [--model reference|iwae2] [--threads 2] [--epochs E]
+Usage: python3 benches/compare_pytorch.py [--model reference|iwae2|keras-conv] [--threads 2] [--epochs E]
                                           [--subset N | --max-batches M] [--simd LEVEL] [--install]
   --model     reference (default): the reference VAE (784-400-20, ReLU, batch 128, Adam lr 1e-3,
               seed 1), benches/torch_vae.py against vae-train with its default flags; the loss
@@ -13,10 +13,16 @@ Usage: python3 benches/compare_pytorch.py [--model reference|iwae2] [--threads 2
               the DReG encoder gradient, Adam lr 1e-3 eps 1e-4), benches/torch_iwae.py against
               vae-train with the same flags (IWAE_FLAGS below); the loss shown is the training
               -IWAE(k=5).
-  --epochs    epochs of each side [default: 10 for reference, 1 for iwae2].
-  --subset    iwae2 only: train each epoch on N images (a multiple of 100): vae-train --subset N,
-              torch_iwae.py --max-batches N/100, so that an epoch is short.
-  --max-batches  iwae2 only: the same as --subset 100*M.
+              keras-conv: the Keras example's convolutional VAE (Conv2D 32 and 64, 3x3, stride 2,
+              Dense 16, a 2-d latent, Dense 7x7x64 and three transposed convolutions; ReLU,
+              Bernoulli, batch 128, Adam lr 1e-3), benches/torch_keras_conv.py against
+              vae-train --arch conv:32k3s2,64k3s2 --hidden 16 --latent 2; the loss shown is the
+              test -ELBO.
+  --epochs    epochs of each side [default: 10 for reference, 1 for iwae2 and keras-conv].
+  --subset    iwae2 and keras-conv: train each epoch on N images (a multiple of the batch size):
+              vae-train --subset N, the PyTorch script's --max-batches N/batch, so that an epoch
+              is short.
+  --max-batches  iwae2 and keras-conv: the same as --subset batch*M.
   --simd      avx512, avx2 or scalar: force vae-train to this level (VAE_SIMD) and hold
               PyTorch to the same instruction set (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS,
               ONEDNN_MAX_CPU_ISA), as a user of a machine with only that level would see it.
@@ -25,7 +31,7 @@ Usage: python3 benches/compare_pytorch.py [--model reference|iwae2] [--threads 2
               torch and numpy into it first (about 5 GiB, a few minutes).
 Besides images/s it prints each side's effective GFLOP/s: the flops of the epoch's matrix
 products (3.28 MFLOP per image for the reference 784-400-20, 10.16 MFLOP for iwae2 with K = 5;
-see flops_per_image) over the training seconds."""
+39.85 MFLOP for keras-conv; see flops_per_image and KERAS_CONV_FLOPS) over the training seconds."""
 import argparse
 import os
 import re
@@ -36,12 +42,12 @@ import tempfile
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
-ap.add_argument("--model", choices=["reference", "iwae2"], default="reference")
+ap.add_argument("--model", choices=["reference", "iwae2", "keras-conv"], default="reference")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--epochs", type=int, help="default: 10 for reference, 1 for iwae2")
 short = ap.add_mutually_exclusive_group()
-short.add_argument("--subset", type=int, help="iwae2: train on N images per epoch (a multiple of 100)")
-short.add_argument("--max-batches", type=int, help="iwae2: train on M batches of 100 per epoch")
+short.add_argument("--subset", type=int, help="iwae2, keras-conv: train on N images per epoch (a multiple of the batch)")
+short.add_argument("--max-batches", type=int, help="iwae2, keras-conv: train on M batches per epoch")
 ap.add_argument("--venv", default="/tmp/torch-venv")
 ap.add_argument("--install", action="store_true")
 ap.add_argument("--simd", choices=["avx512", "avx2", "scalar"])
@@ -54,17 +60,20 @@ if args.epochs < 1 or args.threads < 1:
 TRAIN_IMAGES = 60000
 IWAE_K = 5  # --samples of vae-train, --k of torch_iwae.py
 IWAE_BATCH = 100
+KERAS_BATCH = 128
+KERAS_FLAGS = ["--arch", "conv:32k3s2,64k3s2", "--hidden", "16", "--latent", "2"]
 IWAE_FLAGS = ["--binarize", "--hidden", "200,200", "--latent", "100,50", "--upper-hidden", "100,100",
               "--activation", "tanh", "--batch-size", str(IWAE_BATCH), "--objective", "iwae",
               "--samples", str(IWAE_K), "--dreg", "--lr", "1e-3", "--adam-eps", "1e-4"]
 
+BATCH = KERAS_BATCH if args.model == "keras-conv" else IWAE_BATCH
 if args.max_batches is not None:
-    args.subset = args.max_batches * IWAE_BATCH
+    args.subset = args.max_batches * BATCH
 if args.subset is not None:
-    if args.model != "iwae2":
-        ap.error("--subset and --max-batches apply to --model iwae2 only")
-    if args.subset < IWAE_BATCH or args.subset % IWAE_BATCH:
-        ap.error(f"--subset must be a positive multiple of the batch size {IWAE_BATCH}")
+    if args.model == "reference":
+        ap.error("--subset and --max-batches apply to --model iwae2 and keras-conv only")
+    if args.subset < BATCH or args.subset % BATCH:
+        ap.error(f"--subset must be a positive multiple of the batch size {BATCH}")
     args.subset = min(args.subset, TRAIN_IMAGES)
 images = args.subset or TRAIN_IMAGES  # training images per epoch, on both sides
 
@@ -112,7 +121,15 @@ def iwae2_layers(k):
 # 3 * forward - 2*784*400 = 3.28 MFLOP.
 REFERENCE_LAYERS = [(784, 400, 1, 1, 0), (400, 20, 1, 1, 1), (400, 20, 1, 1, 1), (20, 400, 1, 1, 1),
                     (400, 784, 1, 1, 1)]
-FLOPS_PER_IMAGE = flops_per_image(REFERENCE_LAYERS if args.model == "reference" else iwae2_layers(IWAE_K))
+# The Keras example's model (multiply-adds per image, as benches/epoch.rs counts them): the
+# convolutions' weight elements times their window positions, each layer's forward, weight
+# gradient and (but the first) input gradient.
+KERAS_CONV_MACS = [(32 * 9 * 14 * 14, False), (64 * 32 * 9 * 7 * 7, True), (3136 * 16 + 2 * 16 * 2, True),
+                   (2 * 3136, True), (64 * 64 * 9 * 7 * 7, True), (64 * 32 * 9 * 14 * 14, True),
+                   (32 * 9 * 28 * 28, True)]
+KERAS_CONV_FLOPS = sum(2 * m * (2 + xg) for m, xg in KERAS_CONV_MACS)
+FLOPS_PER_IMAGE = {"reference": flops_per_image(REFERENCE_LAYERS), "iwae2": flops_per_image(iwae2_layers(IWAE_K)),
+                   "keras-conv": KERAS_CONV_FLOPS}[args.model]
 
 python = os.path.join(args.venv, "bin", "python")
 if args.install:
@@ -158,6 +175,12 @@ with tempfile.TemporaryDirectory() as tmp:
         loss_name = "test -ELBO"
         torch_rows = run([python, "benches/torch_vae.py", *threads, *epochs], TORCH_VAE_RE)
         ours = run(ours_cmd, OURS_ELBO_RE)
+    elif args.model == "keras-conv":
+        loss_name = "test -ELBO"
+        short_torch = ["--max-batches", str(images // KERAS_BATCH)] if args.subset else []
+        short_ours = ["--subset", str(images)] if args.subset else []
+        torch_rows = run([python, "benches/torch_keras_conv.py", *threads, *epochs, *short_torch], TORCH_VAE_RE)
+        ours = run([*ours_cmd[:1], *KERAS_FLAGS, *ours_cmd[1:], *short_ours], OURS_ELBO_RE)
     else:
         loss_name = f"train -IWAE(k={IWAE_K})"
         short_torch = ["--max-batches", str(images // IWAE_BATCH)] if args.subset else []
