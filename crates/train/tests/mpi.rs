@@ -155,6 +155,37 @@ fn two_ranks_train_iwae_with_two_layers_as_one_process() {
 }
 
 #[test]
+fn two_ranks_train_a_conv_model_as_one_process() {
+    // Each rank runs its shard through the convolutions (cut into pieces by the shard's own
+    // size); the gradients are added across ranks as for the dense layers.
+    let (one, two) = (tmp("one-conv"), tmp("two-conv"));
+    let args = |dir: &Path| {
+        let mut a = train_args(dir, 2);
+        a.extend(
+            [
+                "--arch",
+                "conv:4k3s2,8k3s2",
+                "--hidden",
+                "16",
+                "--latent",
+                "2",
+                "--adam-eps",
+                "1e-4",
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    ok(Command::new(BIN).args(args(&one)).output().unwrap());
+    ok(mpirun(2).args(args(&two)).output().unwrap());
+    let dw = weight_difference(&two, &one);
+    let (l1, l2) = (test_loss(&one), test_loss(&two));
+    eprintln!("conv, after 2 epochs: 1 process {l1:.4}, 2 ranks {l2:.4}; weights differ by {dw:.2e} relative");
+    assert!(dw < 1e-4, "weights differ by {dw:e} relative");
+    assert!((l1 - l2).abs() < 0.05, "{l1} vs {l2}");
+}
+
+#[test]
 fn eval_and_score_split_the_test_images_and_agree_with_one_process() {
     let dir = tmp("evalrun");
     ok(Command::new(BIN).args(train_args(&dir, 1)).output().unwrap());
