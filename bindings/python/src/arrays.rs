@@ -45,9 +45,11 @@ pub fn with_elements<R>(
             if let Ok(a) = obj.cast::<PyArrayDyn<$t>>() {
                 let a = a.readonly();
                 let dims = a.shape().to_vec();
-                return match a.as_slice() {
-                    Ok(s) => f(&dims, Elements::$variant(Cow::Borrowed(s))),
-                    Err(_) => {
+                // (`as_slice` also takes a Fortran-ordered array, whose memory is not in
+                // row-major order.)
+                return match a.as_slice().ok().filter(|_| a.is_c_contiguous()) {
+                    Some(s) => f(&dims, Elements::$variant(Cow::Borrowed(s))),
+                    None => {
                         let owned: Vec<$t> = a.as_array().iter().copied().collect();
                         f(&dims, Elements::$variant(Cow::Owned(owned)))
                     }

@@ -126,6 +126,13 @@ impl Model {
         ))
     }
 
+    /// The same model with these metrics (the exact figures of a session that just ended,
+    /// where `metrics.csv` holds them rounded).
+    pub fn with_metrics(mut self, metrics: Vec<EpochMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -335,7 +335,7 @@ pub fn train(
         });
         drop(handlers);
         match result {
-            Ok(outcome) => Model::load(&outcome.run_dir, threads),
+            Ok(outcome) => Ok(Model::load(&outcome.run_dir, threads)?.with_metrics(outcome.metrics)),
             Err(e) => Err(session_error(py, e)),
         }
     })
