@@ -8,6 +8,10 @@ mod errors;
 mod fpenv;
 mod model;
 mod options;
+#[cfg(unix)]
+mod signals;
+#[cfg(not(unix))]
+#[path = "signals_other.rs"]
 mod signals;
 mod training;
 
