@@ -23,15 +23,69 @@ pub fn os_error(kind: ErrorKind, message: String) -> PyErr {
     }
 }
 
+/// The command line's message with its training flags spelt as keywords: `--exclude-digit 3`
+/// is `exclude_digit=3`, `--run-dir` is `run_dir`; commands quoted in backticks stay as
+/// they are.
+pub fn pythonic(message: &str) -> String {
+    let keywords: Vec<(String, bool)> = crate::options::train_options()
+        .into_iter()
+        .map(|(k, _, switch)| (k, switch))
+        .collect();
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        if i % 2 == 1 {
+            out.push_str(part);
+            continue;
+        }
+        let mut rest = part;
+        while let Some(at) = rest.find("--") {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 2..];
+            let len = after
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+                .unwrap_or(after.len());
+            let name = after[..len].replace('-', "_");
+            match keywords.iter().find(|(k, _)| *k == name) {
+                Some((k, switch)) => {
+                    out.push_str(k);
+                    rest = &after[len..];
+                    // A value after a flag that takes one becomes `keyword=value`.
+                    let value = rest
+                        .strip_prefix(' ')
+                        .and_then(|v| v.split([' ', ',', ')', ';']).next());
+                    let is_value = |v: &str| {
+                        v.starts_with(|c: char| c.is_ascii_digit() || "/.~-".contains(c))
+                            || v.contains('/')
+                            || (!v.is_empty() && v.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+                    };
+                    if !switch && value.is_some_and(is_value) {
+                        out.push('=');
+                        rest = &rest[1..];
+                    }
+                }
+                None => {
+                    out.push_str("--");
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+    }
+    out
+}
+
 /// The Python exception for an engine error, with the command line's message (the error and
-/// its causes, as `vae-train` prints them). A Python exception raised in a callback comes
-/// back as itself.
+/// its causes, as `vae-train` prints them, its flags spelt as keywords). A Python exception
+/// raised in a callback comes back as itself.
 pub fn to_py(e: anyhow::Error) -> PyErr {
     let e = match e.downcast::<PyErr>() {
         Ok(p) => return p,
         Err(e) => e,
     };
-    let message = format!("{e:#}");
+    let message = pythonic(&format!("{e:#}"));
     if let Some(io) = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
         return os_error(io.kind(), message);
     }

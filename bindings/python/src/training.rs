@@ -177,7 +177,7 @@ fn plan(words: &[String], arrays: Option<Arrays>) -> PyResult<Plan> {
                 )));
             }
             let (stored, state) = read_resume_state(dir).map_err(|e| {
-                let message = format!("{e:#}");
+                let message = crate::errors::pythonic(&format!("{e:#}"));
                 match e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
                     Some(io) => os_error(io.kind(), message),
                     None if !dir.join(run::STATE).is_file() => PyFileNotFoundError::new_err(message),
@@ -204,7 +204,7 @@ fn plan(words: &[String], arrays: Option<Arrays>) -> PyResult<Plan> {
             recipe.validate().map_err(recipe_error)?;
             let dir = recipe.output.run_dir.clone().unwrap_or_else(fresh_run_dir);
             prepare_run_dir(&dir, launch.overwrite).map_err(|e| {
-                let message = format!("{e:#}");
+                let message = crate::errors::pythonic(&format!("{e:#}"));
                 match e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
                     Some(io) => os_error(io.kind(), message),
                     None => PyFileExistsError::new_err(message),
@@ -485,7 +485,7 @@ impl Trainer {
                     let classes = data.train.classes();
                     if !classes.contains(&d) {
                         return Err(value_error(format!(
-                            "exclude_digit {d}: no training image has label {d} (labels present: {})",
+                            "exclude_digit={d}: no training image has label {d} (labels present: {})",
                             vae_train::data::list(&classes)
                         )));
                     }

@@ -56,7 +56,7 @@ def test_bad_labels_and_mismatched_splits(mnist, tmp_path):
         vae.train(xtr, y_test=yte, **SMALL)
     with pytest.raises(ValueError, match="no test rows"):
         vae.train(xtr, test_fraction=0, run_dir=tmp_path / "r", **SMALL)
-    with pytest.raises(ValueError, match="exclude_digit 3: no training image has label 3|--exclude-digit 3"):
+    with pytest.raises(ValueError, match=r"^exclude_digit=3: no training image has label 3 \(labels present: 0\)"):
         vae.train(xtr, xte, y_train=np.zeros(2000, np.uint8), y_test=yte, exclude_digit=3, run_dir=tmp_path / "x",
                   **SMALL)
 
@@ -107,8 +107,10 @@ def test_file_problems_are_os_errors(mnist, tmp_path):
     xtr, _, xte, _ = mnist
     vae.train(xtr, xte, run_dir=tmp_path / "r", **SMALL)
     before = (tmp_path / "r" / "model.safetensors").read_bytes()
-    with pytest.raises(FileExistsError, match="already holds a trained model"):
+    with pytest.raises(FileExistsError, match="already holds a trained model") as e:
         vae.train(xtr, xte, run_dir=tmp_path / "r", **SMALL)
+    # The command line's message, its flags spelt as keywords.
+    assert f"choose another run_dir, or continue it with resume={tmp_path / 'r'} (nothing was overwritten)" in str(e.value)
     assert (tmp_path / "r" / "model.safetensors").read_bytes() == before, "nothing was overwritten"
     with pytest.raises(FileNotFoundError, match="does not exist"):
         vae.load(tmp_path / "nowhere")
@@ -116,8 +118,9 @@ def test_file_problems_are_os_errors(mnist, tmp_path):
         vae.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         vae.train(xtr, xte, resume=tmp_path / "nowhere")
-    with pytest.raises(OSError, match="no such file or directory"):
+    with pytest.raises(OSError, match="no such file or directory") as e:
         vae.train(data=tmp_path / "missing.npz", run_dir=tmp_path / "m", **SMALL)
+    assert "give the data with data=DIR or set VAE_DATA=DIR" in str(e.value)
     # A flipped byte in a tensor is found by its checksum.
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -158,3 +161,10 @@ def test_bad_model_inputs(mnist, tmp_path):
         m.encode(np.zeros((2, 784), np.int64))
     with pytest.raises(ValueError, match="threads must be at least 1"):
         vae.load(tmp_path / "r", threads=0)
+
+
+def test_a_diverged_run_is_a_floating_point_error(tmp_path):
+    x = np.random.default_rng(0).random((1000, 64))
+    with pytest.raises(FloatingPointError, match=r"training diverged at epoch 1, batch \d+: .*lr=1e-4") as e:
+        vae.train(x, lr=1e9, epochs=3, hidden=(16,), latent=2, likelihood="gaussian:0.000001", run_dir=tmp_path / "d")
+    assert "--" not in str(e.value)

@@ -200,3 +200,21 @@ def test_on_epoch_stops_or_raises(tmp_path, mnist):
         vae.train(xtr, xte, run_dir=tmp_path / "b", on_epoch=boom, **{**SMALL, "epochs": 3})
     assert vae.load(tmp_path / "b").metrics[0]["epoch"] == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_table_run_loads_in_the_table_units(tmp_path, cli):
+    r = np.random.default_rng(1)
+    a = 100 + 20 * r.random(400)
+    np.savetxt(tmp_path / "t.csv", np.c_[a, 2 * a + r.random(400), -a + r.random(400)], delimiter=",",
+               header="a,b,c", comments="", fmt="%.4f")
+    run = tmp_path / "table"
+    cli("--data", tmp_path / "t.csv", "--epochs", 3, "--hidden", 16, "--latent", 1, "--threads", 2, "--run-dir", run)
+    cli("reconstruct", "--run-dir", run, "--n", 8, "--csv", tmp_path / "r.csv", "--inputs-csv", tmp_path / "in.csv")
+    m = vae.load(run)
+    assert m.columns == ["a", "b", "c"] and m.input_shape == [3] and m.likelihood == "gaussian-learned"
+    rows = np.loadtxt(tmp_path / "in.csv", delimiter=",", skiprows=1, dtype=np.float32)
+    want = np.loadtxt(tmp_path / "r.csv", delimiter=",", skiprows=1, dtype=np.float32)
+    np.testing.assert_allclose(m.reconstruct(rows), want, rtol=1e-5, atol=1e-3)
+    assert m.sample(4, seed=0).shape == (4, 3) and np.all(m.sample(50, seed=0)[:, 0] > 50), "in the table's units"
+    with pytest.raises(ValueError, match="not finite"):
+        m.encode(np.full((1, 3), np.nan))
