@@ -93,8 +93,8 @@ pub fn run(
 }
 
 /// [`run`], calling `on_epoch` with each epoch's metrics and its number of training images
-/// once its checkpoint is written (the Python bindings' `on_epoch`): [`Control::Stop`] ends the session there as a finished
-/// one, with its pictures; an error ends it with that error.
+/// once its checkpoint is written (the Python bindings' `on_epoch`): [`Control::Stop`] ends
+/// the session there as a finished one, with its pictures; an error ends it with that error.
 #[allow(clippy::too_many_arguments, reason = "run's arguments and the hook")]
 pub fn run_observed(
     recipe: &RunConfig,
