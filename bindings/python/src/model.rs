@@ -37,18 +37,18 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Runs `f` on the model in its thread pool (built on first use), without the GIL.
-    fn run<R: Send>(&mut self, py: Python<'_>, f: impl FnOnce(&mut Vae<f32>) -> R + Send) -> PyResult<R> {
+    /// Runs `f` on the model in its thread pool (built on first use).
+    fn run<R: Send>(&mut self, f: impl FnOnce(&mut Vae<f32>) -> R + Send) -> PyResult<R> {
         let Engine { vae, threads, pool } = self;
-        py.detach(|| {
-            let _mode = KeepMode::new();
-            if pool.is_none() {
-                *pool = Some(vae_linalg::fpenv::thread_pool(*threads).map_err(|e| e.to_string())?);
-            }
-            let pool = pool.as_ref().expect("built above");
-            Ok(pool.install(|| f(vae)))
-        })
-        .map_err(|e: String| pyo3::exceptions::PyRuntimeError::new_err(format!("starting the thread pool: {e}")))
+        let _mode = KeepMode::new();
+        if pool.is_none() {
+            *pool =
+                Some(vae_linalg::fpenv::thread_pool(*threads).map_err(|e| {
+                    pyo3::exceptions::PyRuntimeError::new_err(format!("starting the thread pool: {e}"))
+                })?);
+        }
+        let pool = pool.as_ref().expect("built above");
+        Ok(pool.install(|| f(vae)))
     }
 }
 
@@ -135,6 +135,13 @@ impl Model {
 
     fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the model without the GIL. The model's lock is taken and given back
+    /// without the GIL, so that a thread waiting for it with the GIL never blocks the one
+    /// that holds it.
+    fn run<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Vae<f32>) -> R + Send) -> PyResult<R> {
+        py.detach(|| self.engine().run(f))
     }
 
     /// The model's configuration.
@@ -242,7 +249,7 @@ impl Model {
         }
         let (rows, _) = self.inputs("x", x)?;
         let n = rows.nrows();
-        self.engine().run(py, |vae| {
+        self.run(py, |vae| {
             let mut out = vec![0.0f64; n];
             for b in 0..n.div_ceil(BLOCK) {
                 let r = block_rows(b, n);
@@ -347,7 +354,7 @@ impl Model {
                 }
                 Ok(Array2::from_shape_vec((n, top), v).expect("sized"))
             })?;
-            let out = self.engine().run(py, |vae| chunked(z.view(), |c| vae.decode(c)))?;
+            let out = self.run(py, |vae| chunked(z.view(), |c| vae.decode(c)))?;
             self.outputs(py, out, self.image_layout())
         })
     }
@@ -356,9 +363,7 @@ impl Model {
     fn reconstruct<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         guarded(|| {
             let (rows, layout) = self.inputs("x", x)?;
-            let out = self
-                .engine()
-                .run(py, |vae| chunked(rows.view(), |c| vae.reconstruct(c)))?;
+            let out = self.run(py, |vae| chunked(rows.view(), |c| vae.reconstruct(c)))?;
             self.outputs(py, out, layout)
         })
     }
@@ -376,7 +381,7 @@ impl Model {
                 Some(s) => StdRng::seed_from_u64(s),
                 None => StdRng::from_os_rng(),
             };
-            let out = self.engine().run(py, |vae| vae.sample(n, &mut rng))?;
+            let out = self.run(py, |vae| vae.sample(n, &mut rng))?;
             self.outputs(py, out, self.image_layout())
         })
     }
@@ -476,9 +481,8 @@ impl Model {
             let mut meta = self.meta.clone();
             meta.retain(|k, _| k != checkpoint::CONFIG_KEY && k != checkpoint::CHECKSUM_KEY && k != "format");
             meta.insert(run::TRAIN_CONFIG_KEY.into(), recipe.to_json());
-            let engine = self.engine();
             py.detach(|| -> anyhow::Result<()> {
-                checkpoint::save(&engine.vae, &run_dir.join(run::MODEL), meta)?;
+                checkpoint::save(&self.engine().vae, &run_dir.join(run::MODEL), meta)?;
                 let config = run_dir.join(run::CONFIG);
                 checkpoint::write_atomic(&config, recipe.to_json().as_bytes())
                     .map_err(|e| anyhow::Error::new(e).context(format!("writing {}", config.display())))?;
@@ -569,7 +573,7 @@ impl Model {
 impl Model {
     fn encode_levels_rows(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Vec<(Array2<f32>, Array2<f32>)>> {
         let (rows, _) = self.inputs("x", x)?;
-        self.engine().run(py, |vae| levels_chunked(vae, rows.view()))
+        self.run(py, |vae| levels_chunked(vae, rows.view()))
     }
 }
 

@@ -380,9 +380,9 @@ struct TrainerState {
 
 // SAFETY: the engine's trainer is not `Send` only because it may hold a collective (MPI
 // ranks), which the bindings never give it; its model, optimizer, batches and metrics are
-// plain data (the model is `Send`, as the command line's thread pools require). The state is
-// used by one thread at a time, behind the `Mutex` of `Trainer`.
-unsafe impl Send for TrainerState {}
+// plain data (the model is `Send`, as the command line's thread pools require). It is used
+// by one thread at a time, behind the `Mutex` of `Trainer`.
+unsafe impl Send for Live {}
 
 /// `vae.Trainer`: a run trained batch by batch or epoch by epoch.
 #[pyclass(module = "vae._vae", name = "Trainer", frozen)]
@@ -390,32 +390,30 @@ pub struct Trainer {
     state: Mutex<TrainerState>,
 }
 
-impl TrainerState {
-    /// Runs `f` on the trainer in its pool, without the GIL.
+impl Trainer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrainerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the trainer (with its test split, run directory and checkpoint metadata)
+    /// in its pool, without the GIL. The lock is taken and given back without the GIL, so
+    /// that a thread waiting for it with the GIL never blocks the one that holds it.
     fn run<R: Send>(
-        &mut self,
+        &self,
         py: Python<'_>,
         f: impl FnOnce(&mut EngineTrainer<'_>, &Split, &Path, &HashMap<String, String>) -> R + Send,
     ) -> R {
-        let TrainerState {
-            live,
-            pool,
-            run_dir,
-            extra,
-            ..
-        } = self;
-        let (run_dir, extra) = (&*run_dir, &*extra);
-        // SAFETY of the Send bound: see `TrainerState`.
-        struct Unsafe<'a>(&'a mut Live);
-        unsafe impl Send for Unsafe<'_> {}
-        let cell = Unsafe(live);
-        py.detach(move || {
+        py.detach(|| {
             let _mode = KeepMode::new();
-            pool.install(move || {
-                let cell = cell;
-                cell.0
-                    .with_dependent_mut(|owner, trainer| f(trainer, owner.test(), run_dir, extra))
-            })
+            let mut state = self.lock();
+            let TrainerState {
+                live,
+                pool,
+                run_dir,
+                extra,
+                ..
+            } = &mut *state;
+            pool.install(|| live.with_dependent_mut(|owner, trainer| f(trainer, owner.test(), run_dir, extra)))
         })
     }
 }
@@ -555,8 +553,7 @@ impl Trainer {
     /// `objective`), or None when the epoch has no batch left (then call `end_epoch`).
     fn step<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         guarded(|| {
-            let mut state = self.lock();
-            let sums = state.run(py, |t, _, _, _| t.step());
+            let sums = self.run(py, |t, _, _, _| t.step());
             match sums {
                 Ok(Some(s)) => Ok(Some(sums_dict(py, &s)?)),
                 Ok(None) => Ok(None),
@@ -569,8 +566,7 @@ impl Trainer {
     /// the checkpoint and `metrics.csv`, and returns the epoch's metrics.
     fn end_epoch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         guarded(|| {
-            let mut state = self.lock();
-            let (m, saved) = state.run(py, |t, test, dir, extra| {
+            let (m, saved) = self.run(py, |t, test, dir, extra| {
                 let m = t.end_epoch(test);
                 (m, save(t, dir, extra))
             });
@@ -584,9 +580,8 @@ impl Trainer {
     /// `vae.Interrupted`.
     fn epoch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         guarded(|| {
-            let mut state = self.lock();
             let handlers = signals::install();
-            let end = state.run(py, |t, _, dir, extra| {
+            let end = self.run(py, |t, _, dir, extra| {
                 let end = t.run_epoch(|_, _| {
                     if vae_train::signals::requested().is_some() {
                         Control::Stop
@@ -595,25 +590,18 @@ impl Trainer {
                     }
                 });
                 match end {
-                    Ok(EpochEnd::Stopped) => save(t, dir, extra).map(|()| Some(t.position().batches_done)),
+                    Ok(EpochEnd::Stopped) => save(t, dir, extra).map(|()| Some(dir.to_path_buf())),
                     Ok(EpochEnd::Complete) => Ok(None),
                     Err(d) => Err(anyhow::Error::new(d).context("training diverged")),
                 }
             });
             drop(handlers);
             match end.map_err(to_py)? {
-                Some(_) => {
+                Some(run_dir) => {
                     let signal = vae_train::signals::requested().unwrap_or(Signal::Interrupt);
-                    let i = session::Interrupted {
-                        run_dir: state.run_dir.clone(),
-                        signal,
-                    };
-                    Err(interrupted(py, &i))
+                    Err(interrupted(py, &session::Interrupted { run_dir, signal }))
                 }
-                None => {
-                    drop(state);
-                    self.end_epoch(py)
-                }
+                None => self.end_epoch(py),
             }
         })
     }
@@ -621,19 +609,15 @@ impl Trainer {
     /// Writes the checkpoint now (also in the middle of an epoch: `vae-train train --resume`
     /// and `vae.Trainer(resume=...)` continue from it exactly) and `metrics.csv`.
     fn checkpoint(&self, py: Python<'_>) -> PyResult<()> {
-        guarded(|| {
-            let mut state = self.lock();
-            state.run(py, |t, _, dir, extra| save(t, dir, extra)).map_err(to_py)
-        })
+        guarded(|| self.run(py, |t, _, dir, extra| save(t, dir, extra)).map_err(to_py))
     }
 
     /// The model as it is now (a copy: training goes on without changing it).
     #[getter]
     fn model(&self, py: Python<'_>) -> PyResult<Model> {
         guarded(|| {
-            let mut state = self.lock();
-            let (vae, metrics) = state.run(py, |t, _, _, _| (copy_model(t.model()), t.metrics().to_vec()));
-            let state = &*state;
+            let (vae, metrics) = self.run(py, |t, _, _, _| (copy_model(t.model()), t.metrics().to_vec()));
+            let state = self.lock();
             let table = state.live.borrow_owner().dataset.table.clone();
             let mut meta = state.extra.clone();
             let (epochs, batches) = state
@@ -704,11 +688,5 @@ impl Trainer {
     #[getter]
     fn run_dir(&self) -> PathBuf {
         self.lock().run_dir.clone()
-    }
-}
-
-impl Trainer {
-    fn lock(&self) -> std::sync::MutexGuard<'_, TrainerState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -218,3 +218,44 @@ def test_a_table_run_loads_in_the_table_units(tmp_path, cli):
     assert m.sample(4, seed=0).shape == (4, 3) and np.all(m.sample(50, seed=0)[:, 0] > 50), "in the table's units"
     with pytest.raises(ValueError, match="not finite"):
         m.encode(np.full((1, 3), np.nan))
+
+
+def test_threads_share_a_model_and_a_trainer(tmp_path, mnist):
+    """Calls from several threads at once take turns (the GIL is released while computing,
+    and no lock is held while waiting for it): no deadlock, the same results."""
+    import threading
+
+    xtr, _, xte, _ = mnist
+    m = vae.train(xtr, xte, run_dir=tmp_path / "m", **SMALL)
+    want = m.reconstruct(xte[:50])
+    t = vae.Trainer(xtr, xte, run_dir=tmp_path / "t", **{**SMALL, "epochs": 3})
+    failures = []
+
+    def use_model():
+        try:
+            for _ in range(30):
+                np.testing.assert_array_equal(m.reconstruct(xte[:50]), want)
+                m.num_parameters
+        except Exception as e:  # reported below
+            failures.append(e)
+
+    def train():
+        try:
+            for _ in range(2):
+                t.epoch()
+        except Exception as e:
+            failures.append(e)
+
+    def watch():
+        for _ in range(200):
+            t.position
+            t.lr
+
+    threads = [threading.Thread(target=f) for f in (use_model, use_model, train, watch)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not any(th.is_alive() for th in threads), "a thread is stuck"
+    assert failures == []
+    assert t.position == (2, 0)
