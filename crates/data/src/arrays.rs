@@ -4,6 +4,7 @@
 //! `y_test` by default, as in Keras' `mnist.npz`). Bytes stay bytes; floats must lie in
 //! [0, 1].
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use ndarray::Array2;
@@ -44,9 +45,56 @@ fn bad(path: &Path, reason: String) -> DatasetError {
     }
 }
 
+/// The elements of an array of one of the dtypes read, in row-major order: owned (read from
+/// a file) or borrowed (an array in memory, e.g. from NumPy).
+#[derive(Clone, Debug)]
+pub enum Elements<'a> {
+    /// uint8.
+    U8(Cow<'a, [u8]>),
+    /// float32.
+    F32(Cow<'a, [f32]>),
+    /// float64.
+    F64(Cow<'a, [f64]>),
+}
+
+impl Elements<'_> {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Elements::U8(v) => v.len(),
+            Elements::F32(v) => v.len(),
+            Elements::F64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<NpyData> for Elements<'static> {
+    fn from(d: NpyData) -> Self {
+        match d {
+            NpyData::U8(v) => Elements::U8(Cow::Owned(v)),
+            NpyData::F32(v) => Elements::F32(Cow::Owned(v)),
+            NpyData::F64(v) => Elements::F64(Cow::Owned(v)),
+        }
+    }
+}
+
 /// The images of `a` as rows of values, with their shape (channels moved outermost).
 fn images(path: &Path, a: NpyArray) -> Result<(Values, ImageShape), DatasetError> {
-    let (n, shape, hwc) = match a.shape[..] {
+    images_of(path, &a.shape, a.data.into())
+}
+
+/// The images of an array of shape `dims` (`N x H x W`, `N x H x W x C` with C = 1 or 3, or
+/// rows `N x D`) holding `data`, as rows of values with their shape: channels moved
+/// outermost, bytes kept as bytes, float64 rounded to float32, each value copied once (owned
+/// rows that need no reordering are not copied at all). Floats outside [0, 1] (NaN among
+/// them), other shapes and empty arrays are refused; `path` names the array in errors.
+pub fn images_of(path: &Path, dims: &[usize], data: Elements<'_>) -> Result<(Values, ImageShape), DatasetError> {
+    let (n, shape, hwc) = match dims[..] {
         [n, d] => (n, ImageShape::grey(1, d), false),
         [n, h, w] => (n, ImageShape::grey(h, w), false),
         [n, h, w, c @ (1 | 3)] => (
@@ -62,30 +110,40 @@ fn images(path: &Path, a: NpyArray) -> Result<(Values, ImageShape), DatasetError
             return Err(bad(
                 path,
                 format!(
-                    "an array of shape {:?}: expected images N x H x W, N x H x W x C (C = 1 or 3) or rows N x D",
-                    a.shape
+                    "an array of shape {dims:?}: expected images N x H x W, N x H x W x C (C = 1 or 3) or rows N x D"
                 ),
             ));
         }
     };
     if n == 0 || shape.is_empty() {
-        return Err(bad(path, format!("an empty array (shape {:?})", a.shape)));
+        return Err(bad(path, format!("an empty array (shape {dims:?})")));
     }
-    // N x H x W x C to N x C x H x W.
-    fn planar<E: Copy + Default>(v: Vec<E>, s: ImageShape, hwc: bool) -> Vec<E> {
+    if n.checked_mul(shape.len()) != Some(data.len()) {
+        return Err(bad(path, format!("{} values do not fill shape {dims:?}", data.len())));
+    }
+    // N x H x W x C to N x C x H x W, converting each value on the way.
+    fn planar<S: Copy, E: Copy + Default>(v: &[S], s: ImageShape, hwc: bool, f: impl Fn(S) -> E) -> Vec<E> {
         if !hwc {
-            return v;
+            return v.iter().map(|&x| f(x)).collect();
         }
         let (plane, c) = (s.height * s.width, s.channels);
         let mut out = vec![E::default(); v.len()];
         for (img, dst) in v.chunks_exact(s.len()).zip(out.chunks_exact_mut(s.len())) {
             for p in 0..plane {
                 for ch in 0..c {
-                    dst[ch * plane + p] = img[p * c + ch];
+                    dst[ch * plane + p] = f(img[p * c + ch]);
                 }
             }
         }
         out
+    }
+    // Rows that need no reordering: moved if owned, copied once if borrowed.
+    fn rows<E: Copy + Default>(v: Cow<'_, [E]>, s: ImageShape, hwc: bool) -> Vec<E> {
+        if hwc {
+            planar(&v, s, true, |x| x)
+        } else {
+            v.into_owned()
+        }
     }
     let check = |i: Option<usize>, v: f64| match i {
         Some(i) => Err(bad(
@@ -96,20 +154,21 @@ fn images(path: &Path, a: NpyArray) -> Result<(Values, ImageShape), DatasetError
         )),
         None => Ok(()),
     };
-    let values = match a.data {
-        NpyData::U8(v) => {
-            Values::U8(Array2::from_shape_vec((n, shape.len()), planar(v, shape, hwc)).expect("sized by the header"))
-        }
-        NpyData::F32(v) => {
+    let len = shape.len();
+    fn sized<E>(n: usize, len: usize, v: Vec<E>) -> Array2<E> {
+        Array2::from_shape_vec((n, len), v).expect("sized above")
+    }
+    let values = match data {
+        Elements::U8(v) => Values::U8(sized(n, len, rows(v, shape, hwc))),
+        Elements::F32(v) => {
             let i = v.iter().position(|x| !(0.0..=1.0).contains(x));
             check(i, i.map_or(0.0, |i| f64::from(v[i])))?;
-            Values::F32(Array2::from_shape_vec((n, shape.len()), planar(v, shape, hwc)).expect("sized by the header"))
+            Values::F32(sized(n, len, rows(v, shape, hwc)))
         }
-        NpyData::F64(v) => {
+        Elements::F64(v) => {
             let i = v.iter().position(|x| !(0.0..=1.0).contains(x));
             check(i, i.map_or(0.0, |i| v[i]))?;
-            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-            Values::F32(Array2::from_shape_vec((n, shape.len()), planar(v, shape, hwc)).expect("sized by the header"))
+            Values::F32(sized(n, len, planar(&v, shape, hwc, |x| x as f32)))
         }
     };
     Ok((values, shape))
@@ -117,17 +176,29 @@ fn images(path: &Path, a: NpyArray) -> Result<(Values, ImageShape), DatasetError
 
 /// Labels from a 1-d array of small non-negative integers.
 fn labels(path: &Path, key: &str, a: NpyArray, n: usize) -> Result<Vec<u8>, DatasetError> {
-    if a.shape != [n] {
+    labels_of(path, key, &a.shape, a.data.into(), n)
+}
+
+/// The labels of `n` images from an array of shape `dims` holding `data`, which must be 1-d
+/// with `n` integers from 0 to 255 (`key` names the array in errors, `path` its file).
+pub fn labels_of(
+    path: &Path,
+    key: &str,
+    dims: &[usize],
+    data: Elements<'_>,
+    n: usize,
+) -> Result<Vec<u8>, DatasetError> {
+    if dims != [n] || data.len() != n {
         return Err(bad(
             path,
-            format!("'{key}' has shape {:?}, expected [{n}] (one label per image)", a.shape),
+            format!("'{key}' has shape {dims:?}, expected [{n}] (one label per image)"),
         ));
     }
     let as_label = |v: f64| (v.fract() == 0.0 && (0.0..=255.0).contains(&v)).then_some(v as u8);
-    let out: Option<Vec<u8>> = match a.data {
-        NpyData::U8(v) => Some(v),
-        NpyData::F32(v) => v.iter().map(|&x| as_label(f64::from(x))).collect(),
-        NpyData::F64(v) => v.iter().map(|&x| as_label(x)).collect(),
+    let out: Option<Vec<u8>> = match data {
+        Elements::U8(v) => Some(v.into_owned()),
+        Elements::F32(v) => v.iter().map(|&x| as_label(f64::from(x))).collect(),
+        Elements::F64(v) => v.iter().map(|&x| as_label(x)).collect(),
     };
     out.ok_or_else(|| {
         bad(
@@ -210,7 +281,9 @@ pub fn load_npz(
     ))
 }
 
-fn split_off(
+/// Splits `values` (and their labels) into train and test rows: the seeded test share
+/// `test_fraction` of a `.npy` array or of an archive without test arrays.
+pub fn split_off(
     path: &Path,
     values: Values,
     labels: Option<Vec<u8>>,

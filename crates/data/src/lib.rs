@@ -47,7 +47,7 @@ pub mod table;
 pub mod tables;
 mod values;
 
-pub use arrays::NpzKeys;
+pub use arrays::{Elements, NpzKeys};
 pub use batch::{Batch, BatchConfig, Batches, stream_seed};
 pub use dataset::{DEFAULT_DIR, Dataset, ImageShape, OpenOptions, Source, Split};
 pub use error::{DatasetError, IdxError, NpyError, StandardizeError, TableError};

@@ -649,6 +649,13 @@ fn parse_header(text: &[u8], path: &Path) -> Result<Header, NpyError> {
 /// What to say about the dtypes that are read.
 const SUPPORTED: &str = "the dtypes read are uint8 ('|u1'), float32 ('<f4') and float64 ('<f8'), either byte order";
 
+/// Whether the dtype `descr` (NumPy's `dtype.str`, e.g. `<f4`) is one this reader holds
+/// (uint8, float32, float64); if not, why it is refused and what to use instead (`path`
+/// names the array).
+pub fn check_descr(descr: &str, path: &Path) -> Result<(), NpyError> {
+    parse_descr(descr, path).map(|_| ())
+}
+
 /// The element type from a `descr` string, or why it is refused.
 fn parse_descr(descr: &str, path: &Path) -> Result<Dtype, NpyError> {
     let refuse = |why: &str| NpyError::UnsupportedDtype {

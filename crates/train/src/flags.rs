@@ -317,7 +317,7 @@ pub fn flag(field: &str) -> String {
 }
 
 /// `90s`, `60m`, `1.5h` or plain seconds, as seconds.
-fn parse_duration(s: &str) -> Result<f64, String> {
+pub fn parse_duration(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
         Some(i) => (&t[..i], &t[i..]),

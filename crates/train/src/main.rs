@@ -52,7 +52,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Interrupted>() => {
-            eprintln!("{e}");
+            // One write of the whole line: under mpirun every rank prints it to the same
+            // pipe, and a line written in pieces interleaves with the others' (seen in the
+            // MPI tests).
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{e}\n").as_bytes());
             let signal = e.downcast_ref::<Interrupted>().map(|i| i.signal);
             ExitCode::from(signal.map_or(1, |s| s.exit_status()))
         }

@@ -88,6 +88,24 @@ pub fn run(
     progress: &mut Progress,
     collective: Option<SharedCollective>,
 ) -> Result<Outcome> {
+    let mut go_on = |_: &EpochMetrics, _: usize| Ok(Control::Continue);
+    run_observed(recipe, launch, data, run_dir, state, progress, collective, &mut go_on)
+}
+
+/// [`run`], calling `on_epoch` with each epoch's metrics and its number of training images
+/// once its checkpoint is written (the Python bindings' `on_epoch`): [`Control::Stop`] ends
+/// the session there as a finished one, with its pictures; an error ends it with that error.
+#[allow(clippy::too_many_arguments, reason = "run's arguments and the hook")]
+pub fn run_observed(
+    recipe: &RunConfig,
+    launch: &Launch,
+    data: &Dataset,
+    run_dir: &Path,
+    state: Option<checkpoint::Loaded>,
+    progress: &mut Progress,
+    collective: Option<SharedCollective>,
+    on_epoch: &mut dyn FnMut(&EpochMetrics, usize) -> Result<Control>,
+) -> Result<Outcome> {
     let train_split = match recipe.data.exclude_digit {
         Some(d) => {
             let classes = data.train.classes();
@@ -286,6 +304,9 @@ pub fn run(
                     }
                     .into());
                 }
+                if on_epoch(&m, images)? == Control::Stop {
+                    break;
+                }
             }
         }
     }
@@ -319,7 +340,7 @@ pub fn run(
     progress.line(&format!(
         "done: test -ELBO {:.2} nats after {} epochs; wrote {}",
         metrics.last().map_or(f64::NAN, |m| m.test_loss),
-        epochs,
+        metrics.last().map_or(0, |m| m.epoch),
         run_dir.display()
     ));
     Ok(Outcome {

@@ -64,6 +64,12 @@ pub fn request(signal: Signal) -> bool {
         .is_err()
 }
 
+/// Forgets a stop request, for a process that trains again after an interrupted session
+/// (the Python bindings; the command line trains once per process).
+pub fn clear() {
+    REQUESTED.store(0, Ordering::SeqCst);
+}
+
 /// The signal that asked to stop, if any has.
 pub fn requested() -> Option<Signal> {
     Signal::from_number(REQUESTED.load(Ordering::SeqCst))

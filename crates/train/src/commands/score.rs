@@ -71,6 +71,34 @@ pub fn main(a: &ScoreArgs, collective: Option<&mut dyn Collective>) -> Result<()
     Ok(())
 }
 
+/// The scores of `chunk`, the images of block `b` (see [`super::BLOCK`]), into `out`: the
+/// negative ELBO averaged over `k` draws, or -log p(x) from `k` importance samples, with the
+/// block's own random stream from `seed`.
+pub fn block_scores(
+    model: &mut vae_model::Vae<f32>,
+    chunk: ndarray::ArrayView2<f32>,
+    b: usize,
+    method: Method,
+    k: usize,
+    seed: u64,
+    out: &mut [f64],
+) {
+    let mut rng = block_rng(seed, b, 3);
+    match method {
+        Method::Elbo => {
+            for _ in 0..k {
+                for (s, v) in out.iter_mut().zip(model.neg_elbo_per_image(chunk, &mut rng)) {
+                    *s += v / k as f64;
+                }
+            }
+        }
+        Method::Iwae => {
+            let ll = model.log_likelihood(chunk, k, 5000, &mut rng);
+            out.iter_mut().zip(&ll).for_each(|(s, l)| *s = -l);
+        }
+    }
+}
+
 /// Scores every test image.
 pub fn score(a: &ScoreArgs) -> Result<Scores> {
     score_with(a, None)
@@ -104,22 +132,7 @@ pub fn score_with(a: &ScoreArgs, mut collective: Option<&mut dyn Collective>) ->
         for b in blocks {
             let r = block_rows(b, n);
             let chunk = test.images.rows_f32(r.clone());
-            let chunk = chunk.view();
-            let mut rng = block_rng(a.seed, b, 3);
-            let out = &mut scores[r];
-            match a.method {
-                Method::Elbo => {
-                    for _ in 0..a.k {
-                        for (s, v) in out.iter_mut().zip(run.model.neg_elbo_per_image(chunk, &mut rng)) {
-                            *s += v / a.k as f64;
-                        }
-                    }
-                }
-                Method::Iwae => {
-                    let ll = run.model.log_likelihood(chunk, a.k, 5000, &mut rng);
-                    out.iter_mut().zip(&ll).for_each(|(s, l)| *s = -l);
-                }
-            }
+            block_scores(&mut run.model, chunk.view(), b, a.method, a.k, a.seed, &mut scores[r]);
         }
     })?;
     if let Some(c) = collective.as_deref_mut() {

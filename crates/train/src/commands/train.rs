@@ -73,7 +73,7 @@ pub fn train_with(args: &TrainArgs, progress: &mut Progress, collective: Option<
 
 /// Creates the run directory, refusing to overwrite a finished or interrupted run. A run
 /// that never wrote its first checkpoint is started afresh only with `overwrite`.
-fn prepare_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
+pub fn prepare_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
     if dir.join(run::MODEL).exists() || dir.join(run::STATE).exists() {
         bail!(
             "{} already holds a trained model; choose another --run-dir, or continue it with --resume {} \
@@ -112,7 +112,7 @@ fn prepare_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
 
 /// Reads a run's training state (once): its recipe, and the file for
 /// [`vae_trainer::Trainer::restore`].
-fn read_resume_state(dir: &Path) -> Result<(RunConfig, checkpoint::Loaded)> {
+pub fn read_resume_state(dir: &Path) -> Result<(RunConfig, checkpoint::Loaded)> {
     ensure!(dir.is_dir(), "run directory {} does not exist", dir.display());
     let path = dir.join(run::STATE);
     ensure!(
