@@ -259,3 +259,18 @@ def test_threads_share_a_model_and_a_trainer(tmp_path, mnist):
     assert not any(th.is_alive() for th in threads), "a thread is stuck"
     assert failures == []
     assert t.position == (2, 0)
+
+
+def test_a_conv_model_from_python_is_the_command_lines(tmp_path, mnist, cli):
+    """arch= is --arch: a conv model trains from arrays, reconstructs as vae-train does, and
+    an architecture that does not fit is refused with the command line's message."""
+    xtr, _, xte, _ = mnist
+    m = vae.train(xtr[:512], xte[:64], run_dir=tmp_path / "conv", arch="conv:4k3s2,8k3s2", hidden=(16,), latent=2,
+                  epochs=1, threads=2)
+    mu, logvar = m.encode(xte[:8])
+    assert mu.shape == logvar.shape == (8, 2)
+    assert m.decode(mu).shape == (8, 28, 28)
+    cli("reconstruct", "--run-dir", tmp_path / "conv", "--n", 8, "--csv", tmp_path / "r.csv")
+    np.testing.assert_array_equal(m.reconstruct(xte[:8]).reshape(8, -1), read_csv(tmp_path / "r.csv"))
+    with pytest.raises(ValueError, match=r"^arch layer 3 \(8k15s1p0\) does not fit its 8x10x10 input"):
+        vae.train(xtr[:64], run_dir=tmp_path / "bad", arch="conv:4k3s2,8k5s1p0,8k15s1p0", epochs=1)
