@@ -309,6 +309,9 @@ pub fn train(
         let threads = recipe.training.threads;
         let mut progress = Progress::new(if verbose { Verbosity::Normal } else { Verbosity::Quiet });
         let handlers = signals::install();
+        // A Ctrl-C that came before the handlers were in place is pending in the interpreter:
+        // raised now, before training starts (any later one reaches the session).
+        py.check_signals()?;
         let result = py.detach(|| {
             let _mode = KeepMode::new();
             let mut hook = |m: &EpochMetrics, images: usize| -> anyhow::Result<Control> {
@@ -581,6 +584,7 @@ impl Trainer {
     fn epoch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         guarded(|| {
             let handlers = signals::install();
+            py.check_signals()?;
             let end = self.run(py, |t, _, dir, extra| {
                 let end = t.run_epoch(|_, _| {
                     if vae_train::signals::requested().is_some() {
