@@ -5,7 +5,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use vae_autograd::Float;
 use vae_data::ImageShape;
-use vae_nn::{Activation, Conv, ConvGeometry, Layer, Linear, Mlp, ParamScope, Sequential};
+use vae_nn::{Activation, Conv, ConvGeometry, Layer, Mlp, ParamScope, Sequential};
 
 use crate::ConfigError;
 
@@ -152,38 +152,6 @@ impl ConvPlan {
     /// The plan for images of `shape` through `layers`, or an error naming the layer
     /// where the shapes stop fitting.
     pub fn new(shape: ImageShape, layers: &[ConvLayer]) -> Result<Self, ConfigError> {
-        Self::plan(shape, layers)
-    }
-
-    /// The plan of a model's configuration (`None` for a dense model).
-    pub fn of(config: &crate::VaeConfig) -> Option<Result<Self, ConfigError>> {
-        let Arch::Conv { layers } = &config.arch else {
-            return None;
-        };
-        let shape = config.shape.ok_or(ConfigError {
-            field: "arch",
-            message: "needs the images' shape".into(),
-        });
-        Some(shape.and_then(|s| Self::plan(s, layers)))
-    }
-
-    /// The encoder's convolutions, input side first.
-    pub fn encoder_convs(&self) -> &[ConvGeometry] {
-        &self.encoder
-    }
-
-    /// The decoder's transposed convolutions (`decoder.<dense layers>`, ...), before its
-    /// output layer.
-    pub fn decoder_convs(&self) -> &[ConvGeometry] {
-        &self.decoder
-    }
-
-    /// The decoder's output layer (`decoder.out`).
-    pub fn output_conv(&self) -> &ConvGeometry {
-        &self.out
-    }
-
-    fn plan(shape: ImageShape, layers: &[ConvLayer]) -> Result<Self, ConfigError> {
         let err = |message: String| ConfigError { field: "arch", message };
         let first = *layers
             .first()
@@ -247,6 +215,34 @@ impl ConvPlan {
         Ok(ConvPlan { encoder, decoder, out })
     }
 
+    /// The plan of a model's configuration (`None` for a dense model).
+    pub fn of(config: &crate::VaeConfig) -> Option<Result<Self, ConfigError>> {
+        let Arch::Conv { layers } = &config.arch else {
+            return None;
+        };
+        let shape = config.shape.ok_or(ConfigError {
+            field: "arch",
+            message: "needs the images' shape".into(),
+        });
+        Some(shape.and_then(|s| Self::new(s, layers)))
+    }
+
+    /// The encoder's convolutions, input side first.
+    pub fn encoder_convs(&self) -> &[ConvGeometry] {
+        &self.encoder
+    }
+
+    /// The decoder's transposed convolutions (`decoder.<dense layers>`, ...), before its
+    /// output layer.
+    pub fn decoder_convs(&self) -> &[ConvGeometry] {
+        &self.decoder
+    }
+
+    /// The decoder's output layer (`decoder.out`).
+    pub fn output_conv(&self) -> &ConvGeometry {
+        &self.out
+    }
+
     /// Values the last convolution puts out: the dense layers' input.
     pub fn flat(&self) -> usize {
         self.encoder.last().map_or(0, ConvGeometry::output_len)
@@ -267,7 +263,7 @@ impl ConvPlan {
         for (i, g) in self.encoder.iter().enumerate() {
             layers.push(Box::new(conv(scope, &i.to_string(), *g, Some(act), rng, shapes)));
         }
-        layers.push(Box::new(dense(
+        layers.push(Box::new(Mlp::numbered_from(
             scope,
             self.encoder.len(),
             self.flat(),
@@ -296,7 +292,7 @@ impl ConvPlan {
             .copied()
             .chain([self.flat()])
             .collect();
-        let mut layers: Vec<Box<dyn Layer<T>>> = vec![Box::new(dense(scope, 0, latent, &widths, act, rng))];
+        let mut layers: Vec<Box<dyn Layer<T>>> = vec![Box::new(Mlp::new(scope, latent, &widths, act, rng))];
         for (j, g) in self.decoder.iter().enumerate() {
             let name = (widths.len() + j).to_string();
             layers.push(Box::new(conv(scope, &name, *g, Some(act), rng, shapes)));
@@ -319,32 +315,6 @@ fn conv<T: Float>(
     let weight = Layer::<T>::named(&c).swap_remove(0).0;
     shapes.push((weight, g.weight_shape().to_vec()));
     c
-}
-
-/// Dense layers `input -> widths...`, each followed by `act`, named `first`, `first + 1`,
-/// ... in `scope`.
-fn dense<T: Float>(
-    scope: &mut ParamScope<T>,
-    first: usize,
-    input: usize,
-    widths: &[usize],
-    act: Activation,
-    rng: &mut impl Rng,
-) -> Mlp {
-    let mut width = input;
-    let layers = widths
-        .iter()
-        .enumerate()
-        .map(|(j, &s)| {
-            let l = Linear::new(&mut scope.child(&(first + j).to_string()), width, s, rng);
-            width = s;
-            l
-        })
-        .collect();
-    Mlp {
-        layers,
-        activation: act,
-    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,11 @@
 //! The convolutional [`Layer`]s: [`Conv`] (PyTorch's `Conv2d` and `ConvTranspose2d`, with
 //! their weight layouts and default initialisation), and [`Sequential`], a chain of layers.
 
-use ndarray::Array2;
 use rand::Rng;
 pub use vae_autograd::ConvGeometry;
 use vae_autograd::{Float, Tape, Var};
 
-use crate::layer::join;
+use crate::layers::{named_pair, on_tape, weight_and_bias};
 use crate::{Activation, Layer, Named, ParamScope};
 
 /// A convolution or transposed convolution (`geometry.transposed`) of flattened `[C, H, W]`
@@ -39,10 +38,13 @@ impl Conv {
     ) -> Result<Self, String> {
         geometry.out_size()?;
         let [_, second, kh, kw] = geometry.weight_shape();
-        let bound = 1.0 / ((second * kh * kw) as f64).sqrt();
-        let mut uniform = |dim| Array2::from_shape_simple_fn(dim, || T::c(rng.random_range(-bound..=bound)));
-        let weight = scope.param("weight", uniform(geometry.weight_dim()));
-        let bias = scope.param("bias", uniform((1, geometry.out_channels)));
+        let (weight, bias) = weight_and_bias(
+            scope,
+            geometry.weight_dim(),
+            geometry.out_channels,
+            second * kh * kw,
+            rng,
+        );
         Ok(Conv {
             weight,
             bias,
@@ -53,11 +55,7 @@ impl Conv {
     }
 
     fn run<T: Float>(&self, tape: &mut Tape<T>, x: Var, detached: bool) -> Var {
-        let (w, b) = if detached {
-            (tape.detach(self.weight), tape.detach(self.bias))
-        } else {
-            (self.weight, self.bias)
-        };
+        let (w, b) = on_tape(tape, self.weight, self.bias, detached);
         let act = self.activation.map(Activation::dense);
         if self.geometry.transposed {
             tape.conv_transpose2d(x, w, b, &self.geometry, act)
@@ -78,10 +76,7 @@ impl<T: Float> Layer<T> for Conv {
 
     /// `prefix.weight` and `prefix.bias`.
     fn named(&self) -> Named {
-        vec![
-            (join(&self.prefix, "weight"), self.weight),
-            (join(&self.prefix, "bias"), self.bias),
-        ]
+        named_pair(&self.prefix, self.weight, self.bias)
     }
 
     fn output_width(&self, input: usize) -> usize {
@@ -114,6 +109,7 @@ impl<T: Float> Layer<T> for Sequential<T> {
 
 #[cfg(test)]
 mod tests {
+    use ndarray::Array2;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 

@@ -33,10 +33,7 @@ impl Linear {
         out_features: usize,
         rng: &mut impl Rng,
     ) -> Self {
-        let bound = 1.0 / (in_features.max(1) as f64).sqrt();
-        let mut uniform = |dim| Array2::from_shape_simple_fn(dim, || T::c(rng.random_range(-bound..=bound)));
-        let weight = scope.param("weight", uniform((out_features, in_features)));
-        let bias = scope.param("bias", uniform((1, out_features)));
+        let (weight, bias) = weight_and_bias(scope, (out_features, in_features), out_features, in_features, rng);
         Linear {
             weight,
             bias,
@@ -49,11 +46,7 @@ impl Linear {
     /// Records `act(x W^T + b)` as one op (`Tape::dense`: no transposed copy of `W`, the
     /// bias added inside the product), the parameters detached if `detached`.
     pub fn forward_act<T: Float>(&self, tape: &mut Tape<T>, x: Var, act: Option<Activation>, detached: bool) -> Var {
-        let (w, b) = if detached {
-            (tape.detach(self.weight), tape.detach(self.bias))
-        } else {
-            (self.weight, self.bias)
-        };
+        let (w, b) = on_tape(tape, self.weight, self.bias, detached);
         tape.dense(x, w, b, act.map(Activation::dense))
     }
 }
@@ -69,16 +62,43 @@ impl<T: Float> Layer<T> for Linear {
 
     /// `prefix.weight` and `prefix.bias`.
     fn named(&self) -> Named {
-        vec![
-            (join(&self.prefix, "weight"), self.weight),
-            (join(&self.prefix, "bias"), self.bias),
-        ]
+        named_pair(&self.prefix, self.weight, self.bias)
     }
 
     fn output_width(&self, input: usize) -> usize {
         assert_eq!(input, self.in_features, "Linear: input width");
         self.out_features
     }
+}
+
+/// A layer's `weight` (shaped `dim`) and `bias` (`1 x out`) in `scope`, drawn as PyTorch
+/// draws them: uniform in `±1/sqrt(fan_in)`, weight first, row-major.
+pub(crate) fn weight_and_bias<T: Float>(
+    scope: &mut ParamScope<T>,
+    dim: (usize, usize),
+    out: usize,
+    fan_in: usize,
+    rng: &mut impl Rng,
+) -> (Var, Var) {
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    let mut uniform = |dim| Array2::from_shape_simple_fn(dim, || T::c(rng.random_range(-bound..=bound)));
+    let weight = scope.param("weight", uniform(dim));
+    let bias = scope.param("bias", uniform((1, out)));
+    (weight, bias)
+}
+
+/// The weight and bias as a forward pass uses them: themselves, or detached.
+pub(crate) fn on_tape<T: Float>(tape: &mut Tape<T>, w: Var, b: Var, detached: bool) -> (Var, Var) {
+    if detached {
+        (tape.detach(w), tape.detach(b))
+    } else {
+        (w, b)
+    }
+}
+
+/// `prefix.weight` and `prefix.bias`.
+pub(crate) fn named_pair(prefix: &str, w: Var, b: Var) -> Named {
+    vec![(join(prefix, "weight"), w), (join(prefix, "bias"), b)]
 }
 
 /// Dense layers, each followed by the same activation.
@@ -100,10 +120,23 @@ impl Mlp {
         activation: Activation,
         rng: &mut impl Rng,
     ) -> Self {
+        Self::numbered_from(scope, 0, input, sizes, activation, rng)
+    }
+
+    /// [`Mlp::new`] with the layers named `first`, `first + 1`, ... (after other layers of
+    /// the same scope, as the dense layers after a conv trunk).
+    pub fn numbered_from<T: Float>(
+        scope: &mut ParamScope<T>,
+        first: usize,
+        input: usize,
+        sizes: &[usize],
+        activation: Activation,
+        rng: &mut impl Rng,
+    ) -> Self {
         let mut layers = Vec::with_capacity(sizes.len());
         let mut width = input;
         for (i, &s) in sizes.iter().enumerate() {
-            layers.push(Linear::new(&mut scope.child(&i.to_string()), width, s, rng));
+            layers.push(Linear::new(&mut scope.child(&(first + i).to_string()), width, s, rng));
             width = s;
         }
         Mlp { layers, activation }

@@ -81,6 +81,23 @@ fn weight_difference(a: &Path, b: &Path) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Trains `epochs` with `extra` flags in one process and on two ranks; returns the weights'
+/// relative difference ([`weight_difference`]) and the two test -ELBOs, which it prints.
+fn one_process_and_two_ranks(name: &str, epochs: usize, extra: &[&str]) -> (f64, f64, f64) {
+    let (one, two) = (tmp(&format!("one-{name}")), tmp(&format!("two-{name}")));
+    let args = |dir: &Path| {
+        let mut a = train_args(dir, epochs);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    ok(Command::new(BIN).args(args(&one)).output().unwrap());
+    ok(mpirun(2).args(args(&two)).output().unwrap());
+    let dw = weight_difference(&two, &one);
+    let (l1, l2) = (test_loss(&one), test_loss(&two));
+    eprintln!("{name}, after {epochs} epochs: 1 process {l1:.4}, 2 ranks {l2:.4}; weights differ by {dw:.2e} relative");
+    (dw, l1, l2)
+}
+
 #[test]
 fn two_ranks_train_as_one_process() {
     let (one, two) = (tmp("one"), tmp("two"));
@@ -121,35 +138,21 @@ fn two_ranks_train_iwae_with_two_layers_as_one_process() {
     // into collapsed units (|g| ~ 1e-9, whose sign depends on the order of a sum) into
     // steps of the full learning rate, and those weights then differ by up to 6e-2 of their
     // largest. With 1e-4 every tensor agrees to 2e-5 (the one-level test's bar is 3e-5).
-    let (one, two) = (tmp("one-iwae"), tmp("two-iwae"));
-    let args = |dir: &Path| {
-        let mut a = train_args(dir, 2);
-        a.extend(
-            [
-                "--latent",
-                "6,3",
-                "--upper-hidden",
-                "12",
-                "--objective",
-                "iwae",
-                "--samples",
-                "3",
-                "--dreg",
-                "--binarize",
-                "--adam-eps",
-                "1e-4",
-            ]
-            .map(String::from),
-        );
-        a
-    };
-    ok(Command::new(BIN).args(args(&one)).output().unwrap());
-    ok(mpirun(2).args(args(&two)).output().unwrap());
-    let dw = weight_difference(&two, &one);
-    let (l1, l2) = (test_loss(&one), test_loss(&two));
-    eprintln!(
-        "IWAE, 2 layers, after 2 epochs: 1 process {l1:.4}, 2 ranks {l2:.4}; weights differ by {dw:.2e} relative"
-    );
+    let extra = [
+        "--latent",
+        "6,3",
+        "--upper-hidden",
+        "12",
+        "--objective",
+        "iwae",
+        "--samples",
+        "3",
+        "--dreg",
+        "--binarize",
+        "--adam-eps",
+        "1e-4",
+    ];
+    let (dw, l1, l2) = one_process_and_two_ranks("iwae", 2, &extra);
     assert!(dw < 1e-4, "weights differ by {dw:e} relative");
     assert!((l1 - l2).abs() < 0.05, "{l1} vs {l2}");
 }
@@ -158,29 +161,17 @@ fn two_ranks_train_iwae_with_two_layers_as_one_process() {
 fn two_ranks_train_a_conv_model_as_one_process() {
     // Each rank runs its shard through the convolutions (cut into pieces by the shard's own
     // size); the gradients are added across ranks as for the dense layers.
-    let (one, two) = (tmp("one-conv"), tmp("two-conv"));
-    let args = |dir: &Path| {
-        let mut a = train_args(dir, 2);
-        a.extend(
-            [
-                "--arch",
-                "conv:4k3s2,8k3s2",
-                "--hidden",
-                "16",
-                "--latent",
-                "2",
-                "--adam-eps",
-                "1e-4",
-            ]
-            .map(String::from),
-        );
-        a
-    };
-    ok(Command::new(BIN).args(args(&one)).output().unwrap());
-    ok(mpirun(2).args(args(&two)).output().unwrap());
-    let dw = weight_difference(&two, &one);
-    let (l1, l2) = (test_loss(&one), test_loss(&two));
-    eprintln!("conv, after 2 epochs: 1 process {l1:.4}, 2 ranks {l2:.4}; weights differ by {dw:.2e} relative");
+    let extra = [
+        "--arch",
+        "conv:4k3s2,8k3s2",
+        "--hidden",
+        "16",
+        "--latent",
+        "2",
+        "--adam-eps",
+        "1e-4",
+    ];
+    let (dw, l1, l2) = one_process_and_two_ranks("conv", 2, &extra);
     assert!(dw < 1e-4, "weights differ by {dw:e} relative");
     assert!((l1 - l2).abs() < 0.05, "{l1} vs {l2}");
 }

@@ -283,9 +283,7 @@ fn forward<T: Float>(
                 gemm_with(seq, T::one(), w, u, T::zero(), mat_mut(m, ch, cols));
                 // The bias on each channel's row, then each image's plane of it stored
                 // (activated) into the image's output row.
-                for (row, &bias) in m.chunks_exact_mut(cols).zip(b) {
-                    row.iter_mut().for_each(|v| *v = *v + bias);
-                }
+                add_channel_bias(m, b, cols);
                 for j in 0..k {
                     for c in 0..ch {
                         store(act, &m[(c * k + j) * p..][..p], &mut o[(j * ch + c) * p..][..p]);
