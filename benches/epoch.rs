@@ -82,6 +82,7 @@ fn models() -> Vec<Model> {
         }],
         shape: None,
         arch: Default::default(),
+        prior: Default::default(),
     };
     let keras = keras_conv();
     vec![

@@ -8,7 +8,7 @@ use ndarray::{Array2, Axis};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use vae::autograd::gradcheck::{self, Config};
-use vae::model::{Bound, LevelConfig, Objective, Vae, VaeConfig};
+use vae::model::{Bound, LevelConfig, Objective, Prior, Vae, VaeConfig};
 use vae::nn::Activation;
 
 fn config(levels: usize) -> VaeConfig {
@@ -72,7 +72,12 @@ fn params_of(vae: &Vae<f64>) -> Vec<Array2<f64>> {
 }
 
 fn check_bound(levels: usize, o: Objective) {
-    let mut vae = Vae::<f64>::new(config(levels), &mut StdRng::seed_from_u64(3)).unwrap();
+    check_model(config(levels), o);
+}
+
+fn check_model(config: VaeConfig, o: Objective) {
+    let levels = config.levels();
+    let mut vae = Vae::<f64>::new(config, &mut StdRng::seed_from_u64(3)).unwrap();
     let x = data(4, 5);
     let p0 = params_of(&vae);
     let report = gradcheck::check(&p0, Config::default(), |ps| {
@@ -100,6 +105,19 @@ fn k_sample_elbo_one_level() {
 fn two_levels_elbo_and_iwae() {
     check_bound(2, objective(Bound::Elbo, 1, false));
     check_bound(2, objective(Bound::Iwae, 4, false));
+}
+
+#[test]
+fn the_vampprior_at_one_and_two_levels() {
+    // Every parameter, the pseudo-inputs and the encoder through the prior included.
+    for levels in [1, 2] {
+        let vamp = VaeConfig {
+            prior: Prior::Vamp { components: 3 },
+            ..config(levels)
+        };
+        check_model(vamp.clone(), objective(Bound::Elbo, 1, false));
+        check_model(vamp, objective(Bound::Iwae, 3, false));
+    }
 }
 
 #[test]

@@ -62,6 +62,7 @@ fn small(likelihood: Likelihood, levels: usize) -> Vae<f32> {
             .collect(),
         shape: None,
         arch: Default::default(),
+        prior: Default::default(),
     };
     let mut v = Vae::<f32>::new(cfg, &mut StdRng::seed_from_u64(3)).unwrap();
     // Give the learned variance (if any) a non-trivial value too.

@@ -205,6 +205,44 @@ fn mean() {
 }
 
 #[test]
+fn gaussian_mixture_nll() {
+    // z of 5 rows against 3 components of width 4 (logvar within the clamp range).
+    let mut rng = StdRng::seed_from_u64(21);
+    let inputs = [
+        uniform(&mut rng, (5, 4), -2.0, 2.0),
+        uniform(&mut rng, (3, 4), -1.5, 1.5),
+        uniform(&mut rng, (3, 4), -2.0, 1.0),
+    ];
+    verify("gaussian_mixture_nll", &inputs, |t, v| {
+        t.gaussian_mixture_nll(v[0], v[1], v[2])
+    });
+    // The value against the definition, term by term.
+    let mut t = Tape::<f64>::new();
+    let vars: Vec<Var> = inputs.iter().map(|a| t.constant(a.view())).collect();
+    let out = t.gaussian_mixture_nll(vars[0], vars[1], vars[2]);
+    let (z, mu, lv) = (&inputs[0], &inputs[1], &inputs[2]);
+    for (i, zi) in z.rows().into_iter().enumerate() {
+        let dens: f64 = (0..3)
+            .map(|c| {
+                let log_n: f64 = (0..4)
+                    .map(|d| {
+                        let diff = zi[d] - mu[[c, d]];
+                        -0.5 * ((2.0 * std::f64::consts::PI).ln() + lv[[c, d]] + diff * diff * (-lv[[c, d]]).exp())
+                    })
+                    .sum();
+                log_n.exp() / 3.0
+            })
+            .sum();
+        let want = -dens.ln();
+        let got = t.value(out)[[i, 0]];
+        assert!(
+            (got - want).abs() < 1e-12 * want.abs().max(1.0),
+            "row {i}: {got} vs {want}"
+        );
+    }
+}
+
+#[test]
 fn log_sum_exp() {
     unary("log_sum_exp(0)", -5.0, 5.0, None, |t, x| t.log_sum_exp(x, Axis(0)));
     unary("log_sum_exp(1)", -5.0, 5.0, None, |t, x| t.log_sum_exp(x, Axis(1)));

@@ -97,10 +97,7 @@ impl<T: Float> Vae<T> {
         }
         self.noise_buf = noise;
         let top = zs[levels - 1].1;
-        let d_top = dim(&self.config, levels - 1);
-        let zero_mu = self.tape.constant_with((rows, d_top), |b| b.fill(T::zero()));
-        let zero_lv = self.tape.constant_with((1, d_top), |b| b.fill(T::zero()));
-        let mut p_nll = self.tape.gaussian_nll(zero_mu, zero_lv, top);
+        let mut p_nll = self.top_prior_nll(top);
         for level in (1..levels).rev() {
             let (pm, plv) = self.upper[level - 1].p.forward(&mut self.tape, zs[level].1);
             let nll = self.tape.gaussian_nll(pm, plv, zs[level - 1].1);
@@ -129,7 +126,7 @@ impl<T: Float> Vae<T> {
     }
 
     /// `logvar` clamped to [`vae_autograd::LOGVAR_RANGE`] (the range the densities use).
-    fn clamp_logvar(&mut self, lv: Var) -> Var {
+    pub(crate) fn clamp_logvar(&mut self, lv: Var) -> Var {
         let (lo, hi) = vae_autograd::LOGVAR_RANGE;
         let t = &mut self.tape;
         let a = t.clamp_min(lv, T::c(lo));

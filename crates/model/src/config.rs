@@ -48,6 +48,71 @@ pub struct VaeConfig {
     /// their configuration reads as before).
     #[serde(default, skip_serializing_if = "Arch::is_mlp")]
     pub arch: Arch,
+    /// The prior of the top stochastic layer (not recorded when standard, so that earlier
+    /// configurations read as before).
+    #[serde(default, skip_serializing_if = "Prior::is_standard")]
+    pub prior: Prior,
+}
+
+/// The prior p(z_top) of the top stochastic layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Prior {
+    /// The standard normal N(0, I).
+    #[default]
+    Standard,
+    /// The VampPrior (Tomczak & Welling 2018): the mixture `(1/C) sum_c q(z_top | u_c)` of
+    /// the encoder's posteriors at C learned pseudo-inputs `u_c` (`prior.pseudo_inputs`,
+    /// C x input; clipped to [0, 1] for a Bernoulli decoder, whose inputs are
+    /// probabilities). Above the first level, each level of the encoder takes the mean of
+    /// the one below, as [`crate::Vae::encode_levels`] does. [`crate::Vae::new`] draws
+    /// them from N(0.05, 0.01^2) as Tomczak & Welling do (N(0, 0.01^2) for a Gaussian
+    /// decoder); the trainer starts them as training images instead.
+    Vamp {
+        /// The number of pseudo-inputs C.
+        components: usize,
+    },
+}
+
+impl Prior {
+    /// The pseudo-inputs of the VampPrior by default (Tomczak & Welling's choice for MNIST).
+    pub const DEFAULT_COMPONENTS: usize = 500;
+
+    /// Whether this is the standard normal.
+    pub fn is_standard(&self) -> bool {
+        *self == Prior::Standard
+    }
+}
+
+impl std::fmt::Display for Prior {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Prior::Standard => write!(f, "standard"),
+            Prior::Vamp { components } => write!(f, "vamp:{components}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Prior {
+    type Err = String;
+    /// `standard` or `vamp[:C]` (C pseudo-inputs, default 500).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.split_once(':') {
+            None if lower == "standard" => Ok(Prior::Standard),
+            None if lower == "vamp" => Ok(Prior::Vamp {
+                components: Prior::DEFAULT_COMPONENTS,
+            }),
+            Some(("vamp", c)) => match c.trim().parse::<usize>() {
+                Ok(components) if components > 0 => Ok(Prior::Vamp { components }),
+                _ => Err(format!(
+                    "'{s}': the number of pseudo-inputs C in vamp:C must be a whole number of at least 1"
+                )),
+            },
+            _ => Err(format!(
+                "'{s}': expected standard or vamp[:C] (C pseudo-inputs, default 500)"
+            )),
+        }
+    }
 }
 
 /// A stochastic layer above the first.
@@ -71,6 +136,7 @@ impl VaeConfig {
             upper: Vec::new(),
             shape: None,
             arch: Arch::Mlp,
+            prior: Prior::Standard,
         }
     }
 
@@ -92,8 +158,8 @@ impl VaeConfig {
             .collect()
     }
 
-    /// The dimensions of the top level, where the prior is N(0, I): what is sampled,
-    /// interpolated and plotted.
+    /// The dimensions of the top level, where the prior is: what is sampled, interpolated
+    /// and plotted.
     pub fn top_latent(&self) -> usize {
         self.upper.last().map_or(self.latent, |l| l.latent)
     }
@@ -149,6 +215,9 @@ impl VaeConfig {
                     ),
                 );
             }
+        }
+        if let Prior::Vamp { components: 0 } = self.prior {
+            return err("prior", "needs at least one pseudo-input (vamp:C with C >= 1)".into());
         }
         if let Likelihood::Gaussian { variance: Some(v) } = self.likelihood
             && !(v.is_finite() && v > 0.0)
@@ -214,7 +283,7 @@ impl Objective {
     /// Whether this objective (for `config`) is the classic one: one level, one sample, the
     /// analytic KL, the plain gradient.
     pub fn is_classic(&self, config: &VaeConfig) -> bool {
-        config.upper.is_empty() && self.samples <= 1 && !self.dreg
+        config.upper.is_empty() && config.prior.is_standard() && self.samples <= 1 && !self.dreg
     }
 
     /// Checks that the pieces fit together.
@@ -230,7 +299,7 @@ impl Objective {
             return err(
                 "free_bits",
                 format!(
-                    "acts on the analytic KL of one latent layer trained with one sample: it cannot be combined with {{samples}} {}, {{dreg}} or several {{latent}} layers",
+                    "acts on the analytic KL of one latent layer trained with one sample: it cannot be combined with {{samples}} {}, {{dreg}}, several {{latent}} layers or a {{prior}} other than standard",
                     self.samples
                 ),
             );

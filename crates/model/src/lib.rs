@@ -39,8 +39,9 @@ mod arch;
 mod bound;
 pub mod checkpoint;
 mod config;
+mod prior;
 mod vae;
 
 pub use arch::{Arch, ConvLayer, ConvPlan};
-pub use config::{Bound, ConfigError, LevelConfig, Likelihood, Objective, VaeConfig};
+pub use config::{Bound, ConfigError, LevelConfig, Likelihood, Objective, Prior, VaeConfig};
 pub use vae::{LossSums, Step, Vae};

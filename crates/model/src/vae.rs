@@ -138,6 +138,8 @@ pub struct Vae<T: Float> {
     /// Learned per-pixel log-variance (1 x input) of a Gaussian decoder.
     dec_logvar: Option<Var>,
     pub(crate) upper: Vec<Upper<T>>,
+    /// The VampPrior's pseudo-inputs (C x input): `prior.pseudo_inputs`.
+    pub(crate) pseudo_inputs: Option<Var>,
     /// Scratch for the sampled graphs' noise.
     pub(crate) noise_buf: Array2<T>,
     /// Scratch for the DReG weights.
@@ -213,6 +215,8 @@ impl<T: Float> Vae<T> {
             upper.push(Upper { q, p });
             below = l.latent;
         }
+        let pseudo_inputs =
+            Self::initial_pseudo_inputs(&config, rng).map(|u| root.child("prior").param("pseudo_inputs", u));
         let params = named.iter().map(|(_, v)| *v).collect();
         Ok(Vae {
             config,
@@ -223,6 +227,7 @@ impl<T: Float> Vae<T> {
             shapes,
             dec_logvar,
             upper,
+            pseudo_inputs,
             noise_buf: Array2::zeros((0, 0)),
             weights_buf: Array2::zeros((0, 0)),
             zs_buf: Vec::new(),
@@ -399,9 +404,10 @@ impl<T: Float> Vae<T> {
     }
 
     /// The loss sums on a batch with z sampled (as PyTorch's example evaluates), no
-    /// gradient: the analytic KL for one level, the sampled one (log q - log p) above.
+    /// gradient: the analytic KL for one level under the standard normal, else the sampled
+    /// one (log q - log p).
     pub fn evaluate(&mut self, x: ArrayView2<T>, rng: &mut impl Rng) -> LossSums {
-        let (recon, kl) = if self.upper.is_empty() {
+        let (recon, kl) = if self.has_analytic_kl() {
             let g = self.graph(x, rng);
             (g.recon, g.kl)
         } else {
@@ -417,9 +423,14 @@ impl<T: Float> Vae<T> {
         }
     }
 
+    /// Whether the KL has a closed form: one level under the standard normal.
+    fn has_analytic_kl(&self) -> bool {
+        self.upper.is_empty() && self.config.prior.is_standard()
+    }
+
     /// The negative ELBO of each image of the batch (one z sample each): an anomaly score.
     pub fn neg_elbo_per_image(&mut self, x: ArrayView2<T>, rng: &mut impl Rng) -> Vec<f64> {
-        if !self.upper.is_empty() {
+        if !self.has_analytic_kl() {
             let s = self.sampled_graph(x, 1, false, 1.0, rng);
             return self
                 .tape
@@ -476,11 +487,11 @@ impl<T: Float> Vae<T> {
         self.decode(mu.view())
     }
 
-    /// `n` images from the model: z_top ~ N(0, I), each level below sampled from
-    /// p(z_(l-1) | z_l), and the decoder's mean image of z1.
+    /// `n` images from the model: z_top from the prior (N(0, I), or a VampPrior component
+    /// chosen uniformly), each level below sampled from p(z_(l-1) | z_l), and the decoder's
+    /// mean image of z1.
     pub fn sample(&mut self, n: usize, rng: &mut impl Rng) -> Array2<T> {
-        let top = self.config.top_latent();
-        let z = Array2::from_shape_simple_fn((n, top), || T::c(StandardNormal.sample(rng)));
+        let z = self.sample_top(n, rng);
         if self.upper.is_empty() {
             return self.decode(z.view());
         }

@@ -4,11 +4,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
 use clap::Args;
-use vae_model::{Arch, Bound, Likelihood};
+use vae_model::{Arch, Bound, Likelihood, Prior};
 use vae_nn::Activation;
-use vae_trainer::LrSchedule;
+use vae_trainer::{LrSchedule, parse_duration};
 
 use crate::recipe::{ImageSize, RecipeError, RunConfig};
 use crate::session::Launch;
@@ -55,6 +54,11 @@ pub struct TrainArgs {
     /// mirrors them).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub upper_hidden: Option<Vec<usize>>,
+    /// The prior of the top stochastic layer: standard (N(0, I)) or vamp[:C], the VampPrior
+    /// (Tomczak & Welling 2018): a mixture of the encoder's posteriors at C learned
+    /// pseudo-inputs (default 500), `prior.pseudo_inputs` in the checkpoint.
+    #[arg(long)]
+    pub prior: Option<Prior>,
     /// The bound trained: elbo, or iwae (the importance-weighted bound over --samples).
     #[arg(long)]
     pub objective: Option<Bound>,
@@ -74,8 +78,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub likelihood: Option<Likelihood>,
     /// Learning-rate schedule: constant, iwae (the IWAE paper's stages of 3^i epochs at
-    /// lr * 10^(-i/7)), cosine (to 0 over the run's epochs) or exponential[:GAMMA] (lr *
-    /// GAMMA^epoch, default 0.95).
+    /// lr * 10^(-i/7)), cosine (to 0 over the run's epochs), cosine-time[:DURATION] (to 0
+    /// over DURATION of training, by default the --time-budget: the same command fills an
+    /// hour on any machine, though the run then depends on its speed) or
+    /// exponential[:GAMMA] (lr * GAMMA^epoch, default 0.95).
     #[arg(long)]
     pub lr_schedule: Option<LrSchedule>,
     /// Adam's epsilon (added to the denominator; the IWAE paper uses 1e-4).
@@ -206,7 +212,7 @@ macro_rules! as_flag_by_display {
         }
     )*};
 }
-as_flag_by_display!(usize, u64, Activation, LrSchedule, Bound, Arch);
+as_flag_by_display!(usize, u64, Activation, LrSchedule, Bound, Arch, Prior);
 
 impl AsFlag for f64 {
     fn as_flag(&self) -> Option<String> {
@@ -271,6 +277,7 @@ recipe_flags! {
     hidden => model.hidden,
     latent => model.latent,
     upper_hidden => model.upper_hidden,
+    prior => model.prior,
     activation => model.activation,
     likelihood => model.likelihood,
     epochs => training.epochs,
@@ -316,30 +323,13 @@ pub fn flag(field: &str) -> String {
     format!("--{}", name.replace('_', "-"))
 }
 
-/// `90s`, `60m`, `1.5h` or plain seconds, as seconds.
-pub fn parse_duration(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&t[..i], &t[i..]),
-        None => (t, "s"),
-    };
-    let scale = match unit {
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("'{s}': expected a duration like 90s, 60m or 1.5h")),
-    };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v * scale),
-        _ => Err(format!("'{s}': expected a positive duration like 90s, 60m or 1.5h")),
-    }
-}
-
 impl TrainArgs {
     /// The recipe of a new run: the defaults with the flags given written over them.
     pub fn recipe(&self) -> RunConfig {
         let mut r = RunConfig::default();
         self.apply(&mut r);
+        // `cosine-time` anneals over this run's time budget unless given its own length.
+        r.training.lr_schedule = r.training.lr_schedule.for_budget(self.time_budget);
         r
     }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use vae_data::{FolderOptions, ImageShape, Limits, NpzKeys, OpenOptions};
-use vae_model::{Arch, Bound, ConfigError, LevelConfig, Likelihood, Objective, VaeConfig};
+use vae_model::{Arch, Bound, ConfigError, LevelConfig, Likelihood, Objective, Prior, VaeConfig};
 use vae_nn::{Activation, AdamConfig};
 use vae_trainer::{LrSchedule, TrainConfig};
 
@@ -55,6 +55,8 @@ pub struct ModelRecipe {
     /// The decoder's distribution (`None`: by the data, Bernoulli for images, a Gaussian
     /// of learned variance for tables; resolved when training starts).
     pub likelihood: Option<Likelihood>,
+    /// The prior of the top stochastic layer.
+    pub prior: Prior,
 }
 
 /// The optimisation: batch 128, Adam at 1e-3, the ELBO, 10 epochs, seed 1 by default.
@@ -206,6 +208,7 @@ impl Default for ModelRecipe {
             upper_hidden: vec![100, 100],
             activation: m.activation,
             likelihood: None,
+            prior: m.prior,
         }
     }
 }
@@ -339,6 +342,12 @@ impl RunConfig {
                 format!("must be a positive number, got {}", t.lr),
             ));
         }
+        if t.lr_schedule.seconds() == Some(0.0) {
+            return Err(RecipeError::new(
+                "lr_schedule",
+                "cosine-time anneals the learning rate over the time budget: give {time_budget} (e.g. 60m), or the length itself as cosine-time:60m",
+            ));
+        }
         if m.latent.is_empty() || m.latent.contains(&0) {
             return Err(RecipeError::new(
                 "latent",
@@ -421,6 +430,7 @@ impl RunConfig {
             latent: m.latent.first().copied().unwrap_or(0),
             activation: m.activation,
             likelihood: m.likelihood.unwrap_or(Likelihood::Bernoulli),
+            prior: m.prior,
             upper: m
                 .latent
                 .iter()

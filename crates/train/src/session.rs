@@ -179,7 +179,7 @@ pub fn run_observed(
     }
     let (started, budget) = (std::time::Instant::now(), launch.time_budget);
     let snapshots = writer.then_some(recipe.training.snapshot_every).flatten();
-    let mut next_snapshot = snapshots.map(|every| ((trained_seconds(&trainer) / every).floor() + 1.0) * every);
+    let mut next_snapshot = snapshots.map(|every| ((trainer.trained_seconds() / every).floor() + 1.0) * every);
     let per_epoch = trainer.batches_per_epoch();
     let global_step = |p: &Position| p.epochs_done * per_epoch + p.batches_done;
     // TensorBoard: rank 0 logs to a new event file per session; a failure to write it is
@@ -193,7 +193,8 @@ pub fn run_observed(
         }
     }
     let pictures_seed = stream_seed(recipe.training.seed, 0, salt::PICTURES);
-    while trainer.position().epochs_done < epochs {
+    // A time-based schedule that has come down to 0 completes the run, whatever its epochs.
+    while trainer.position().epochs_done < epochs && !trainer.schedule_is_over() {
         let last_good = trainer.position().clone();
         let epoch = last_good.epochs_done + 1;
         progress.start_epoch(epoch, epochs, trainer.images_per_epoch());
@@ -285,9 +286,9 @@ pub fn run_observed(
                 }
                 if writer {
                     save_checkpoint(run_dir, &trainer, &extra)?;
-                    let t = trained_seconds(&trainer);
+                    let t = trainer.trained_seconds();
                     if let (Some(every), Some(next)) = (snapshots, next_snapshot)
-                        && (t >= next || epoch == epochs)
+                        && (t >= next || epoch == epochs || trainer.schedule_is_over())
                     {
                         write_snapshot(run_dir, &trainer)?;
                         next_snapshot = Some(((t / every).floor() + 1.0) * every);
@@ -367,11 +368,6 @@ fn agreed_signal(trainer: &mut Trainer) -> Option<Signal> {
     })
 }
 
-/// Seconds spent on training batches so far (evaluation and checkpoints excluded).
-fn trained_seconds(trainer: &Trainer) -> f64 {
-    trainer.metrics().iter().map(|m| m.train_seconds).sum::<f64>() + trainer.position().partial_seconds
-}
-
 /// Copies the model just saved, and the run's flags, into `snapshots/eEEEEE[-bBBBBB]`: a
 /// run directory of its own for `vae-train eval`.
 fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
@@ -391,7 +387,7 @@ fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
     let info = run::Snapshot {
         epochs: p.epochs_done,
         batches: p.batches_done,
-        train_seconds: trained_seconds(trainer),
+        train_seconds: trainer.trained_seconds(),
     };
     let json = serde_json::to_string_pretty(&info).expect("serialises");
     checkpoint::write_atomic(&dir.join("snapshot.json"), json.as_bytes())

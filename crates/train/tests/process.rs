@@ -58,7 +58,7 @@ fn out_of_range_flags_are_refused_by_name() {
         (&["--adam-beta2", "-0.1"], "--adam-beta2 must be in [0, 1)"),
         (
             &["--lr-schedule", "linear"],
-            "expected constant, iwae, cosine or exponential",
+            "expected constant, iwae, cosine, cosine-time[:DURATION] or exponential",
         ),
         (&["--lr-schedule", "exponential:2"], "GAMMA must be in (0, 1]"),
         (&["--time-budget", "5x"], "expected a duration like 90s, 60m or 1.5h"),

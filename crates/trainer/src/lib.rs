@@ -36,7 +36,7 @@ mod schedule;
 mod trainer;
 
 pub use metrics::{EpochMetrics, FIELDS, Field};
-pub use schedule::LrSchedule;
+pub use schedule::{LrSchedule, parse_duration};
 pub use trainer::{
     Collective, Control, Diverged, EVAL_BATCH, EpochEnd, MODEL_FILE, Position, STATE_FILE, StateError, TrainConfig,
     Trainer, binarized, evaluate, kl_weight, salt,

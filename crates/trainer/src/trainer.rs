@@ -32,6 +32,8 @@ pub mod salt {
     pub const TEST_BINARIZE: u64 = 13;
     /// The pictures of a finished run.
     pub const PICTURES: u64 = 14;
+    /// The training images a VampPrior's pseudo-inputs start from.
+    pub const PSEUDO_INPUTS: u64 = 15;
 }
 
 /// Images per evaluation batch.
@@ -205,6 +207,26 @@ pub fn binarized(split: &Split, seed: u64) -> Split {
     }
 }
 
+/// Starts a VampPrior's pseudo-inputs as training images (their grey levels, squeezed into
+/// [0.01, 0.99], from the subset if any) drawn by the seed's stream, so that its
+/// components begin where the data is; a standard prior has none.
+fn seed_pseudo_inputs(model: &mut Vae<f32>, train: &Split, subset: Option<usize>, seed: u64) {
+    let n = subset.map_or(train.len(), |s| s.min(train.len()));
+    let Some(u) = model.pseudo_inputs_mut() else {
+        return;
+    };
+    if n == 0 {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(stream_seed(seed, 0, salt::PSEUDO_INPUTS));
+    for mut row in u.rows_mut() {
+        let i = rng.random_range(0..n);
+        // Inside (0, 1), so that the clipping of a Bernoulli model's pseudo-inputs to
+        // [0, 1] leaves every pixel a gradient.
+        row.assign(&train.images.rows_f32(i..i + 1).row(0).mapv(|v| 0.01 + 0.98 * v));
+    }
+}
+
 /// Sums of `model`'s loss over a whole split, in batches of [`EVAL_BATCH`], z sampled from
 /// `rng`.
 pub fn evaluate(model: &mut Vae<f32>, split: &Split, rng: &mut impl Rng) -> LossSums {
@@ -243,7 +265,8 @@ impl<'d> Trainer<'d> {
     pub fn new(model: VaeConfig, config: TrainConfig, train: &'d Split) -> Result<Self, ConfigError> {
         config.objective(1.0).validate(&model)?;
         let mut init = StdRng::seed_from_u64(stream_seed(config.seed, 0, salt::INIT));
-        let model = Vae::<f32>::new(model, &mut init)?;
+        let mut model = Vae::<f32>::new(model, &mut init)?;
+        seed_pseudo_inputs(&mut model, train, config.subset, config.seed);
         let params = model.params().to_vec();
         let adam = Adam::new(config.adam, model.tape(), &params);
         let batches = Batches::new(
@@ -345,7 +368,30 @@ impl<'d> Trainer<'d> {
 
     /// The learning rate of the current epoch (the base rate times the schedule's factor).
     pub fn current_lr(&self) -> f64 {
-        self.config.adam.lr * self.config.schedule.factor(self.position.epochs_done)
+        self.config.adam.lr
+            * self
+                .config
+                .schedule
+                .factor(self.position.epochs_done, self.seconds_before_epoch())
+    }
+
+    /// Seconds spent on training batches so far, over every session of the run (evaluation
+    /// and checkpoints excluded): the clock of the snapshots and of time-based schedules.
+    pub fn trained_seconds(&self) -> f64 {
+        self.seconds_before_epoch() + self.position.partial_seconds
+    }
+
+    /// Seconds spent on the complete epochs: what a time-based schedule's factor for the
+    /// current epoch is computed from (so that a run resumed part-way through an epoch
+    /// keeps that epoch's rate).
+    fn seconds_before_epoch(&self) -> f64 {
+        self.metrics.iter().map(|m| m.train_seconds).sum()
+    }
+
+    /// Whether the run's time-based schedule has run its course (never, for epoch-based
+    /// ones): the run is then complete.
+    pub fn schedule_is_over(&self) -> bool {
+        self.config.schedule.is_over(self.trained_seconds())
     }
 
     /// The KL weight of the last batch (β times the warm-up).
@@ -368,7 +414,7 @@ impl<'d> Trainer<'d> {
     pub fn step(&mut self) -> Result<Option<LossSums>, Diverged> {
         let epoch = self.position.epochs_done;
         if !self.started {
-            self.adam.config.lr = self.config.adam.lr * self.config.schedule.factor(epoch);
+            self.adam.config.lr = self.current_lr();
             self.batches.start_epoch(epoch as u64);
             self.batches.skip_batches(self.position.batches_done);
             self.started = true;

@@ -8,6 +8,7 @@ pub(crate) mod custom;
 mod elementwise;
 mod linear;
 mod loss;
+mod mixture;
 mod reduce;
 mod shape;
 

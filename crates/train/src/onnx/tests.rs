@@ -114,6 +114,7 @@ fn a_one_level_gaussian_model() {
         upper: vec![],
         shape: None,
         arch: Default::default(),
+        prior: Default::default(),
     });
 }
 
@@ -138,6 +139,7 @@ fn a_three_level_bernoulli_model() {
             ],
             shape: None,
             arch: Default::default(),
+            prior: Default::default(),
         });
     }
 }

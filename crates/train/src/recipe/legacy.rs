@@ -105,6 +105,7 @@ impl From<FlatFlags> for RunConfig {
                 upper_hidden: f.upper_hidden,
                 activation: f.activation,
                 likelihood: Some(f.likelihood),
+                prior: Default::default(),
             },
             training: TrainingRecipe {
                 epochs: f.epochs.unwrap_or(TrainingRecipe::default().epochs),
