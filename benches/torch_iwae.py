@@ -16,8 +16,9 @@ afresh each batch (x ~ Bernoulli(pixel / 255)). Adam (lr 1e-3, eps 1e-4), batch 
 --vamp C replaces N(0, I) at the top level by the VampPrior (Tomczak & Welling 2018), as
 `vae-train --prior vamp:C` defines it: p(z_top) = (1/C) sum_c N(z_top; mu_c, exp(lv_c)), the
 encoder's posterior at C learned pseudo-inputs u_c = clamp(prior.pseudo_inputs, 0, 1)
-(initialised N(0.05, 0.01^2)); level 1 is q(z1 | u_c), level 2 q(z2 | mean of level 1); lv_c is
-clamped to [-30, 20] as vae-train clamps log-variances (elsewhere the script does not clamp; it
+(started as C random training images squeezed into [0.01, 0.99], as vae-train's trainer
+does); level 1 is q(z1 | u_c), level 2 q(z2 | mean of level 1); lv_c is clamped to [-6, 20] as
+vae-train clamps its components' log-variances (elsewhere the script does not clamp; it
 binds only beyond that range). The encoder gets gradients through the
 prior too; with DReG the prior is part of log p(x, z), so only q's own densities see detached
 parameters.
@@ -65,6 +66,7 @@ import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from torch.func import functional_call
 
 LOG2PI = math.log(2 * math.pi)
+PRIOR_LOGVAR_MIN = -6.0  # vae_model::PRIOR_LOGVAR_MIN: the VampPrior's components are no narrower
 LOGVAR_RANGE = (-30.0, 20.0)  # vae-train's clamp of log-variances (vae_autograd::LOGVAR_RANGE)
 TEST_BINARIZE_SEED = 0  # the test set's one binarization, whatever --seed
 CSV_COLUMNS = ["epoch", "batches", "complete", "images", "train_seconds", "img_per_s", "train_neg_iwae",
@@ -107,7 +109,7 @@ class IWAE(nn.Module):
         mu = torch.clamp(s.pseudo_inputs, 0.0, 1.0)
         for q in s.q:
             mu, lv = q(mu).chunk(2, 1)
-        return mu, torch.clamp(lv, *LOGVAR_RANGE)
+        return mu, torch.clamp(lv, PRIOR_LOGVAR_MIN, LOGVAR_RANGE[1])
 
     def log_prior(s, z):  # log p(z_top) of each row
         if s.pseudo_inputs is None:
@@ -346,6 +348,9 @@ def main():
         xte = idx_images(f"{a.data}/t10k-images-idx3-ubyte.gz")
         xte = torch.bernoulli(xte, generator=torch.Generator().manual_seed(TEST_BINARIZE_SEED))
     m = IWAE(a.layers, a.vamp)
+    if a.vamp:  # as vae-train starts them: random training images, squeezed into [0.01, 0.99]
+        with torch.no_grad():
+            m.pseudo_inputs.copy_(0.01 + 0.98 * xtr[torch.randint(len(xtr), (a.vamp,))])
     opt = torch.optim.Adam(m.parameters(), lr=a.lr, eps=a.adam_eps)
     per_epoch = math.ceil(len(xtr) / a.batch)
     if a.max_batches:

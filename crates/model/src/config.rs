@@ -64,7 +64,8 @@ pub enum Prior {
     /// the encoder's posteriors at C learned pseudo-inputs `u_c` (`prior.pseudo_inputs`,
     /// C x input; clipped to [0, 1] for a Bernoulli decoder, whose inputs are
     /// probabilities). Above the first level, each level of the encoder takes the mean of
-    /// the one below, as [`crate::Vae::encode_levels`] does. [`crate::Vae::new`] draws
+    /// the one below, as [`crate::Vae::encode_levels`] does; the components' log-variances
+    /// are at least [`crate::PRIOR_LOGVAR_MIN`]. [`crate::Vae::new`] draws
     /// them from N(0.05, 0.01^2) as Tomczak & Welling do (N(0, 0.01^2) for a Gaussian
     /// decoder); the trainer starts them as training images instead.
     Vamp {

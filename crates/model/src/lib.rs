@@ -44,4 +44,5 @@ mod vae;
 
 pub use arch::{Arch, ConvLayer, ConvPlan};
 pub use config::{Bound, ConfigError, LevelConfig, Likelihood, Objective, Prior, VaeConfig};
+pub use prior::PRIOR_LOGVAR_MIN;
 pub use vae::{LossSums, Step, Vae};

@@ -13,7 +13,9 @@ impl<T: Float> Tape<T> {
     /// Returns m x 1. The exponent of component c,
     /// `-0.5 sum_d (lv_cd + (z_d - mu_cd)^2 exp(-lv_cd))`, is expanded into
     /// `z^2 . p_c - 2 z . (mu_c p_c) + sum_d (lv_cd + mu_cd^2 p_cd)` with `p = exp(-lv)`,
-    /// and the mixture is a max-subtracted log-sum-exp.
+    /// and the mixture is a max-subtracted log-sum-exp. The expansion rounds to about
+    /// `eps * exp(-lv) * (z^2 + mu^2)` per dimension (`eps` of `T`): in f32, keep the
+    /// log-variances well above the clamp range's floor (the VampPrior keeps them >= -6).
     ///
     /// # Panics
     /// If the widths differ or `mu` and `logvar` differ in shape.
