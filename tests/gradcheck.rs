@@ -255,7 +255,11 @@ fn gaussian_mixture_nll_in_f32_near_narrow_components() {
     let want = t64.gaussian_mixture_nll(a, b, c);
     let mut t32 = Tape::<f32>::new();
     let f = |x: &Array2<f64>| x.mapv(|v| v as f32);
-    let (a, b, c) = (t32.constant(f(&z).view()), t32.constant(f(&mu).view()), t32.constant(f(&lv).view()));
+    let (a, b, c) = (
+        t32.constant(f(&z).view()),
+        t32.constant(f(&mu).view()),
+        t32.constant(f(&lv).view()),
+    );
     let got = t32.gaussian_mixture_nll(a, b, c);
     for (g, w) in t32.value(got).iter().zip(t64.value(want)) {
         assert!((f64::from(*g) - w).abs() < 0.02, "{g} vs {w}");

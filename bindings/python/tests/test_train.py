@@ -274,3 +274,22 @@ def test_a_conv_model_from_python_is_the_command_lines(tmp_path, mnist, cli):
     np.testing.assert_array_equal(m.reconstruct(xte[:8]).reshape(8, -1), read_csv(tmp_path / "r.csv"))
     with pytest.raises(ValueError, match=r"^arch layer 3 \(8k15s1p0\) does not fit its 8x10x10 input"):
         vae.train(xtr[:64], run_dir=tmp_path / "bad", arch="conv:4k3s2,8k5s1p0,8k15s1p0", epochs=1)
+
+
+def test_a_vampprior_model_with_a_time_schedule_from_python(tmp_path, mnist, cli):
+    """prior= is --prior and lr_schedule="cosine-time:..." anneals over training seconds: a
+    two-level VampPrior model trains until its seconds are spent, stores its pseudo-inputs,
+    samples, and scores as vae-train does."""
+    xtr, _, xte, _ = mnist
+    run = tmp_path / "vamp"
+    m = vae.train(xtr[:512], xte[:64], run_dir=run, hidden=(16,), latent=(4, 2), upper_hidden=(8,),
+                  prior="vamp:7", objective="iwae", samples=3, dreg=True,
+                  lr_schedule="cosine-time:2s", epochs=100000, threads=2)
+    epochs = len(open(run / "metrics.csv").read().splitlines()) - 1
+    assert 1 <= epochs < 100000
+    assert m.sample(4, seed=1).shape == (4, 28, 28)
+    cli("score", "--run-dir", run, "--method", "iwae", "--k", 4, "--seed", 3)
+    scores = np.loadtxt(run / "scores.csv", delimiter=",", skiprows=1)[:, 2]
+    np.testing.assert_allclose(-m.log_likelihood(xte[:64], k=4, seed=3), scores, atol=2e-6, rtol=0)
+    with pytest.raises(ValueError, match="prior"):
+        vae.train(xtr[:64], run_dir=tmp_path / "bad", prior="vamp:0", epochs=1)

@@ -417,8 +417,12 @@ fn describe(model: &Vae<f32>) -> String {
         1 => String::new(),
         n => format!(", {n} stochastic layers"),
     };
+    let prior = match c.prior {
+        vae_model::Prior::Standard => String::new(),
+        vae_model::Prior::Vamp { components } => format!(", VampPrior of {components} pseudo-inputs"),
+    };
     format!(
-        "a {} VAE ({}, {} decoder{levels})",
+        "a {} VAE ({}, {} decoder{levels}{prior})",
         widths.join("-"),
         c.activation,
         c.likelihood
