@@ -3,14 +3,12 @@
 //! holds PyTorch's 4-D weights, and architectures that do not fit are refused naming the
 //! layer.
 
-use std::path::Path;
-
 use vae_data::npy::write_npz;
 use vae_data::{NpyArray, NpyData};
 
 mod common;
 
-use common::{fails_with, ok, tmp};
+use common::{fails_with, ok, tensors, tmp};
 
 const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
 
@@ -34,19 +32,6 @@ fn train<'a>(data: &'a str, run: &'a str, arch: &'a str, epochs: &'a str, extra:
     ];
     a.extend_from_slice(extra);
     a
-}
-
-/// The tensors of a safetensors file: name to (shape, raw bytes).
-fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
-        .collect();
-    out.sort();
-    out
 }
 
 #[test]

@@ -3,11 +3,9 @@
 //! reads it; a one-level one trains with the ELBO; `cosine-time` completes a run when its
 //! seconds are spent, and the settings that cannot work are refused naming the flag.
 
-use std::path::Path;
-
 mod common;
 
-use common::{fails_with, ok, run, tmp};
+use common::{fails_with, ok, run, tensors, tmp};
 
 const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
 
@@ -32,19 +30,6 @@ fn train<'a>(run: &'a str, epochs: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     ];
     a.extend_from_slice(extra);
     a
-}
-
-/// The tensors of a safetensors file: name to (shape, raw bytes).
-fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
-        .collect();
-    out.sort();
-    out
 }
 
 const TWO_LEVELS: [&str; 11] = [

@@ -4,7 +4,7 @@
 // Each test file uses what it needs of these.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The binary under test.
@@ -41,4 +41,17 @@ pub fn fails_with(args: &[&str], want: &[&str]) {
     for w in want {
         assert!(err.contains(w), "{args:?}: stderr {err:?} lacks {w:?}");
     }
+}
+
+/// The tensors of a safetensors file: name to (shape, raw bytes).
+pub fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    out.sort();
+    out
 }
