@@ -35,6 +35,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod conv;
 pub mod elementwise;
 mod float;
 pub mod fpenv;

@@ -127,7 +127,7 @@ impl<T: Float> Kernel<T> for Packed<'_, T> {
 /// How `C` starts a `k` block: from its own contents scaled by `beta` (the first block), or
 /// from the partial result the previous block left there.
 #[derive(Clone, Copy)]
-enum Start<T> {
+pub(crate) enum Start<T> {
     /// `acc = 0`.
     Zero,
     /// `acc = bias`, every row of the tile from the same `cols` values.
@@ -180,15 +180,11 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
                 // One panel at a time, used while it is hot in cache.
                 pack_b::<V>(b.slice(ndarray::s![k0..k0 + kc, j0..j0 + cols]), alpha, nr, buf);
                 let panel = &buf[..nr * kc];
-                let nv = cols.div_ceil(V::LANES);
                 let mut i0 = 0;
                 while i0 < m {
                     let rows = MR.min(m - i0);
                     let tile = Tile {
-                        a: a0,
-                        rsa,
-                        csa,
-                        i0,
+                        a: RowsOf::Strided { a: a0, rsa, csa, i0 },
                         rows,
                         kc,
                         panel: panel.as_ptr(),
@@ -205,19 +201,8 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
                         },
                         act: if kb + 1 == kblocks { epi.act } else { None },
                     };
-                    // SAFETY (each arm): the tile lies inside `a`, the panel and `c`, as
-                    // `Tile::run` requires; nv vectors cover `cols <= nr` columns.
-                    unsafe {
-                        match nv {
-                            // The last few columns (n = 100 leaves 4): half-width vectors.
-                            1 if V::LANES == 16 && cols <= 8 => tile.run::<V::Half, 1, MR>(),
-                            n if n >= NV => tile.run::<V, NV, MR>(),
-                            1 => tile.run::<V, 1, MR>(),
-                            2 => tile.run::<V, 2, MR>(),
-                            3 => tile.run::<V, 3, MR>(),
-                            _ => tile.run::<V, NV, MR>(),
-                        }
-                    }
+                    // SAFETY: the tile lies inside `a`, the panel and `c`.
+                    unsafe { tile.run_any::<V, NV, MR>() };
                     i0 += rows;
                 }
             }
@@ -229,7 +214,7 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
 /// Packs the kc x cols block `b` (times `alpha`, `cols <= nr`) into one panel at the start
 /// of `buf`: `kc` rows of `nr` values, the columns past `cols` zero as far as a tile reads.
 #[inline(always)]
-fn pack_b<V: Vector>(b: ArrayView2<V::E>, alpha: V::E, nr: usize, buf: &mut [V::E]) {
+pub(crate) fn pack_b<V: Vector>(b: ArrayView2<V::E>, alpha: V::E, nr: usize, buf: &mut [V::E]) {
     let (kc, cols) = b.dim();
     debug_assert!(cols <= nr, "one panel at a time");
     let [rsb, csb] = [b.strides()[0], b.strides()[1]];
@@ -303,27 +288,74 @@ fn pack_b<V: Vector>(b: ArrayView2<V::E>, alpha: V::E, nr: usize, buf: &mut [V::
 }
 
 /// One `MR x (NV * LANES)` tile of `C` over one block of `k`.
-struct Tile<T> {
-    /// `A[0, k0]`: row `i` of the block starts at `a + i * rsa`.
-    a: *const T,
-    rsa: isize,
-    csa: isize,
-    /// The tile's first row and how many of its `MR` rows exist (the rest are computed on a
-    /// repeat of the last row and not stored).
-    i0: usize,
-    rows: usize,
-    kc: usize,
+pub(crate) struct Tile<T> {
+    /// Where the tile's rows of `A` are read.
+    pub a: RowsOf<T>,
+    /// How many of the tile's `MR` rows exist (the rest are computed on a repeat of the
+    /// last row and not stored).
+    pub rows: usize,
+    pub kc: usize,
     /// The packed panel: `kc` rows of `nr` values.
-    panel: *const T,
-    nr: usize,
-    /// `C[i0, j0]`.
-    c: *mut T,
-    rsc: isize,
-    csc: isize,
-    cols: usize,
-    start: Start<T>,
+    pub panel: *const T,
+    pub nr: usize,
+    /// The tile's first element of `C`.
+    pub c: *mut T,
+    pub rsc: isize,
+    pub csc: isize,
+    pub cols: usize,
+    pub start: Start<T>,
     /// Applied as the tile is stored (the last `k` block).
-    act: Option<Unary<T>>,
+    pub act: Option<Unary<T>>,
+}
+
+/// The rows of `A` a tile multiplies.
+#[derive(Clone, Copy)]
+pub(crate) enum RowsOf<T> {
+    /// A strided matrix: `A[i, p]` at `a + i * rsa + p * csa`, the tile's rows from `i0`.
+    Strided {
+        a: *const T,
+        rsa: isize,
+        csa: isize,
+        i0: usize,
+    },
+    /// An indirect one (a convolution's windows): `k` in `nseg` segments of `seg_len`
+    /// contiguous values; row `r`'s segment `s` starts at `table[s * MR + r]`.
+    Indirect {
+        table: *const *const T,
+        nseg: usize,
+        seg_len: usize,
+    },
+}
+
+/// `acc[r] += A[r, p] B[p]` for `p` in `0..kc`, in order: `A[r, p]` at `rows[r] + p * csa`,
+/// `B`'s rows `nr` apart from `panel`.
+///
+/// # Safety
+/// The rows and the panel must hold what is read.
+#[inline(always)]
+unsafe fn chain<V: Vector, const NV: usize, const MR: usize>(
+    acc: &mut [[V; NV]; MR],
+    rows: [*const V::E; MR],
+    csa: isize,
+    kc: usize,
+    panel: *const V::E,
+    nr: usize,
+) {
+    let mut bp = panel;
+    for p in 0..kc {
+        let off = p as isize * csa;
+        // SAFETY: panel row p holds nr >= NV * LANES values.
+        let bv: [V; NV] = core::array::from_fn(|q| unsafe { V::load(bp.add(q * V::LANES)) });
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            // SAFETY: column p < kc of row `rows[r]`.
+            let av = V::splat(unsafe { *rows[r].offset(off) });
+            for q in 0..NV {
+                acc_row[q] = av.mul_add(bv[q], acc_row[q]);
+            }
+        }
+        // SAFETY: stays within (or one past) the panel.
+        bp = unsafe { bp.add(nr) };
+    }
 }
 
 impl<T: Float> Tile<T> {
@@ -365,12 +397,33 @@ impl<T: Float> Tile<T> {
         }
     }
 
+    /// Runs the tile with as many vectors as its columns need (at most `NV`; half-width
+    /// ones for the last few columns at 16 lanes).
+    ///
+    /// # Safety
+    /// As for [`Tile::run`] with `NV * LANES <= nr`.
+    #[inline(always)]
+    pub(crate) unsafe fn run_any<V: Vector<E = T>, const NV: usize, const MR: usize>(&self) {
+        // SAFETY (each arm): nv vectors cover `cols <= nr` columns.
+        unsafe {
+            match self.cols.div_ceil(V::LANES) {
+                // The last few columns (n = 100 leaves 4): half-width vectors.
+                1 if V::LANES == 16 && self.cols <= 8 => self.run::<V::Half, 1, MR>(),
+                n if n >= NV => self.run::<V, NV, MR>(),
+                1 => self.run::<V, 1, MR>(),
+                2 => self.run::<V, 2, MR>(),
+                3 => self.run::<V, 3, MR>(),
+                _ => self.run::<V, NV, MR>(),
+            }
+        }
+    }
+
     /// # Safety
     /// Rows `i0 .. i0 + rows` and columns `0 .. kc` of `a`, `kc * nr` values of the panel,
     /// and the `rows x cols` block at `c` must be valid; `NV * LANES <= nr` and
     /// `cols <= NV * LANES`.
     #[inline(always)]
-    unsafe fn run<V: Vector<E = T>, const NV: usize, const MR: usize>(&self) {
+    pub(crate) unsafe fn run<V: Vector<E = T>, const NV: usize, const MR: usize>(&self) {
         let zero = T::zero();
         let mut acc = [[V::splat(zero); NV]; MR];
         let w = NV * V::LANES;
@@ -414,26 +467,28 @@ impl<T: Float> Tile<T> {
                 }
             }
         }
-        // Row pointers into A (rows past the block repeat its last row).
-        let rows: [*const T; MR] = core::array::from_fn(|r| {
-            let i = self.i0 + r.min(self.rows - 1);
-            // SAFETY: row i < i0 + rows lies inside `a`.
-            unsafe { self.a.offset(i as isize * self.rsa) }
-        });
-        let mut bp = self.panel;
-        for p in 0..self.kc {
-            let off = p as isize * self.csa;
-            // SAFETY: panel row p holds nr >= NV * LANES values.
-            let bv: [V; NV] = core::array::from_fn(|q| unsafe { V::load(bp.add(q * V::LANES)) });
-            for (r, acc_row) in acc.iter_mut().enumerate() {
-                // SAFETY: column p < kc of row `rows[r]`.
-                let av = V::splat(unsafe { *rows[r].offset(off) });
-                for q in 0..NV {
-                    acc_row[q] = av.mul_add(bv[q], acc_row[q]);
+        match self.a {
+            RowsOf::Strided { a, rsa, csa, i0 } => {
+                // Row pointers into A (rows past the block repeat its last row).
+                let rows: [*const T; MR] = core::array::from_fn(|r| {
+                    let i = i0 + r.min(self.rows - 1);
+                    // SAFETY: row i < i0 + rows lies inside `a`.
+                    unsafe { a.offset(i as isize * rsa) }
+                });
+                // SAFETY: as the caller promises.
+                unsafe { chain::<V, NV, MR>(&mut acc, rows, csa, self.kc, self.panel, self.nr) };
+            }
+            RowsOf::Indirect { table, nseg, seg_len } => {
+                for s in 0..nseg {
+                    // SAFETY: the table holds nseg * MR row pointers, each to seg_len
+                    // values; segment s is rows s * seg_len .. of the panel.
+                    unsafe {
+                        let rows: [*const T; MR] = core::array::from_fn(|r| *table.add(s * MR + r));
+                        let panel = self.panel.add(s * seg_len * self.nr);
+                        chain::<V, NV, MR>(&mut acc, rows, 1, seg_len, panel, self.nr);
+                    }
                 }
             }
-            // SAFETY: stays within (or one past) the panel.
-            bp = unsafe { bp.add(self.nr) };
         }
         // Store.
         for (r, acc_row) in acc.iter().enumerate().take(self.rows) {

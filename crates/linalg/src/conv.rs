@@ -1,0 +1,733 @@
+//! Convolutions of channels-last (`[H, W, C]`) images read in place: the GEMM's micro-kernel
+//! ([`crate::packed`]'s tile) with its rows of `A` taken through a table of pointers, one
+//! per (output pixel, kernel tap), to the `C` contiguous values of the input pixel the tap
+//! reads, or to a row of zeros in the padding (the indirect convolution). Nothing is
+//! unfolded, scattered or zeroed.
+//!
+//! One routine, [`conv_nhwc`], computes every product a convolution layer needs, read as a
+//! map from a *source* image to a *destination* image ([`ConvMap`]):
+//! * **gather**: destination pixel `o` reads source pixel `o s + k - p` under tap `k`: a
+//!   convolution's forward, and a transposed convolution's backward by the input;
+//! * **scatter**: destination pixel `o` receives source pixel `i` where `i s + k - p = o`: a
+//!   transposed convolution's forward and a convolution's backward by the input. Split by
+//!   the parity (the phase) of `o + p` along each axis, each phase is a small gather with
+//!   only the taps that reach it (for 3x3 stride 2: 1, 2, 2 and 4 taps): no multiply by a
+//!   structural zero, every output written once (polyphase).
+//!
+//! The weight is packed once per call into panels of the tile's width (one per phase), the
+//! destination pixels of one row of one phase are the tile's rows, and the chain of every
+//! output element runs over (tap, channel) in the same order whatever the thread count, the
+//! tiling or the SIMD level (AVX2 and AVX-512 fuse alike): bitwise reproducible. Sources of
+//! fewer than [`GATHER_BELOW`] channels (an image's first layer) are copied tile by tile into
+//! a contiguous block first, the same chain in the same order.
+//!
+//! [`conv_nhwc_weight_grad`] is the backward by the weights: a GEMM over the destination's
+//! pixels whose `B` operand is packed straight from the source image through the same
+//! window, summed per batch piece (pieces cut by the shapes alone) in piece order.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use crate::Float;
+use crate::packed::{RowsOf, Start, Tile};
+use crate::simd::{Accum, Kernel, Unary, Vector, dispatch};
+use crate::team::{SendPtr, cut, for_parts};
+
+/// Sources with fewer channels than this are copied into a contiguous block per tile: a
+/// segment of one to a few values would spend more on its pointer than on its multiplies.
+pub const GATHER_BELOW: usize = 8;
+/// Destination pixels per batch piece of the backward by the weights (whole images; a
+/// piece's partial sum is one weight-sized buffer).
+const PIXELS_PER_PIECE: usize = 2048;
+/// Pixels per block of the backward by the weights (the packed panel stays in L2).
+const KC: usize = 512;
+
+/// How a source image maps onto a destination image: both channels-last, `batch` of each
+/// one after the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvMap {
+    /// Images in the batch.
+    pub batch: usize,
+    /// (height, width, channels) of each source image.
+    pub src: (usize, usize, usize),
+    /// (height, width, channels) of each destination image.
+    pub dst: (usize, usize, usize),
+    /// (height, width) of the kernel.
+    pub kernel: (usize, usize),
+    /// Steps of the window (gather) or between source pixels on the destination (scatter).
+    pub stride: (usize, usize),
+    /// Padding (gather: of the source; scatter: taken off the destination).
+    pub padding: (usize, usize),
+    /// Scatter (a transposed convolution's direction) rather than gather.
+    pub scatter: bool,
+}
+
+/// The axes of a weight given to [`conv_nhwc`]: PyTorch's 4-D weights are `[dst, src, kh,
+/// kw]` or `[src, dst, kh, kw]` depending on the layer and the direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// `[dst channels, src channels, kh, kw]`.
+    DstSrc,
+    /// `[src channels, dst channels, kh, kw]`.
+    SrcDst,
+}
+
+/// Where each destination value's chain starts (the epilogue's first half; the activation
+/// is the second).
+#[derive(Clone, Copy, Debug)]
+pub enum ConvStart<'a, T> {
+    /// From zero.
+    Zero,
+    /// From the channel's bias (one value per destination channel).
+    Bias(&'a [T]),
+    /// From the destination's current value (accumulating a gradient).
+    Add,
+}
+
+/// The phases of one axis: for scatter, destination coordinates of one parity of `o + p`
+/// and the taps that reach them; for gather, one phase of everything.
+#[derive(Clone, Copy, Debug)]
+struct Phase {
+    /// Destination coordinates `first + i step` for `i < count`.
+    first: usize,
+    step: usize,
+    count: usize,
+    /// Taps `k0 + t kstep` for `t < taps`.
+    k0: usize,
+    kstep: usize,
+    taps: usize,
+}
+
+/// One axis of a [`ConvMap`].
+#[derive(Clone, Copy, Debug)]
+struct AxisMap {
+    src: usize,
+    dst: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    scatter: bool,
+}
+
+impl AxisMap {
+    fn phases(&self) -> usize {
+        if self.scatter { self.stride } else { 1 }
+    }
+
+    fn phase(&self, f: usize) -> Phase {
+        let (k, s, p) = (self.kernel, self.stride, self.pad);
+        if !self.scatter {
+            return Phase {
+                first: 0,
+                step: 1,
+                count: self.dst,
+                k0: 0,
+                kstep: 1,
+                taps: k,
+            };
+        }
+        let first = (f + s - p % s) % s;
+        Phase {
+            first,
+            step: s,
+            count: if first < self.dst {
+                (self.dst - first).div_ceil(s)
+            } else {
+                0
+            },
+            k0: f,
+            kstep: s,
+            taps: if f < k { (k - f).div_ceil(s) } else { 0 },
+        }
+    }
+
+    /// The source coordinate destination `o` reads under tap `k` (of `o`'s phase), if
+    /// inside the image.
+    #[inline(always)]
+    fn src_of(&self, o: usize, k: usize) -> Option<usize> {
+        let at = if self.scatter {
+            (o + self.pad).checked_sub(k).map(|d| d / self.stride)
+        } else {
+            (o * self.stride + k).checked_sub(self.pad)
+        };
+        at.filter(|&i| i < self.src)
+    }
+}
+
+impl ConvMap {
+    fn axes(&self) -> (AxisMap, AxisMap) {
+        let axis = |i: usize| AxisMap {
+            src: [self.src.0, self.src.1][i],
+            dst: [self.dst.0, self.dst.1][i],
+            kernel: [self.kernel.0, self.kernel.1][i],
+            stride: [self.stride.0, self.stride.1][i],
+            pad: [self.padding.0, self.padding.1][i],
+            scatter: self.scatter,
+        };
+        (axis(0), axis(1))
+    }
+
+    fn src_len(&self) -> usize {
+        self.src.0 * self.src.1 * self.src.2
+    }
+
+    fn dst_len(&self) -> usize {
+        self.dst.0 * self.dst.1 * self.dst.2
+    }
+
+    fn check(&self, src: usize, weight: usize, dst: usize) {
+        let (kh, kw) = self.kernel;
+        assert!(
+            src == self.batch * self.src_len()
+                && dst == self.batch * self.dst_len()
+                && weight == self.src.2 * self.dst.2 * kh * kw
+                && self.stride.0 > 0
+                && self.stride.1 > 0,
+            "conv_nhwc: buffers of {src}, {weight} and {dst} values do not fit {self:?}"
+        );
+    }
+}
+
+/// The tile shape at a vector width: (rows MR, panel width NR).
+fn tile_shape(lanes: usize) -> (usize, usize) {
+    match lanes {
+        16 => (8, 48),
+        8 => (6, 16),
+        _ => (4, 4),
+    }
+}
+
+/// The vector width of the level in force for `T`.
+struct Lanes;
+
+impl<T: Float> Kernel<T> for Lanes {
+    type Output = usize;
+    fn run<V: Vector<E = T>>(self) -> usize {
+        V::LANES
+    }
+}
+
+thread_local! {
+    /// The packed weight (and a row of zeros) of the call in progress on this thread.
+    static PACKED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// The per-piece partial weight gradients of the call in progress on this thread.
+    static PARTIALS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's tile tables and gathered blocks.
+    static TILE: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` elements of the buffer in `cell`, grown to fit and kept: no
+/// allocation once warm. The contents are whatever the last user left.
+fn with_buffer<T: Copy, R>(
+    cell: &'static std::thread::LocalKey<RefCell<Vec<u64>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    // Every T used here (f32, f64, pointers) fits u64's alignment and any bit pattern is
+    // overwritten before it is read.
+    const { assert!(std::mem::align_of::<T>() <= 8 && std::mem::size_of::<T>() <= 8) };
+    let words = (len * std::mem::size_of::<T>()).div_ceil(8);
+    cell.with(|c| {
+        let mut held = c.try_borrow_mut();
+        let mut own = Vec::new();
+        let buf: &mut Vec<u64> = match held.as_deref_mut() {
+            Ok(b) => b,
+            Err(_) => &mut own,
+        };
+        if buf.len() < words {
+            buf.resize(words, 0);
+        }
+        // SAFETY: `buf` holds at least `len` T's worth of initialised, aligned bytes, and
+        // T (a float or a pointer) accepts them.
+        f(unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<T>(), len) })
+    })
+}
+
+/// The weight of one phase packed for the tiles: `panels` panels of `k = taps S` rows of
+/// `nr` values (destination channels, zero past `D`).
+#[derive(Clone, Copy, Debug)]
+struct PhasePack {
+    y: Phase,
+    x: Phase,
+    /// Offset of the phase's first panel in the packed buffer.
+    at: usize,
+    /// Rows of each panel: taps x source channels.
+    k: usize,
+}
+
+/// The 2-D phases of `map` (at most `stride_y x stride_x`), in a fixed array.
+fn phases_of(map: &ConvMap, nr: usize) -> (Vec2Phases, usize) {
+    let (ay, ax) = map.axes();
+    let panels = map.dst.2.div_ceil(nr);
+    let mut out = Vec2Phases::default();
+    let mut at = 0;
+    for fy in 0..ay.phases() {
+        for fx in 0..ax.phases() {
+            let (y, x) = (ay.phase(fy), ax.phase(fx));
+            let k = y.taps * x.taps * map.src.2;
+            out.push(PhasePack { y, x, at, k });
+            at += panels * k * nr;
+        }
+    }
+    (out, at)
+}
+
+/// Up to 64 phases without an allocation (strides up to 8 x 8); more spill to the heap.
+struct Vec2Phases {
+    inline: [Option<PhasePack>; 64],
+    len: usize,
+    more: Vec<PhasePack>,
+}
+
+impl Default for Vec2Phases {
+    fn default() -> Self {
+        Vec2Phases {
+            inline: [None; 64],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+}
+
+impl Vec2Phases {
+    fn push(&mut self, p: PhasePack) {
+        if self.len < 64 {
+            self.inline[self.len] = Some(p);
+        } else {
+            self.more.push(p);
+        }
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> PhasePack {
+        if i < 64 {
+            self.inline[i].expect("pushed")
+        } else {
+            self.more[i - 64]
+        }
+    }
+}
+
+/// `dst = act(start + conv(src, weight))` over the batch: see the module's description.
+/// `weight` holds `src channels x dst channels x kh x kw` values in `layout`.
+///
+/// # Panics
+/// If the buffers do not fit `map`.
+pub fn conv_nhwc<T: Float>(
+    map: &ConvMap,
+    src: &[T],
+    weight: &[T],
+    layout: WeightLayout,
+    start: ConvStart<'_, T>,
+    act: Option<Unary<T>>,
+    dst: &mut [T],
+) {
+    map.check(src.len(), weight.len(), dst.len());
+    if let ConvStart::Bias(b) = start {
+        assert_eq!(b.len(), map.dst.2, "conv_nhwc: one bias per destination channel");
+    }
+    if map.batch == 0 || map.dst_len() == 0 {
+        return;
+    }
+    let lanes = dispatch::<T, _>(Lanes);
+    let (mr, nr) = tile_shape(lanes);
+    let (phases, packed_len) = phases_of(map, nr);
+    let s = map.src.2;
+    with_buffer(&PACKED, packed_len + s + 16, |packed: &mut [T]| {
+        pack_weight(map, &phases, weight, layout, nr, packed);
+        packed[packed_len..].fill(T::zero());
+        let packed = &*packed;
+        let (ay, _) = map.axes();
+        // Units of work: one destination row of one 2-D phase of one image.
+        let rows_per_image: usize = (0..ay.phases()).map(|f| ay.phase(f).count).sum();
+        let xphases = map.axes().1.phases();
+        let units = map.batch * rows_per_image * xphases;
+        let parts = units.min(4 * rayon::current_num_threads()).max(1);
+        let out = SendPtr(dst.as_mut_ptr());
+        for_parts(parts, |i| {
+            let r = cut(units, parts, 1, i);
+            if r.is_empty() {
+                return;
+            }
+            dispatch(ConvUnits {
+                map,
+                phases: &phases,
+                packed,
+                zeros: &packed[packed_len..],
+                src,
+                start,
+                act,
+                dst: out,
+                units: r,
+                mr,
+                nr,
+            });
+        });
+    });
+}
+
+/// Packs every phase's panels (in parallel by panel).
+fn pack_weight<T: Float>(
+    map: &ConvMap,
+    phases: &Vec2Phases,
+    weight: &[T],
+    layout: WeightLayout,
+    nr: usize,
+    packed: &mut [T],
+) {
+    let (s_ch, d_ch) = (map.src.2, map.dst.2);
+    let (kh, kw) = map.kernel;
+    let panels = d_ch.div_ceil(nr);
+    let jobs = phases.len * panels;
+    let base = SendPtr(packed.as_mut_ptr());
+    let at = |d: usize, s: usize, ky: usize, kx: usize| match layout {
+        WeightLayout::DstSrc => ((d * s_ch + s) * kh + ky) * kw + kx,
+        WeightLayout::SrcDst => ((s * d_ch + d) * kh + ky) * kw + kx,
+    };
+    let work = weight.len();
+    let parts = if work < 1 << 14 { 1 } else { jobs };
+    let run = |job: usize| {
+        let (ph, panel) = (phases.get(job / panels), job % panels);
+        let d0 = panel * nr;
+        let cols = nr.min(d_ch - d0);
+        // SAFETY: each job writes its own panel of the buffer (k x nr values at its offset).
+        let out = unsafe { std::slice::from_raw_parts_mut(base.get().add(ph.at + panel * ph.k * nr), ph.k * nr) };
+        let mut row = 0;
+        for ty in 0..ph.y.taps {
+            let ky = ph.y.k0 + ty * ph.y.kstep;
+            for tx in 0..ph.x.taps {
+                let kx = ph.x.k0 + tx * ph.x.kstep;
+                for s in 0..s_ch {
+                    let o = &mut out[row * nr..(row + 1) * nr];
+                    for (j, v) in o[..cols].iter_mut().enumerate() {
+                        *v = weight[at(d0 + j, s, ky, kx)];
+                    }
+                    o[cols..].fill(T::zero());
+                    row += 1;
+                }
+            }
+        }
+    };
+    if parts == 1 {
+        (0..jobs).for_each(run);
+    } else {
+        for_parts(jobs, run);
+    }
+}
+
+/// A range of units of [`conv_nhwc`] on one thread.
+struct ConvUnits<'a, T> {
+    map: &'a ConvMap,
+    phases: &'a Vec2Phases,
+    packed: &'a [T],
+    zeros: &'a [T],
+    src: &'a [T],
+    start: ConvStart<'a, T>,
+    act: Option<Unary<T>>,
+    dst: SendPtr<T>,
+    units: Range<usize>,
+    mr: usize,
+    nr: usize,
+}
+
+impl<T: Float> Kernel<T> for ConvUnits<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        match V::LANES {
+            16 => self.drive::<V, 3, 8>(),
+            8 => self.drive::<V, 2, 6>(),
+            _ => self.drive::<V, 4, 4>(),
+        }
+    }
+}
+
+impl<T: Float> ConvUnits<'_, T> {
+    #[inline(always)]
+    fn drive<V: Vector<E = T>, const NV: usize, const MR: usize>(&self) {
+        debug_assert_eq!((MR, NV * V::LANES), (self.mr, self.nr));
+        let map = self.map;
+        let (ay, ax) = map.axes();
+        let (sh, sw, s_ch) = map.src;
+        let (dh, dw, d_ch) = map.dst;
+        let nr = self.nr;
+        let panels = d_ch.div_ceil(nr);
+        let (yph, xph) = (ay.phases(), ax.phases());
+        let rows_per_image: usize = (0..yph).map(|f| ay.phase(f).count).sum();
+        let max_taps = map.kernel.0 * map.kernel.1;
+        let gather = s_ch < GATHER_BELOW;
+        let max_k = max_taps * s_ch;
+        // The table (MR pointers per tap) and, for few channels, the gathered block.
+        let table_len = MR * max_taps.max(1);
+        let block_len = if gather { MR * max_k } else { 0 };
+        with_buffer(
+            &TILE,
+            table_len + (block_len * std::mem::size_of::<T>()).div_ceil(8) + 8,
+            |buf: &mut [u64]| {
+                let (table_words, block_words) = buf.split_at_mut(table_len);
+                let table = table_words.as_mut_ptr().cast::<*const T>();
+                let block = block_words.as_mut_ptr().cast::<T>();
+                for u in self.units.clone() {
+                    let xf = u % xph;
+                    let row_slot = (u / xph) % rows_per_image;
+                    let j = u / xph / rows_per_image;
+                    // Which y phase and which of its rows.
+                    let (mut yf, mut iy) = (0, row_slot);
+                    while iy >= ay.phase(yf).count {
+                        iy -= ay.phase(yf).count;
+                        yf += 1;
+                    }
+                    let ph = self.phases.get(yf * xph + xf);
+                    let (py, px) = (ph.y, ph.x);
+                    let oy = py.first + iy * py.step;
+                    let nseg = py.taps * px.taps;
+                    let src_img = j * sh * sw * s_ch;
+                    let mut t0 = 0;
+                    while t0 < px.count {
+                        let rows = MR.min(px.count - t0);
+                        // The table: row r's segment (ty, tx) points at its source pixel.
+                        for r in 0..MR {
+                            let ox = px.first + (t0 + r.min(rows - 1)) * px.step;
+                            for ty in 0..py.taps {
+                                let sy = ay.src_of(oy, py.k0 + ty * py.kstep);
+                                for tx in 0..px.taps {
+                                    let sx = ax.src_of(ox, px.k0 + tx * px.kstep);
+                                    let p = match (sy, sx) {
+                                        (Some(y), Some(x)) => self.src[src_img + (y * sw + x) * s_ch..].as_ptr(),
+                                        _ => self.zeros.as_ptr(),
+                                    };
+                                    // SAFETY: (ty px.taps + tx) MR + r < nseg MR <= table_len.
+                                    unsafe { *table.add((ty * px.taps + tx) * MR + r) = p };
+                                }
+                            }
+                        }
+                        let (a_nseg, seg_len) = if gather && nseg > 0 {
+                            let k = nseg * s_ch;
+                            for r in 0..MR {
+                                for seg in 0..nseg {
+                                    // SAFETY: the table entry points at s_ch values; the block
+                                    // holds MR x max_k values.
+                                    unsafe {
+                                        let from = *table.add(seg * MR + r);
+                                        std::ptr::copy_nonoverlapping(from, block.add(r * k + seg * s_ch), s_ch);
+                                    }
+                                }
+                            }
+                            for r in 0..MR {
+                                // SAFETY: r < MR <= table_len.
+                                unsafe { *table.add(r) = block.add(r * k) };
+                            }
+                            (1, k)
+                        } else {
+                            (nseg, s_ch)
+                        };
+                        let ox0 = px.first + t0 * px.step;
+                        for panel in 0..panels {
+                            let d0 = panel * nr;
+                            let at = ((j * dh + oy) * dw + ox0) * d_ch + d0;
+                            let tile = Tile {
+                                a: RowsOf::Indirect {
+                                    table: table.cast_const(),
+                                    nseg: a_nseg,
+                                    seg_len,
+                                },
+                                rows,
+                                kc: ph.k,
+                                panel: self.packed[ph.at + panel * ph.k * nr..].as_ptr(),
+                                nr,
+                                // SAFETY: destination pixel (j, oy, ox0) channel d0 exists.
+                                c: unsafe { self.dst.get().add(at) },
+                                rsc: (px.step * d_ch) as isize,
+                                csc: 1,
+                                cols: nr.min(d_ch - d0),
+                                start: match self.start {
+                                    ConvStart::Zero => Start::Zero,
+                                    ConvStart::Bias(b) => Start::Bias(b[d0..].as_ptr()),
+                                    ConvStart::Add => Start::Load,
+                                },
+                                act: self.act,
+                            };
+                            // SAFETY: the table's pointers hold seg_len values each, the panel
+                            // k x nr, and the tile's rows (px.step apart) and columns lie in
+                            // this unit's destination row, which no other unit writes.
+                            unsafe { tile.run_any::<V, NV, MR>() };
+                        }
+                        t0 += rows;
+                    }
+                }
+            },
+        );
+    }
+}
+
+/// The backward by the weights of a gather map: `grad[d][s][ky][kx] (+)= sum over every
+/// destination pixel o of dst_side[o][d] src_side[src(o, k)][s]` (PyTorch's `[out, in, kh,
+/// kw]` for a convolution, where the destination is its output; `[in, out, kh, kw]` for a
+/// transposed one, whose backward is a gather from its output's gradient onto its input).
+///
+/// # Panics
+/// If `map` scatters or the buffers do not fit it.
+pub fn conv_nhwc_weight_grad<T: Float>(map: &ConvMap, dst_side: &[T], src_side: &[T], grad: &mut [T], acc: Accum) {
+    assert!(!map.scatter, "conv_nhwc_weight_grad: a gather map");
+    map.check(src_side.len(), grad.len(), dst_side.len());
+    let (s_ch, d_ch) = (map.src.2, map.dst.2);
+    let taps = map.kernel.0 * map.kernel.1;
+    let ncols = taps * s_ch;
+    let wlen = d_ch * ncols;
+    let pix = map.dst.0 * map.dst.1;
+    if map.batch == 0 || pix == 0 || wlen == 0 {
+        if acc == Accum::Overwrite {
+            grad.fill(T::zero());
+        }
+        return;
+    }
+    let per = PIXELS_PER_PIECE.div_ceil(pix).clamp(1, map.batch);
+    let pieces = map.batch.div_ceil(per);
+    let lanes = dispatch::<T, _>(Lanes);
+    let (_, nr) = tile_shape(lanes);
+    let panels = ncols.div_ceil(nr);
+    let groups = (4 * rayon::current_num_threads()).div_ceil(pieces).clamp(1, panels);
+    with_buffer(&PARTIALS, pieces * wlen, |parts: &mut [T]| {
+        let base = SendPtr(parts.as_mut_ptr());
+        for_parts(pieces * groups, |i| {
+            let (piece, group) = (i / groups, i % groups);
+            let images = piece * per..((piece + 1) * per).min(map.batch);
+            let panel_range = cut(panels, groups, 1, group);
+            if images.is_empty() || panel_range.is_empty() {
+                return;
+            }
+            dispatch(WeightGrad {
+                map,
+                dst_side,
+                src_side,
+                // SAFETY: piece `piece` alone writes its partial's columns of this group.
+                part: SendPtr(unsafe { base.get().add(piece * wlen) }),
+                images,
+                panels: panel_range,
+                nr,
+            });
+        });
+        // Every piece, in piece order, into PyTorch's layout.
+        let parts = &*parts;
+        let out = SendPtr(grad.as_mut_ptr());
+        let rows = if wlen < 1 << 14 { 1 } else { d_ch };
+        for_parts(rows, |i| {
+            let ds = cut(d_ch, rows, 1, i);
+            for d in ds {
+                for s in 0..s_ch {
+                    for t in 0..taps {
+                        let col = d * ncols + t * s_ch + s;
+                        let v = (0..pieces).fold(T::zero(), |a, p| a + parts[p * wlen + col]);
+                        // SAFETY: row d of the gradient is written by this part alone.
+                        let g = unsafe { &mut *out.get().add((d * s_ch + s) * taps + t) };
+                        *g = if acc == Accum::Add { *g + v } else { v };
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// One batch piece and group of panels of [`conv_nhwc_weight_grad`], into the piece's
+/// partial `[d][tap s]`.
+struct WeightGrad<'a, T> {
+    map: &'a ConvMap,
+    dst_side: &'a [T],
+    src_side: &'a [T],
+    part: SendPtr<T>,
+    images: Range<usize>,
+    panels: Range<usize>,
+    nr: usize,
+}
+
+impl<T: Float> Kernel<T> for WeightGrad<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(self) {
+        match V::LANES {
+            16 => self.drive::<V, 3, 8>(),
+            8 => self.drive::<V, 2, 6>(),
+            _ => self.drive::<V, 4, 4>(),
+        }
+    }
+}
+
+impl<T: Float> WeightGrad<'_, T> {
+    #[inline(always)]
+    fn drive<V: Vector<E = T>, const NV: usize, const MR: usize>(&self) {
+        let map = self.map;
+        let (ay, ax) = map.axes();
+        let (sh, sw, s_ch) = map.src;
+        let (dh, dw, d_ch) = map.dst;
+        let (kh, kw) = map.kernel;
+        let ncols = kh * kw * s_ch;
+        let nr = self.nr;
+        let pix = dh * dw;
+        let first = self.images.start * pix;
+        let total = self.images.len() * pix;
+        T::with_scratch(KC * nr + 16, |buf| {
+            let skip = buf.as_ptr().align_offset(64).min(16);
+            let panel_buf = &mut buf[skip..];
+            let mut k0 = 0;
+            while k0 < total {
+                let kc = KC.min(total - k0);
+                for panel in self.panels.clone() {
+                    let c0 = panel * nr;
+                    let cols = nr.min(ncols - c0);
+                    // Pack B: row p is pixel first + k0 + p, columns c0 .. c0 + cols of
+                    // (tap, source channel), zero in the padding and past `cols`.
+                    for p in 0..kc {
+                        let o = first + k0 + p;
+                        let (j, rest) = (o / pix, o % pix);
+                        let (oy, ox) = (rest / dw, rest % dw);
+                        let row = &mut panel_buf[p * nr..(p + 1) * nr];
+                        let mut c = c0;
+                        while c < c0 + cols {
+                            let (t, s) = (c / s_ch, c % s_ch);
+                            let run = (s_ch - s).min(c0 + cols - c);
+                            let out = &mut row[c - c0..c - c0 + run];
+                            match (ay.src_of(oy, t / kw), ax.src_of(ox, t % kw)) {
+                                (Some(y), Some(x)) => {
+                                    let at = ((j * sh + y) * sw + x) * s_ch + s;
+                                    out.copy_from_slice(&self.src_side[at..at + run]);
+                                }
+                                _ => out.fill(T::zero()),
+                            }
+                            c += run;
+                        }
+                        row[cols..].fill(T::zero());
+                    }
+                    let mut d0 = 0;
+                    while d0 < d_ch {
+                        let rows = MR.min(d_ch - d0);
+                        let tile = Tile {
+                            a: RowsOf::Strided {
+                                a: self.dst_side[(first + k0) * d_ch..].as_ptr(),
+                                rsa: 1,
+                                csa: d_ch as isize,
+                                i0: d0,
+                            },
+                            rows,
+                            kc,
+                            panel: panel_buf.as_ptr(),
+                            nr,
+                            // SAFETY: row d0, column c0 of the piece's partial.
+                            c: unsafe { self.part.get().add(d0 * ncols + c0) },
+                            rsc: ncols as isize,
+                            csc: 1,
+                            cols,
+                            start: if k0 == 0 { Start::Zero } else { Start::Load },
+                            act: None,
+                        };
+                        // SAFETY: A's rows d0.. (channels) at kc pixels d_ch apart lie in
+                        // dst_side; the panel holds kc x nr values; the tile lies in this
+                        // piece's partial, in columns of this group's panels only.
+                        unsafe { tile.run_any::<V, NV, MR>() };
+                        d0 += rows;
+                    }
+                }
+                k0 += kc;
+            }
+        });
+    }
+}

@@ -1,0 +1,258 @@
+//! The channels-last convolution kernels against the plain loops of their definitions (f64,
+//! every geometry: strides 1-3, paddings 0-2, kernels 1-5, odd sizes, phases no tap reaches,
+//! few and many channels on both sides, every start), and their f32 results bitwise the same
+//! at every thread count and at the AVX2 and AVX-512 levels.
+
+use vae_linalg::conv::{ConvMap, ConvStart, WeightLayout, conv_nhwc, conv_nhwc_weight_grad};
+use vae_linalg::simd::{self, Accum, Level, Unary};
+
+/// (source h, w, c), destination channels, kernel, stride, padding, output padding
+/// (scatter only), scatter.
+type Case = ((usize, usize, usize), usize, (usize, usize), usize, usize, usize, bool);
+
+fn cases() -> Vec<Case> {
+    vec![
+        ((5, 5, 1), 2, (3, 3), 1, 1, 0, false),
+        ((6, 5, 2), 3, (3, 3), 2, 1, 0, false),
+        ((4, 4, 3), 2, (2, 2), 2, 0, 0, false),
+        ((7, 3, 2), 2, (5, 5), 1, 2, 0, false),
+        ((4, 5, 1), 1, (1, 1), 1, 0, 0, false),
+        ((8, 8, 2), 2, (3, 3), 3, 2, 0, false),
+        ((9, 7, 20), 50, (3, 3), 2, 1, 0, false),
+        ((5, 6, 64), 17, (3, 3), 1, 1, 0, false),
+        ((4, 4, 9), 130, (3, 2), 2, 0, 0, false),
+        ((3, 3, 2), 1, (3, 3), 2, 1, 1, true),
+        ((4, 2, 1), 3, (3, 3), 1, 1, 0, true),
+        ((2, 3, 3), 2, (2, 2), 2, 0, 0, true),
+        ((3, 4, 2), 2, (4, 4), 3, 1, 2, true),
+        ((2, 2, 1), 2, (5, 5), 1, 2, 0, true),
+        ((3, 3, 2), 2, (2, 2), 3, 0, 1, true),
+        ((7, 5, 33), 40, (3, 3), 2, 1, 1, true),
+        ((4, 4, 64), 1, (3, 3), 1, 1, 0, true),
+        ((5, 4, 12), 70, (3, 3), 2, 2, 0, true),
+    ]
+}
+
+fn map_of(c: &Case, batch: usize) -> ConvMap {
+    let &((h, w, ch), d, k, s, p, op, scatter) = c;
+    let axis = |len: usize, k: usize| {
+        if scatter {
+            (len - 1) * s + k + op - 2 * p
+        } else {
+            (len + 2 * p - k) / s + 1
+        }
+    };
+    ConvMap {
+        batch,
+        src: (h, w, ch),
+        dst: (axis(h, k.0), axis(w, k.1), d),
+        kernel: k,
+        stride: (s, s),
+        padding: (p, p),
+        scatter,
+    }
+}
+
+fn values(n: usize, seed: f64) -> Vec<f64> {
+    (0..n)
+        .map(|i| (seed + 0.37 * i as f64).sin() * 0.5 + 0.01 * (i % 7) as f64)
+        .collect()
+}
+
+/// The weight's value joining source channel `s` and destination channel `d` at a tap.
+fn w_at(w: &[f64], m: &ConvMap, layout: WeightLayout, d: usize, s: usize, ky: usize, kx: usize) -> f64 {
+    let (sc, dc) = (m.src.2, m.dst.2);
+    let (kh, kw) = m.kernel;
+    match layout {
+        WeightLayout::DstSrc => w[((d * sc + s) * kh + ky) * kw + kx],
+        WeightLayout::SrcDst => w[((s * dc + d) * kh + ky) * kw + kx],
+    }
+}
+
+/// Every (source pixel, destination pixel, tap) the map joins, by the definitions.
+fn pairs(m: &ConvMap) -> Vec<((usize, usize), (usize, usize), (usize, usize))> {
+    let mut out = Vec::new();
+    let (sh, sw, _) = m.src;
+    let (dh, dw, _) = m.dst;
+    let (s, p) = (m.stride.0 as isize, m.padding.0 as isize);
+    for ky in 0..m.kernel.0 {
+        for kx in 0..m.kernel.1 {
+            let (a, b) = if m.scatter { (sh, sw) } else { (dh, dw) };
+            for y in 0..a {
+                for x in 0..b {
+                    let ty = y as isize * s + ky as isize - p;
+                    let tx = x as isize * s + kx as isize - p;
+                    let (lim_y, lim_x) = if m.scatter { (dh, dw) } else { (sh, sw) };
+                    if !(0..lim_y as isize).contains(&ty) || !(0..lim_x as isize).contains(&tx) {
+                        continue;
+                    }
+                    let t = (ty as usize, tx as usize);
+                    if m.scatter {
+                        out.push(((y, x), t, (ky, kx)));
+                    } else {
+                        out.push((t, (y, x), (ky, kx)));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn naive(m: &ConvMap, src: &[f64], w: &[f64], layout: WeightLayout, bias: Option<&[f64]>) -> Vec<f64> {
+    let (_, sw, sc) = m.src;
+    let (dh, dw, dc) = m.dst;
+    let mut dst = vec![0.0; m.batch * dh * dw * dc];
+    for j in 0..m.batch {
+        if let Some(b) = bias {
+            for o in 0..dh * dw {
+                dst[(j * dh * dw + o) * dc..][..dc].copy_from_slice(b);
+            }
+        }
+        for &((sy, sx), (oy, ox), (ky, kx)) in &pairs(m) {
+            for d in 0..dc {
+                for s in 0..sc {
+                    let v = src[((j * m.src.0 + sy) * sw + sx) * sc + s];
+                    dst[((j * dh + oy) * dw + ox) * dc + d] += v * w_at(w, m, layout, d, s, ky, kx);
+                }
+            }
+        }
+    }
+    dst
+}
+
+fn naive_weight_grad(m: &ConvMap, dst_side: &[f64], src_side: &[f64]) -> Vec<f64> {
+    let (_, sw, sc) = m.src;
+    let (dh, dw, dc) = m.dst;
+    let (kh, kw) = m.kernel;
+    let mut g = vec![0.0; dc * sc * kh * kw];
+    for j in 0..m.batch {
+        for &((sy, sx), (oy, ox), (ky, kx)) in &pairs(m) {
+            for d in 0..dc {
+                for s in 0..sc {
+                    let a = dst_side[((j * dh + oy) * dw + ox) * dc + d];
+                    let b = src_side[((j * m.src.0 + sy) * sw + sx) * sc + s];
+                    g[((d * sc + s) * kh + ky) * kw + kx] += a * b;
+                }
+            }
+        }
+    }
+    g
+}
+
+fn close(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
+            "{what}: element {i}: {g} vs {w}"
+        );
+    }
+}
+
+fn sizes(m: &ConvMap) -> (usize, usize, usize) {
+    (
+        m.batch * m.src.0 * m.src.1 * m.src.2,
+        m.src.2 * m.dst.2 * m.kernel.0 * m.kernel.1,
+        m.batch * m.dst.0 * m.dst.1 * m.dst.2,
+    )
+}
+
+#[test]
+fn every_map_matches_its_definition() {
+    for c in cases() {
+        let m = map_of(&c, 3);
+        let (ns, nw, nd) = sizes(&m);
+        let (src, w, bias) = (values(ns, 0.1), values(nw, 0.7), values(m.dst.2, 1.3));
+        for layout in [WeightLayout::DstSrc, WeightLayout::SrcDst] {
+            let what = format!("{m:?} {layout:?}");
+            let mut dst = vec![f64::NAN; nd];
+            conv_nhwc(&m, &src, &w, layout, ConvStart::Zero, None, &mut dst);
+            close(&dst, &naive(&m, &src, &w, layout, None), &format!("{what} from zero"));
+            conv_nhwc(&m, &src, &w, layout, ConvStart::Bias(&bias), None, &mut dst);
+            let want = naive(&m, &src, &w, layout, Some(&bias));
+            close(&dst, &want, &format!("{what} from the bias"));
+            // Accumulating onto what is there, and a fused activation.
+            conv_nhwc(&m, &src, &w, layout, ConvStart::Add, None, &mut dst);
+            let twice: Vec<f64> = want
+                .iter()
+                .zip(naive(&m, &src, &w, layout, None))
+                .map(|(a, b)| a + b)
+                .collect();
+            close(&dst, &twice, &format!("{what} added"));
+            let act = Unary::LeakyRelu(0.1);
+            conv_nhwc(&m, &src, &w, layout, ConvStart::Bias(&bias), Some(act), &mut dst);
+            let leaky: Vec<f64> = want.iter().map(|&v| if v > 0.0 { v } else { 0.1 * v }).collect();
+            close(&dst, &leaky, &format!("{what} activated"));
+        }
+        if !m.scatter {
+            let dst_side = values(nd, 2.9);
+            let mut g = vec![f64::NAN; nw];
+            conv_nhwc_weight_grad(&m, &dst_side, &src, &mut g, Accum::Overwrite);
+            let want = naive_weight_grad(&m, &dst_side, &src);
+            close(&g, &want, &format!("{m:?} weight gradient"));
+            conv_nhwc_weight_grad(&m, &dst_side, &src, &mut g, Accum::Add);
+            let twice: Vec<f64> = want.iter().map(|v| 2.0 * v).collect();
+            close(&g, &twice, &format!("{m:?} weight gradient added"));
+        }
+    }
+}
+
+/// A batch large enough for several pieces and parts.
+fn f32_outputs(m: &ConvMap) -> Vec<Vec<f32>> {
+    let (ns, nw, nd) = sizes(m);
+    let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+    let (src, w, bias, other) = (
+        f(values(ns, 0.2)),
+        f(values(nw, 0.4)),
+        f(values(m.dst.2, 0.9)),
+        f(values(nd, 1.1)),
+    );
+    let mut dst = vec![0f32; nd];
+    conv_nhwc(
+        m,
+        &src,
+        &w,
+        WeightLayout::DstSrc,
+        ConvStart::Bias(&bias),
+        Some(Unary::Tanh),
+        &mut dst,
+    );
+    let mut out = vec![dst];
+    if !m.scatter {
+        let mut g = vec![0f32; nw];
+        conv_nhwc_weight_grad(m, &other, &src, &mut g, Accum::Overwrite);
+        out.push(g);
+    }
+    out
+}
+
+#[test]
+fn f32_results_are_the_same_bits_at_every_thread_count_and_fused_level() {
+    let levels: Vec<Level> = [Level::Avx2, Level::Avx512]
+        .into_iter()
+        .filter(|l| l.is_supported())
+        .collect();
+    let start = simd::level();
+    for c in cases() {
+        let m = map_of(&c, 37);
+        let mut seen: Option<Vec<Vec<f32>>> = None;
+        for &level in &levels {
+            simd::force_level(level).unwrap();
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let got = pool.install(|| f32_outputs(&m));
+                match &seen {
+                    None => seen = Some(got),
+                    Some(want) => assert!(
+                        got.iter()
+                            .zip(want)
+                            .all(|(a, b)| a.iter().map(|x| x.to_bits()).eq(b.iter().map(|x| x.to_bits()))),
+                        "{m:?}: {level} with {threads} threads differs"
+                    ),
+                }
+            }
+        }
+    }
+    simd::force_level(start).unwrap();
+}
