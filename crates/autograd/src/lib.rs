@@ -30,10 +30,10 @@
 #![warn(missing_docs)]
 
 pub mod gradcheck;
-mod im2col;
 mod kernels;
 pub mod loss_kernels;
 mod ops;
+mod scratch;
 mod tape;
 
 pub use ops::custom::CustomOp;

@@ -1,6 +1,7 @@
-//! The convolutions against their definitions (PyTorch's `Conv2d` and `ConvTranspose2d`),
-//! their gradients against finite differences in f64, and their results across thread
-//! counts.
+//! The convolutions against their definitions (PyTorch's `Conv2d` and `ConvTranspose2d`,
+//! on `[C, H, W]` rows: the ops run channels-last between `channels_last` and
+//! `channels_first`, as a model's convolution stack does), their gradients (and the layout
+//! conversions') against finite differences in f64, and their results across thread counts.
 
 use ndarray::Array2;
 use vae_autograd::gradcheck::{Config, check_tape};
@@ -121,11 +122,13 @@ fn record(
     v: &[vae_autograd::Var],
     act: Option<DenseAct<f64>>,
 ) -> vae_autograd::Var {
-    if g.transposed {
-        t.conv_transpose2d(v[0], v[1], v[2], g, act)
+    let x = t.channels_last(v[0], g.in_channels);
+    let y = if g.transposed {
+        t.conv_transpose2d(x, v[1], v[2], g, act)
     } else {
-        t.conv2d(v[0], v[1], v[2], g, act)
-    }
+        t.conv2d(x, v[1], v[2], g, act)
+    };
+    t.channels_first(y, g.out_channels)
 }
 
 #[test]
@@ -182,8 +185,10 @@ fn gradients_over_several_pieces_and_added_to_earlier_ones() {
         values(1, 2, 0.5),
     ];
     let report = check_tape(&inputs, Config::default(), |t, v| {
-        let h = t.conv2d(v[0], v[1], v[2], &g, Some(DenseAct::Sigmoid));
+        let x = t.channels_last(v[0], 2);
+        let h = t.conv2d(x, v[1], v[2], &g, Some(DenseAct::Sigmoid));
         let y = t.conv_transpose2d(h, v[3], v[4], &gt, None);
+        let y = t.channels_first(y, 2);
         t.add(y, v[0])
     })
     .unwrap();
@@ -203,8 +208,10 @@ fn run_in(threads: usize) -> Vec<Vec<f32>> {
         let w2 = t.param(f(values(8, 27, 0.4)));
         let b2 = t.param(f(values(1, 3, 0.5)));
         let x = t.leaf(f(values(100, g.input_len(), 0.1)).view(), true);
-        let h = t.conv2d(x, w1, b1, &g, Some(DenseAct::Relu));
+        let xl = t.channels_last(x, 3);
+        let h = t.conv2d(xl, w1, b1, &g, Some(DenseAct::Relu));
         let y = t.conv_transpose2d(h, w2, b2, &gt, None);
+        let y = t.channels_first(y, 3);
         let s = t.square(y);
         let loss = t.sum(s);
         t.backward(loss);

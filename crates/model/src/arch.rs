@@ -5,7 +5,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use vae_autograd::Float;
 use vae_data::ImageShape;
-use vae_nn::{Activation, Conv, ConvGeometry, Layer, Mlp, ParamScope, Sequential};
+use vae_nn::{Activation, Conv, ConvGeometry, Layer, Layout, Mlp, ParamScope, Sequential};
 
 use crate::ConfigError;
 
@@ -249,7 +249,8 @@ impl ConvPlan {
     }
 
     /// The encoder's trunk in `scope`: the convolutions (`0`, `1`, ...), each followed by
-    /// `act`, then dense layers of the `hidden` widths. The weights' PyTorch shapes are
+    /// `act` (channels-last between two [`Layout`] conversions, so that the dense layers see
+    /// PyTorch's flatten order), then dense layers of the `hidden` widths. The weights' PyTorch shapes are
     /// appended to `shapes`.
     pub(crate) fn encoder<T: Float>(
         &self,
@@ -259,10 +260,11 @@ impl ConvPlan {
         rng: &mut impl Rng,
         shapes: &mut Vec<(String, Vec<usize>)>,
     ) -> Sequential<T> {
-        let mut layers: Vec<Box<dyn Layer<T>>> = Vec::new();
+        let mut layers: Vec<Box<dyn Layer<T>>> = vec![layout(self.encoder[0].in_channels, true)];
         for (i, g) in self.encoder.iter().enumerate() {
             layers.push(Box::new(conv(scope, &i.to_string(), *g, Some(act), rng, shapes)));
         }
+        layers.push(layout(self.decoder[0].in_channels, false));
         layers.push(Box::new(Mlp::numbered_from(
             scope,
             self.encoder.len(),
@@ -276,7 +278,8 @@ impl ConvPlan {
 
     /// The decoder in `scope`: dense layers from `latent` to the last convolution's output
     /// (the `hidden` widths reversed, without the last), the transposed convolutions, and
-    /// the output layer (`out`, no activation).
+    /// the output layer (`out`, no activation), channels-last from the first transposed
+    /// convolution to the output layer, whose result is back in `[C, H, W]` order.
     pub(crate) fn decoder<T: Float>(
         &self,
         scope: &mut ParamScope<T>,
@@ -285,21 +288,33 @@ impl ConvPlan {
         act: Activation,
         rng: &mut impl Rng,
         shapes: &mut Vec<(String, Vec<usize>)>,
-    ) -> (Sequential<T>, Conv) {
+    ) -> (Sequential<T>, Sequential<T>) {
         let widths: Vec<usize> = hidden[..hidden.len().saturating_sub(1)]
             .iter()
             .rev()
             .copied()
             .chain([self.flat()])
             .collect();
-        let mut layers: Vec<Box<dyn Layer<T>>> = vec![Box::new(Mlp::new(scope, latent, &widths, act, rng))];
+        let mut layers: Vec<Box<dyn Layer<T>>> = vec![
+            Box::new(Mlp::new(scope, latent, &widths, act, rng)),
+            layout(self.decoder[0].in_channels, true),
+        ];
         for (j, g) in self.decoder.iter().enumerate() {
             let name = (widths.len() + j).to_string();
             layers.push(Box::new(conv(scope, &name, *g, Some(act), rng, shapes)));
         }
         let out = conv(scope, "out", self.out, None, rng, shapes);
+        let out = Sequential(vec![Box::new(out), layout(self.out.out_channels, false)]);
         (Sequential(layers), out)
     }
+}
+
+/// The conversion of images of `channels` to channels-last (`to_channels_last`) or back.
+fn layout<T: Float>(channels: usize, to_channels_last: bool) -> Box<dyn Layer<T>> {
+    Box::new(Layout {
+        channels,
+        to_channels_last,
+    })
 }
 
 /// A convolution named `name` in `scope`, its weight's shape appended to `shapes`.

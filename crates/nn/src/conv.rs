@@ -1,5 +1,6 @@
 //! The convolutional [`Layer`]s: [`Conv`] (PyTorch's `Conv2d` and `ConvTranspose2d`, with
-//! their weight layouts and default initialisation), and [`Sequential`], a chain of layers.
+//! their weight layouts and default initialisation) on channels-last images, [`Layout`], which
+//! converts at the edges of a convolution stack, and [`Sequential`], a chain of layers.
 
 use rand::Rng;
 pub use vae_autograd::ConvGeometry;
@@ -8,8 +9,9 @@ use vae_autograd::{Float, Tape, Var};
 use crate::layers::{named_pair, on_tape, weight_and_bias};
 use crate::{Activation, Layer, Named, ParamScope};
 
-/// A convolution or transposed convolution (`geometry.transposed`) of flattened `[C, H, W]`
-/// rows, with a bias and an optional activation. The weight is PyTorch's (`Conv2d`
+/// A convolution or transposed convolution (`geometry.transposed`) of channels-last rows
+/// (flattened `[H, W, C]` images: put a [`Layout`] before the first and after the last of a
+/// stack), with a bias and an optional activation. The weight is PyTorch's (`Conv2d`
 /// `[out, in, kh, kw]`, `ConvTranspose2d` `[in, out, kh, kw]`), held on the tape with its
 /// last three axes flattened ([`ConvGeometry::weight_dim`]).
 #[derive(Clone, Debug)]
@@ -85,6 +87,46 @@ impl<T: Float> Layer<T> for Conv {
     }
 }
 
+/// Images between PyTorch's `[C, H, W]` rows and the channels-last rows of the
+/// convolutions (the identity for one channel): what a convolution stack starts and ends
+/// with, so that the layout is converted once per stack, not per layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Channels of each image.
+    pub channels: usize,
+    /// To channels-last (the stack's start) or back to `[C, H, W]` (its end).
+    pub to_channels_last: bool,
+}
+
+impl Layout {
+    fn run<T: Float>(&self, tape: &mut Tape<T>, x: Var) -> Var {
+        match (self.channels, self.to_channels_last) {
+            (1, _) => x,
+            (c, true) => tape.channels_last(x, c),
+            (c, false) => tape.channels_first(x, c),
+        }
+    }
+}
+
+impl<T: Float> Layer<T> for Layout {
+    fn forward(&self, tape: &mut Tape<T>, x: Var) -> Var {
+        self.run(tape, x)
+    }
+
+    fn forward_detached(&self, tape: &mut Tape<T>, x: Var) -> Var {
+        self.run(tape, x)
+    }
+
+    /// No parameters.
+    fn named(&self) -> Named {
+        Named::new()
+    }
+
+    fn output_width(&self, input: usize) -> usize {
+        input
+    }
+}
+
 /// Layers applied one after the other.
 pub struct Sequential<T>(pub Vec<Box<dyn Layer<T>>>);
 
@@ -143,7 +185,18 @@ mod tests {
         )
         .unwrap();
         let up = Conv::new(&mut enc.child("1"), geometry(true, 4, 2, 4), None, &mut rng).unwrap();
-        let net = Sequential(vec![Box::new(conv.clone()), Box::new(up.clone())]);
+        let layout = |channels, to_channels_last| {
+            Box::new(Layout {
+                channels,
+                to_channels_last,
+            })
+        };
+        let net = Sequential(vec![
+            layout(1, true),
+            Box::new(conv.clone()),
+            Box::new(up.clone()),
+            layout(2, false),
+        ]);
         assert_eq!(t.dim(conv.weight), (4, 9));
         assert_eq!(t.dim(up.weight), (4, 18));
         // fan_in: in kh kw = 9 for the convolution, out kh kw = 18 for the transposed one.

@@ -49,7 +49,7 @@ mod layers;
 mod optim;
 
 pub use activation::{Activation, ParseActivationError};
-pub use conv::{Conv, ConvGeometry, Sequential};
+pub use conv::{Conv, ConvGeometry, Layout, Sequential};
 pub use layer::{Layer, Named, ParamScope};
 pub use layers::{Linear, Mlp};
 pub use optim::{Adam, AdamConfig, Optimizer, Sgd};

@@ -1,25 +1,21 @@
-//! 2-D convolution and transposed convolution over a batch of images, one flattened
-//! `[C, H, W]` image per row (PyTorch's `flatten` order), through the GEMM core.
+//! 2-D convolution and transposed convolution over a batch of channels-last images, one
+//! flattened `[H, W, C]` image per row, through `vae_linalg::conv`'s kernels, which read the
+//! images in place (a convolution stack keeps this layout from its first layer to its last;
+//! [`Tape::channels_last`] and [`Tape::channels_first`] convert at its edges, so that the
+//! rows the dense layers, the losses and the files see keep PyTorch's `[C, H, W]` order).
 //!
-//! A batch is cut into pieces of a few images (by the shapes alone: results never depend on
-//! the thread count) that run in parallel; each piece unfolds its images' windows into a
-//! matrix (`im2col`) that stays in cache and multiplies it by the weights in one sequential
-//! GEMM:
-//! * convolution: `Y = W cols(X)` (`W` is `[out, in kh kw]`), then the bias;
-//! * transposed convolution, the adjoint: `cols = W^T X` (`W` is `[in, out kh kw]`), folded
-//!   back onto the output image with sums (`col2im`), then the bias.
-//!
-//! The backward of each is the other's forward for the input, and one more GEMM per piece
-//! for the weights, whose per-piece sums are added up in piece order.
+//! Each direction is one map of `vae_linalg::conv`: a convolution's forward gathers, its
+//! backward by the input scatters (polyphase); a transposed convolution the other way round.
+//! The backward by the weights is a gather for both, the bias's a sum over pixels in fixed
+//! pieces added in order: results never depend on the thread count.
 
-use ndarray::{ArrayView2, ArrayViewMut2};
-use vae_linalg::simd::{Accum, Unary, UnaryMap, dispatch};
-use vae_linalg::team::{SendPtr, for_chunks_mut, for_parts};
-use vae_linalg::{Parallelism, elementwise, gemm_with};
+use vae_linalg::conv::{ConvMap, ConvStart, WeightLayout, conv_nhwc, conv_nhwc_weight_grad};
+use vae_linalg::elementwise;
+use vae_linalg::simd::{Accum, ColumnSums, Unary, dispatch};
+use vae_linalg::team::{SendPtr, cut, for_parts};
 
 use super::Op;
 use super::elementwise::{sl, sl_mut};
-use crate::im2col::{Window, add_channel_bias, add_channel_sums, gather, plan, scatter, with_partials, with_scratch};
 use crate::tape::{Grads, Tape, Values, Var};
 use crate::{DenseAct, Float};
 
@@ -123,39 +119,76 @@ impl ConvGeometry {
         self.out_channels * h * w
     }
 
-    /// The window slid over the image side: the input of a convolution, the output of a
-    /// transposed one; its grid is the other side's pixels.
-    fn window(&self) -> Window {
-        let out = self.out_size().unwrap_or_else(|e| panic!("conv: {e}"));
-        let (channels, (height, width), grid) = if self.transposed {
-            (self.out_channels, out, self.in_size)
-        } else {
-            (self.in_channels, self.in_size, out)
-        };
-        Window {
-            channels,
-            height,
-            width,
+    /// The maps of the three products over a batch of `n`: the forward, the backward by the
+    /// input, and the gather whose weight gradient is the weight's (with which side is its
+    /// destination: the output's gradient for a convolution, the input for a transposed one),
+    /// and the weight's layout in the first two.
+    fn maps(&self, n: usize) -> [(ConvMap, WeightLayout); 2] {
+        let (oh, ow) = self.out_size().unwrap_or_else(|e| panic!("conv: {e}"));
+        let input = (self.in_size.0, self.in_size.1, self.in_channels);
+        let output = (oh, ow, self.out_channels);
+        let map = |src, dst, scatter| ConvMap {
+            batch: n,
+            src,
+            dst,
             kernel: self.kernel,
             stride: self.stride,
             padding: self.padding,
-            grid,
-        }
+            scatter,
+        };
+        let t = self.transposed;
+        // The weight is [out, in, ..] for a convolution, [in, out, ..] for a transposed one.
+        let (fwd, bwd) = if t {
+            (WeightLayout::SrcDst, WeightLayout::DstSrc)
+        } else {
+            (WeightLayout::DstSrc, WeightLayout::SrcDst)
+        };
+        [(map(input, output, t), fwd), (map(output, input, !t), bwd)]
     }
 
-    /// Channels of the side that is a plain matrix (`channels x positions`): the output of
-    /// a convolution, the input of a transposed one.
-    fn matrix_channels(&self) -> usize {
-        if self.transposed {
-            self.in_channels
+    /// `out = act(conv(x, w) + b)` over a batch of channels-last rows: the forward as the
+    /// tape runs it (for benches and tests of the kernels alone).
+    ///
+    /// # Panics
+    /// If the buffers do not fit the shapes.
+    pub fn forward_nhwc<T: Float>(&self, x: &[T], w: &[T], b: &[T], act: Option<Unary<T>>, out: &mut [T]) {
+        let n = x.len() / self.input_len().max(1);
+        let [(map, layout), _] = self.maps(n);
+        conv_nhwc(&map, x, w, layout, ConvStart::Bias(b), act, out);
+    }
+
+    /// `gx (+)= the backward by the input of g`, channels-last rows.
+    ///
+    /// # Panics
+    /// If the buffers do not fit the shapes.
+    pub fn input_grad_nhwc<T: Float>(&self, g: &[T], w: &[T], gx: &mut [T], acc: Accum) {
+        let n = gx.len() / self.input_len().max(1);
+        let [_, (map, layout)] = self.maps(n);
+        let start = if acc == Accum::Add {
+            ConvStart::Add
         } else {
-            self.out_channels
+            ConvStart::Zero
+        };
+        conv_nhwc(&map, g, w, layout, start, None, gx);
+    }
+
+    /// `gw (+)= the backward by the weight` (PyTorch's layout), channels-last rows.
+    ///
+    /// # Panics
+    /// If the buffers do not fit the shapes.
+    pub fn weight_grad_nhwc<T: Float>(&self, x: &[T], g: &[T], gw: &mut [T], acc: Accum) {
+        let n = x.len() / self.input_len().max(1);
+        let [fwd, bwd] = self.maps(n);
+        if self.transposed {
+            conv_nhwc_weight_grad(&bwd.0, x, g, gw, acc);
+        } else {
+            conv_nhwc_weight_grad(&fwd.0, g, x, gw, acc);
         }
     }
 }
 
 impl<T: Float> Tape<T> {
-    /// `act(conv2d(x, w) + b)`: PyTorch's `Conv2d` on a batch of flattened images, `w`
+    /// `act(conv2d(x, w) + b)`: PyTorch's `Conv2d` on a batch of channels-last images, `w`
     /// `[out, in kh kw]`, `b` 1 x out, the activation (one whose derivative follows from its
     /// output) applied as the output is written.
     ///
@@ -200,103 +233,48 @@ impl<T: Float> Tape<T> {
             Op::Conv { x, w, b, geom, act },
             (n, geom.output_len()),
             false,
-            |out, v| forward(&geom, act, sl(v.get(x)), v.get(w), sl(v.get(b)), sl_mut(out), n),
+            |out, v| forward(&geom, act, sl(v.get(x)), sl(v.get(w)), sl(v.get(b)), sl_mut(out)),
         )
     }
 }
 
-/// `rows x cols` over `data` (row-major).
-fn mat<T>(data: &[T], rows: usize, cols: usize) -> ArrayView2<'_, T> {
-    ArrayView2::from_shape((rows, cols), data).expect("the buffer fits")
-}
+/// Rows of `[pixels, channels]` per piece of a channel sum (pieces by the shapes alone).
+const SUM_ROWS: usize = 4096;
 
-fn mat_mut<T>(data: &mut [T], rows: usize, cols: usize) -> ArrayViewMut2<'_, T> {
-    ArrayViewMut2::from_shape((rows, cols), data).expect("the buffer fits")
-}
-
-/// `out = in` or, with an activation, `out = act(in)`.
-fn store<T: Float>(act: Option<Unary<T>>, x: &[T], out: &mut [T]) {
-    match act {
-        Some(f) => dispatch(UnaryMap {
-            f,
-            x,
-            out,
-            acc: Accum::Overwrite,
-        }),
-        None => out.copy_from_slice(x),
+/// `out (+)= the sum over the rows of g` (`g` holds rows of `out.len()` channels): per-piece
+/// sums added in piece order.
+fn channel_sums<T: Float>(g: &[T], out: &mut [T], acc: Accum) {
+    let c = out.len();
+    let rows = g.len() / c.max(1);
+    let pieces = rows.div_ceil(SUM_ROWS).max(1);
+    if pieces == 1 {
+        return dispatch(ColumnSums { src: g, dst: out, acc });
     }
-}
-
-/// The images `lo..hi` of piece `i` of `pieces` of `per` images of a batch of `n`.
-fn piece(i: usize, per: usize, n: usize) -> std::ops::Range<usize> {
-    (i * per).min(n)..((i + 1) * per).min(n)
-}
-
-/// The rows `r` of a buffer of rows `len` values wide behind `base`.
-///
-/// # Safety
-/// The rows must be inside the buffer, and no other live reference may overlap them.
-unsafe fn rows_mut<'a, T>(base: SendPtr<T>, r: &std::ops::Range<usize>, len: usize) -> &'a mut [T] {
-    // SAFETY: as the caller promises.
-    unsafe { std::slice::from_raw_parts_mut(base.get().add(r.start * len), r.len() * len) }
-}
-
-fn forward<T: Float>(
-    geom: &ConvGeometry,
-    act: Option<Unary<T>>,
-    x: &[T],
-    w: ArrayView2<T>,
-    b: &[T],
-    out: &mut [T],
-    n: usize,
-) {
-    let win = geom.window();
-    let p = win.positions();
-    let (in_len, out_len) = (geom.input_len(), geom.output_len());
-    let ch = geom.matrix_channels();
-    let seq = Parallelism::Sequential;
-    let (pieces, per) = plan(n, p);
-    let base = SendPtr(out.as_mut_ptr());
-    for_parts(pieces, |i| {
-        let r = piece(i, per, n);
-        if r.is_empty() {
-            return;
-        }
-        let k = r.len();
-        let xs = &x[r.start * in_len..r.end * in_len];
-        // SAFETY: the pieces' rows are disjoint rows of `out`.
-        let o = unsafe { rows_mut(base, &r, out_len) };
-        let (rows, cols) = (win.rows(), k * p);
-        let lens = [rows * cols, ch * cols, k * out_len];
-        with_scratch(lens, |[unfolded, m, y]| {
-            if geom.transposed {
-                gather(xs, k, ch, p, m);
-                let x = mat(m, ch, cols);
-                gemm_with(seq, T::one(), w.t(), x, T::zero(), mat_mut(unfolded, rows, cols));
-                y.fill(T::zero());
-                win.col2im_add(unfolded, k, y);
-                add_channel_bias(y, b, out_len / geom.out_channels);
-                store(act, y, o);
-            } else {
-                win.im2col(xs, k, unfolded);
-                let u = mat(unfolded, rows, cols);
-                gemm_with(seq, T::one(), w, u, T::zero(), mat_mut(m, ch, cols));
-                // The bias on each channel's row, then each image's plane of it stored
-                // (activated) into the image's output row.
-                add_channel_bias(m, b, cols);
-                for j in 0..k {
-                    for c in 0..ch {
-                        store(act, &m[(c * k + j) * p..][..p], &mut o[(j * ch + c) * p..][..p]);
-                    }
-                }
-            }
+    crate::scratch::with_partials(pieces * c, |parts: &mut [T]| {
+        let at = SendPtr(parts.as_mut_ptr());
+        for_parts(pieces, |i| {
+            let r = cut(rows, pieces, 1, i);
+            // SAFETY: piece i alone writes partial row i.
+            let dst = unsafe { std::slice::from_raw_parts_mut(at.get().add(i * c), c) };
+            dispatch(ColumnSums {
+                src: &g[r.start * c..r.end * c],
+                dst,
+                acc: Accum::Overwrite,
+            });
         });
+        for (j, o) in out.iter_mut().enumerate() {
+            let s = (0..pieces).fold(T::zero(), |s, i| s + parts[i * c + j]);
+            *o = if acc == Accum::Add { *o + s } else { s };
+        }
     });
 }
 
+fn forward<T: Float>(geom: &ConvGeometry, act: Option<Unary<T>>, x: &[T], w: &[T], b: &[T], out: &mut [T]) {
+    geom.forward_nhwc(x, w, b, act, out);
+}
+
 /// The backward of a convolution: the pre-activation gradient (in `g`'s own buffer), then
-/// the input's gradient piece by piece, the weight's and the bias's as sums of per-piece
-/// parts added in piece order.
+/// the input's, the weight's and the bias's.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv_backward<T: Float>(
     x: Var,
@@ -314,97 +292,18 @@ pub(super) fn conv_backward<T: Float>(
     }
     let g = sl(g.view());
     let n = y.nrows();
-    let win = geom.window();
-    let p = win.positions();
-    let (in_len, out_len) = (geom.input_len(), geom.output_len());
-    let ch = geom.matrix_channels();
-    let (wr, wc) = geom.weight_dim();
-    let wv = vals.get(w);
+    let wv = sl(vals.get(w));
     let xv = sl(vals.get(x));
-    let (want_x, want_w, want_b) = (vals.wants_grad(x), vals.wants_grad(w), vals.wants_grad(b));
-    let (pieces, per) = plan(n, p);
-    let stride = wr * wc + geom.out_channels;
-    let seq = Parallelism::Sequential;
-    with_partials(pieces * stride, |parts: &mut [T]| {
-        let (gx_at, acc) = if want_x {
-            let (gx, acc) = grads.slot(x, (n, in_len));
-            (Some(SendPtr(sl_mut(gx).as_mut_ptr())), acc)
-        } else {
-            (None, Accum::Overwrite)
-        };
-        let parts_at = SendPtr(parts.as_mut_ptr());
-        for_parts(pieces, |i| {
-            let r = piece(i, per, n);
-            // SAFETY: piece i alone writes partial row i.
-            let part = unsafe { rows_mut(parts_at, &(i..i + 1), stride) };
-            part.fill(T::zero());
-            if r.is_empty() {
-                return;
-            }
-            let k = r.len();
-            let gs = &g[r.start * out_len..r.end * out_len];
-            let xs = &xv[r.start * in_len..r.end * in_len];
-            let (pw, pb) = part.split_at_mut(wr * wc);
-            if want_b {
-                add_channel_sums(gs, pb, out_len / geom.out_channels);
-            }
-            let (rows, cols) = (win.rows(), k * p);
-            let lens = [rows * cols, ch * cols];
-            with_scratch(lens, |[unfolded, m]| {
-                let pw = mat_mut(pw, wr, wc);
-                if geom.transposed {
-                    win.im2col(gs, k, unfolded);
-                    let gcols = mat(unfolded, rows, cols);
-                    if want_w {
-                        gather(xs, k, ch, p, m);
-                        gemm_with(seq, T::one(), mat(m, ch, cols), gcols.t(), T::zero(), pw);
-                    }
-                    if let Some(at) = gx_at {
-                        gemm_with(seq, T::one(), wv, gcols, T::zero(), mat_mut(m, ch, cols));
-                        // SAFETY: the pieces' rows are disjoint rows of the input's gradient.
-                        let gx = unsafe { rows_mut(at, &r, in_len) };
-                        scatter(m, k, ch, p, gx, acc == Accum::Add);
-                    }
-                } else {
-                    gather(gs, k, ch, p, m);
-                    let gm = mat(m, ch, cols);
-                    if want_w {
-                        win.im2col(xs, k, unfolded);
-                        gemm_with(seq, T::one(), gm, mat(unfolded, rows, cols).t(), T::zero(), pw);
-                    }
-                    if let Some(at) = gx_at {
-                        gemm_with(seq, T::one(), wv.t(), gm, T::zero(), mat_mut(unfolded, rows, cols));
-                        // SAFETY: the pieces' rows are disjoint rows of the input's gradient.
-                        let gx = unsafe { rows_mut(at, &r, in_len) };
-                        if acc == Accum::Overwrite {
-                            gx.fill(T::zero());
-                        }
-                        win.col2im_add(unfolded, k, gx);
-                    }
-                }
-            });
-        });
-        let parts = &*parts;
-        if want_w {
-            let (gw, acc) = grads.slot(w, (wr, wc));
-            sum_parts(parts, pieces, stride, 0, sl_mut(gw), acc);
-        }
-        if want_b {
-            let (gb, acc) = grads.slot(b, (1, geom.out_channels));
-            sum_parts(parts, pieces, stride, wr * wc, sl_mut(gb), acc);
-        }
-    });
-}
-
-/// `out (+)= sum_i parts[i * stride + offset..][..out.len()]`, the pieces added in order.
-fn sum_parts<T: Float>(parts: &[T], pieces: usize, stride: usize, offset: usize, out: &mut [T], acc: Accum) {
-    let len = out.len();
-    let chunk = elementwise::chunk_len(len, len * pieces, 16);
-    for_chunks_mut(out, chunk, |start, o| {
-        for (e, v) in o.iter_mut().enumerate() {
-            let at = offset + start + e;
-            let s = (0..pieces).fold(T::zero(), |s, i| s + parts[i * stride + at]);
-            *v = if acc == Accum::Add { *v + s } else { s };
-        }
-    });
+    if vals.wants_grad(b) {
+        let (gb, acc) = grads.slot(b, (1, geom.out_channels));
+        channel_sums(g, sl_mut(gb), acc);
+    }
+    if vals.wants_grad(w) {
+        let (gw, acc) = grads.slot(w, geom.weight_dim());
+        geom.weight_grad_nhwc(xv, g, sl_mut(gw), acc);
+    }
+    if vals.wants_grad(x) {
+        let (gx, acc) = grads.slot(x, (n, geom.input_len()));
+        geom.input_grad_nhwc(g, wv, sl_mut(gx), acc);
+    }
 }

@@ -39,7 +39,7 @@ pub(crate) enum Op<T> {
         act: Option<Unary<T>>,
     },
     /// `act(conv(x, w) + b)`, a convolution or transposed convolution (`geom`) of a batch
-    /// of flattened images.
+    /// of channels-last images.
     Conv {
         x: Var,
         w: Var,
@@ -73,6 +73,9 @@ pub(crate) enum Op<T> {
     RepeatRows(Var, usize),
     /// The same elements in another shape.
     Reshape(Var),
+    /// Each row, a `rows x cols` matrix, transposed (images between `[C, H, W]` and
+    /// `[H, W, C]`).
+    TransposeRows { x: Var, rows: usize, cols: usize },
     /// The identity, with each row's gradient multiplied by `w`'s row.
     ScaleGradRows { x: Var, w: Var },
     /// A user-defined operation.
@@ -93,7 +96,8 @@ impl<T> Op<T> {
             | Op::Mean(x)
             | Op::LogSumExp(x)
             | Op::RepeatRows(x, _)
-            | Op::Reshape(x) => [Some(x), None, None],
+            | Op::Reshape(x)
+            | Op::TransposeRows { x, .. } => [Some(x), None, None],
             // The weights never get a gradient, so they are not an input for the flag.
             Op::ScaleGradRows { x, .. } => [Some(x), None, None],
             Op::BernoulliNll { logits, target } => [Some(logits), Some(target), None],
@@ -136,6 +140,7 @@ pub(crate) fn backward<T: Float>(op: &Op<T>, y: &Array2<T>, g: &mut Array2<T>, v
         Op::KlNormal { mu, logvar } => loss::kl_backward(mu, logvar, g, vals, grads),
         Op::RepeatRows(x, k) => shape::repeat_rows_backward(x, k, g, vals, grads),
         Op::Reshape(x) => shape::reshape_backward(x, g, vals, grads),
+        Op::TransposeRows { x, rows, cols } => shape::transpose_rows_backward(x, rows, cols, g, vals, grads),
         Op::ScaleGradRows { x, w } => shape::scale_grad_rows_backward(x, w, g, vals, grads),
     }
 }

@@ -1,4 +1,5 @@
-//! Ops that move values around without arithmetic: repeating rows, reshaping, and the
+//! Ops that move values around without arithmetic: repeating rows, reshaping, the layout
+//! of images (channels first or last), and the
 //! identity whose backward reweights rows (for importance-weighted gradient estimators).
 
 use ndarray::Array2;
@@ -43,6 +44,41 @@ impl<T: Float> Tape<T> {
         );
         self.record(Op::Reshape(x), dim, false, |out, v| {
             sl_mut(out).copy_from_slice(sl(v.get(x)))
+        })
+    }
+
+    /// Each row of `x`, an image of `channels` planes (`[C, H, W]`, PyTorch's flatten
+    /// order), as channels-last (`[H, W, C]`), the layout of the convolution ops.
+    ///
+    /// # Panics
+    /// If `channels` does not divide the rows' width.
+    pub fn channels_last(&mut self, x: Var, channels: usize) -> Var {
+        let width = self.dim(x).1;
+        assert!(
+            channels > 0 && width.is_multiple_of(channels),
+            "channels_last: rows of {width} values are not {channels} planes"
+        );
+        self.transpose_rows(x, channels, width / channels)
+    }
+
+    /// The inverse of [`Tape::channels_last`]: channels-last rows back to `[C, H, W]`.
+    ///
+    /// # Panics
+    /// If `channels` does not divide the rows' width.
+    pub fn channels_first(&mut self, x: Var, channels: usize) -> Var {
+        let width = self.dim(x).1;
+        assert!(
+            channels > 0 && width.is_multiple_of(channels),
+            "channels_first: rows of {width} values are not pixels of {channels} channels"
+        );
+        self.transpose_rows(x, width / channels, channels)
+    }
+
+    /// Each row, a `rows x cols` matrix, transposed.
+    fn transpose_rows(&mut self, x: Var, rows: usize, cols: usize) -> Var {
+        let dim = self.dim(x);
+        self.record(Op::TransposeRows { x, rows, cols }, dim, false, |out, v| {
+            transpose_each(sl(v.get(x)), rows, cols, sl_mut(out), Accum::Overwrite)
         })
     }
 
@@ -94,6 +130,47 @@ pub(super) fn repeat_rows_backward<T: Float>(x: Var, k: usize, g: &Array2<T>, va
             }
         }
     }
+}
+
+/// `out (+)=` the transpose of each `rows x cols` matrix of `src`, images split across
+/// the pool (each output element written by one thread: any split gives the same bits).
+fn transpose_each<T: Float>(src: &[T], rows: usize, cols: usize, out: &mut [T], acc: Accum) {
+    let len = rows * cols;
+    if len == 0 {
+        return;
+    }
+    let per = vae_linalg::elementwise::chunk_len(src.len() / len, src.len(), 1) * len;
+    vae_linalg::team::for_chunks_mut(out, per, |start, o| {
+        let s = &src[start..start + o.len()];
+        for (si, oi) in s.chunks_exact(len).zip(o.chunks_exact_mut(len)) {
+            // 8 x 8 blocks: both sides stay in cache lines.
+            for r0 in (0..rows).step_by(8) {
+                for c0 in (0..cols).step_by(8) {
+                    for r in r0..(r0 + 8).min(rows) {
+                        for c in c0..(c0 + 8).min(cols) {
+                            put(&mut oi[c * rows + r], si[r * cols + c], acc);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+pub(super) fn transpose_rows_backward<T: Float>(
+    x: Var,
+    rows: usize,
+    cols: usize,
+    g: &Array2<T>,
+    vals: &Values<T>,
+    grads: &mut Grads<T>,
+) {
+    if !vals.wants_grad(x) {
+        return;
+    }
+    let gs = g.as_slice().expect("gradients are contiguous");
+    let (gx, acc) = grads.slot(x, vals.get(x).dim());
+    transpose_each(gs, cols, rows, sl_mut(gx), acc);
 }
 
 pub(super) fn reshape_backward<T: Float>(x: Var, g: &Array2<T>, vals: &Values<T>, grads: &mut Grads<T>) {
