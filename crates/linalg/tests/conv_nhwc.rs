@@ -69,8 +69,11 @@ fn w_at(w: &[f64], m: &ConvMap, layout: WeightLayout, d: usize, s: usize, ky: us
     }
 }
 
+/// A (source pixel, destination pixel, tap) triple.
+type Joint = ((usize, usize), (usize, usize), (usize, usize));
+
 /// Every (source pixel, destination pixel, tap) the map joins, by the definitions.
-fn pairs(m: &ConvMap) -> Vec<((usize, usize), (usize, usize), (usize, usize))> {
+fn pairs(m: &ConvMap) -> Vec<Joint> {
     let mut out = Vec::new();
     let (sh, sw, _) = m.src;
     let (dh, dw, _) = m.dst;
