@@ -96,12 +96,26 @@ struct Phase {
     k0: usize,
     kstep: usize,
     taps: usize,
+    /// Destination `i` of the phase reads source coordinate `a i + b t + c` under its tap
+    /// `t` (no division in the tile loop).
+    a: isize,
+    b: isize,
+    c: isize,
+}
+
+impl Phase {
+    /// The source coordinate destination `i` of the phase reads under its tap `t`, if
+    /// inside `0..len`.
+    #[inline(always)]
+    fn src(&self, i: usize, t: usize, len: usize) -> Option<usize> {
+        let at = self.a * i as isize + self.b * t as isize + self.c;
+        (0..len as isize).contains(&at).then_some(at as usize)
+    }
 }
 
 /// One axis of a [`ConvMap`].
 #[derive(Clone, Copy, Debug)]
 struct AxisMap {
-    src: usize,
     dst: usize,
     kernel: usize,
     stride: usize,
@@ -115,49 +129,51 @@ impl AxisMap {
     }
 
     fn phase(&self, f: usize) -> Phase {
-        let (k, s, p) = (self.kernel, self.stride, self.pad);
+        let (k, s, p) = (self.kernel as isize, self.stride as isize, self.pad as isize);
         if !self.scatter {
+            // o reads o s + t - p.
             return Phase {
                 first: 0,
                 step: 1,
                 count: self.dst,
                 k0: 0,
                 kstep: 1,
-                taps: k,
+                taps: self.kernel,
+                a: s,
+                b: 1,
+                c: -p,
             };
         }
+        // o = first + i s receives source (o + p - k) / s under tap k = f + t s: that is
+        // (first + p - f) / s + i - t, the division exact.
+        let f = f as isize;
         let first = (f + s - p % s) % s;
+        let dst = self.dst as isize;
         Phase {
-            first,
-            step: s,
-            count: if first < self.dst {
-                (self.dst - first).div_ceil(s)
+            first: first as usize,
+            step: s as usize,
+            count: if first < dst {
+                ((dst - first) + s - 1) as usize / s as usize
             } else {
                 0
             },
-            k0: f,
-            kstep: s,
-            taps: if f < k { (k - f).div_ceil(s) } else { 0 },
+            k0: f as usize,
+            kstep: s as usize,
+            taps: if f < k {
+                ((k - f) + s - 1) as usize / s as usize
+            } else {
+                0
+            },
+            a: 1,
+            b: -1,
+            c: (first + p - f) / s,
         }
-    }
-
-    /// The source coordinate destination `o` reads under tap `k` (of `o`'s phase), if
-    /// inside the image.
-    #[inline(always)]
-    fn src_of(&self, o: usize, k: usize) -> Option<usize> {
-        let at = if self.scatter {
-            (o + self.pad).checked_sub(k).map(|d| d / self.stride)
-        } else {
-            (o * self.stride + k).checked_sub(self.pad)
-        };
-        at.filter(|&i| i < self.src)
     }
 }
 
 impl ConvMap {
     fn axes(&self) -> (AxisMap, AxisMap) {
         let axis = |i: usize| AxisMap {
-            src: [self.src.0, self.src.1][i],
             dst: [self.dst.0, self.dst.1][i],
             kernel: [self.kernel.0, self.kernel.1][i],
             stride: [self.stride.0, self.stride.1][i],
@@ -243,8 +259,8 @@ fn with_buffer<T: Copy, R>(
     })
 }
 
-/// The weight of one phase packed for the tiles: `panels` panels of `k = taps S` rows of
-/// `nr` values (destination channels, zero past `D`).
+/// One 2-D phase: its weight packed for the tiles (`panels` panels of `k = taps S` rows of
+/// `nr` values: destination channels, zero past `D`) and its share of the tiles.
 #[derive(Clone, Copy, Debug)]
 struct PhasePack {
     y: Phase,
@@ -253,23 +269,37 @@ struct PhasePack {
     at: usize,
     /// Rows of each panel: taps x source channels.
     k: usize,
+    /// The phase's destination pixels over the batch (its tiles' rows), and the index of
+    /// its first tile among all phases'.
+    pixels: usize,
+    tile0: usize,
 }
 
-/// The 2-D phases of `map` (at most `stride_y x stride_x`), in a fixed array.
-fn phases_of(map: &ConvMap, nr: usize) -> (Vec2Phases, usize) {
+/// The 2-D phases of `map` (at most `stride_y x stride_x`), the packed weight's length, and
+/// the number of `mr`-row tiles.
+fn phases_of(map: &ConvMap, mr: usize, nr: usize) -> (Vec2Phases, usize, usize) {
     let (ay, ax) = map.axes();
     let panels = map.dst.2.div_ceil(nr);
     let mut out = Vec2Phases::default();
-    let mut at = 0;
+    let (mut at, mut tiles) = (0, 0);
     for fy in 0..ay.phases() {
         for fx in 0..ax.phases() {
             let (y, x) = (ay.phase(fy), ax.phase(fx));
             let k = y.taps * x.taps * map.src.2;
-            out.push(PhasePack { y, x, at, k });
+            let pixels = map.batch * y.count * x.count;
+            out.push(PhasePack {
+                y,
+                x,
+                at,
+                k,
+                pixels,
+                tile0: tiles,
+            });
             at += panels * k * nr;
+            tiles += pixels.div_ceil(mr);
         }
     }
-    (out, at)
+    (out, at, tiles)
 }
 
 /// Up to 64 phases without an allocation (strides up to 8 x 8); more spill to the heap.
@@ -306,6 +336,15 @@ impl Vec2Phases {
             self.more[i - 64]
         }
     }
+
+    /// The phase tile `tile` belongs to.
+    fn of_tile(&self, tile: usize) -> PhasePack {
+        let mut i = 0;
+        while i + 1 < self.len && self.get(i + 1).tile0 <= tile {
+            i += 1;
+        }
+        self.get(i)
+    }
 }
 
 /// `dst = act(start + conv(src, weight))` over the batch: see the module's description.
@@ -331,36 +370,43 @@ pub fn conv_nhwc<T: Float>(
     }
     let lanes = dispatch::<T, _>(Lanes);
     let (mr, nr) = tile_shape(lanes);
-    let (phases, packed_len) = phases_of(map, nr);
+    let (phases, packed_len, tiles) = phases_of(map, mr, nr);
     let s = map.src.2;
     with_buffer(&PACKED, packed_len + s + 16, |packed: &mut [T]| {
         pack_weight(map, &phases, weight, layout, nr, packed);
         packed[packed_len..].fill(T::zero());
         let packed = &*packed;
-        let (ay, _) = map.axes();
-        // Units of work: one destination row of one 2-D phase of one image.
-        let rows_per_image: usize = (0..ay.phases()).map(|f| ay.phase(f).count).sum();
-        let xphases = map.axes().1.phases();
-        let units = map.batch * rows_per_image * xphases;
-        let parts = units.min(4 * rayon::current_num_threads()).max(1);
+        // Tiles of MR destination pixels of one phase (across rows and images), cut into
+        // about 8 parts a thread: every output element is computed whole by one tile, so
+        // any cut gives the same bits.
+        let parts = tiles.min(8 * rayon::current_num_threads()).max(1);
         let out = SendPtr(dst.as_mut_ptr());
+        let taps = map.kernel.0 * map.kernel.1;
+        let block = if s < GATHER_BELOW { mr * taps * s } else { 0 };
+        let words = BLOCK_TILES * (mr * (taps.max(1) + 1) + (block * std::mem::size_of::<T>()).div_ceil(8)) + 8;
         for_parts(parts, |i| {
-            let r = cut(units, parts, 1, i);
+            let r = cut(tiles, parts, 1, i);
             if r.is_empty() {
                 return;
             }
-            dispatch(ConvUnits {
-                map,
-                phases: &phases,
-                packed,
-                zeros: &packed[packed_len..],
-                src,
-                start,
-                act,
-                dst: out,
-                units: r,
-                mr,
-                nr,
+            // The tile's tables and, for few channels, its gathered block, taken here: the
+            // kernel is compiled whole at the level's instructions only if no closure
+            // stands between it and `dispatch`.
+            with_buffer(&TILE, words, |buf: &mut [u64]| {
+                dispatch(ConvTiles {
+                    map,
+                    phases: &phases,
+                    packed,
+                    zeros: &packed[packed_len..],
+                    src,
+                    start,
+                    act,
+                    dst: out,
+                    tiles: r,
+                    mr,
+                    nr,
+                    buf,
+                })
             });
         });
     });
@@ -415,8 +461,8 @@ fn pack_weight<T: Float>(
     }
 }
 
-/// A range of units of [`conv_nhwc`] on one thread.
-struct ConvUnits<'a, T> {
+/// A range of tiles of [`conv_nhwc`] on one thread.
+struct ConvTiles<'a, T> {
     map: &'a ConvMap,
     phases: &'a Vec2Phases,
     packed: &'a [T],
@@ -425,15 +471,17 @@ struct ConvUnits<'a, T> {
     start: ConvStart<'a, T>,
     act: Option<Unary<T>>,
     dst: SendPtr<T>,
-    units: Range<usize>,
+    tiles: Range<usize>,
     mr: usize,
     nr: usize,
+    /// The tables of A's and C's rows and the gathered block.
+    buf: &'a mut [u64],
 }
 
-impl<T: Float> Kernel<T> for ConvUnits<'_, T> {
+impl<T: Float> Kernel<T> for ConvTiles<'_, T> {
     type Output = ();
     #[inline(always)]
-    fn run<V: Vector<E = T>>(self) {
+    fn run<V: Vector<E = T>>(mut self) {
         match V::LANES {
             16 => self.drive::<V, 3, 8>(),
             8 => self.drive::<V, 2, 6>(),
@@ -442,122 +490,165 @@ impl<T: Float> Kernel<T> for ConvUnits<'_, T> {
     }
 }
 
-impl<T: Float> ConvUnits<'_, T> {
+impl<T: Float> ConvTiles<'_, T> {
     #[inline(always)]
-    fn drive<V: Vector<E = T>, const NV: usize, const MR: usize>(&self) {
+    fn drive<V: Vector<E = T>, const NV: usize, const MR: usize>(&mut self) {
         debug_assert_eq!((MR, NV * V::LANES), (self.mr, self.nr));
         let map = self.map;
-        let (ay, ax) = map.axes();
-        let (sh, sw, s_ch) = map.src;
-        let (dh, dw, d_ch) = map.dst;
+        let d_ch = map.dst.2;
         let nr = self.nr;
         let panels = d_ch.div_ceil(nr);
-        let (yph, xph) = (ay.phases(), ax.phases());
-        let rows_per_image: usize = (0..yph).map(|f| ay.phase(f).count).sum();
         let max_taps = map.kernel.0 * map.kernel.1;
-        let gather = s_ch < GATHER_BELOW;
-        let max_k = max_taps * s_ch;
-        // The table (MR pointers per tap) and, for few channels, the gathered block.
+        let gather = map.src.2 < GATHER_BELOW;
         let table_len = MR * max_taps.max(1);
-        let block_len = if gather { MR * max_k } else { 0 };
-        with_buffer(
-            &TILE,
-            table_len + (block_len * std::mem::size_of::<T>()).div_ceil(8) + 8,
-            |buf: &mut [u64]| {
-                let (table_words, block_words) = buf.split_at_mut(table_len);
-                let table = table_words.as_mut_ptr().cast::<*const T>();
-                let block = block_words.as_mut_ptr().cast::<T>();
-                for u in self.units.clone() {
-                    let xf = u % xph;
-                    let row_slot = (u / xph) % rows_per_image;
-                    let j = u / xph / rows_per_image;
-                    // Which y phase and which of its rows.
-                    let (mut yf, mut iy) = (0, row_slot);
-                    while iy >= ay.phase(yf).count {
-                        iy -= ay.phase(yf).count;
-                        yf += 1;
-                    }
-                    let ph = self.phases.get(yf * xph + xf);
-                    let (py, px) = (ph.y, ph.x);
-                    let oy = py.first + iy * py.step;
-                    let nseg = py.taps * px.taps;
-                    let src_img = j * sh * sw * s_ch;
-                    let mut t0 = 0;
-                    while t0 < px.count {
-                        let rows = MR.min(px.count - t0);
-                        // The table: row r's segment (ty, tx) points at its source pixel.
-                        for r in 0..MR {
-                            let ox = px.first + (t0 + r.min(rows - 1)) * px.step;
-                            for ty in 0..py.taps {
-                                let sy = ay.src_of(oy, py.k0 + ty * py.kstep);
-                                for tx in 0..px.taps {
-                                    let sx = ax.src_of(ox, px.k0 + tx * px.kstep);
-                                    let p = match (sy, sx) {
-                                        (Some(y), Some(x)) => self.src[src_img + (y * sw + x) * s_ch..].as_ptr(),
-                                        _ => self.zeros.as_ptr(),
-                                    };
-                                    // SAFETY: (ty px.taps + tx) MR + r < nseg MR <= table_len.
-                                    unsafe { *table.add((ty * px.taps + tx) * MR + r) = p };
-                                }
-                            }
-                        }
-                        let (a_nseg, seg_len) = if gather && nseg > 0 {
-                            let k = nseg * s_ch;
-                            for r in 0..MR {
-                                for seg in 0..nseg {
-                                    // SAFETY: the table entry points at s_ch values; the block
-                                    // holds MR x max_k values.
-                                    unsafe {
-                                        let from = *table.add(seg * MR + r);
-                                        std::ptr::copy_nonoverlapping(from, block.add(r * k + seg * s_ch), s_ch);
-                                    }
-                                }
-                            }
-                            for r in 0..MR {
-                                // SAFETY: r < MR <= table_len.
-                                unsafe { *table.add(r) = block.add(r * k) };
-                            }
-                            (1, k)
-                        } else {
-                            (nseg, s_ch)
-                        };
-                        let ox0 = px.first + t0 * px.step;
-                        for panel in 0..panels {
-                            let d0 = panel * nr;
-                            let at = ((j * dh + oy) * dw + ox0) * d_ch + d0;
-                            let tile = Tile {
-                                a: RowsOf::Indirect {
-                                    table: table.cast_const(),
-                                    nseg: a_nseg,
-                                    seg_len,
-                                },
-                                rows,
-                                kc: ph.k,
-                                panel: self.packed[ph.at + panel * ph.k * nr..].as_ptr(),
-                                nr,
-                                // SAFETY: destination pixel (j, oy, ox0) channel d0 exists.
-                                c: unsafe { self.dst.get().add(at) },
-                                rsc: (px.step * d_ch) as isize,
-                                csc: 1,
-                                cols: nr.min(d_ch - d0),
-                                start: match self.start {
-                                    ConvStart::Zero => Start::Zero,
-                                    ConvStart::Bias(b) => Start::Bias(b[d0..].as_ptr()),
-                                    ConvStart::Add => Start::Load,
-                                },
-                                act: self.act,
-                            };
-                            // SAFETY: the table's pointers hold seg_len values each, the panel
-                            // k x nr, and the tile's rows (px.step apart) and columns lie in
-                            // this unit's destination row, which no other unit writes.
-                            unsafe { tile.run_any::<V, NV, MR>() };
-                        }
-                        t0 += rows;
+        let block_len = if gather { MR * max_taps * map.src.2 } else { 0 };
+        let buf = self.buf.as_mut_ptr();
+        let mut tile = self.tiles.start;
+        while tile < self.tiles.end {
+            // A block of tiles of one phase, whose rows of A stay in L2 while each panel
+            // of the weight is run over all of them.
+            let ph = self.phases.of_tile(tile);
+            let end = (ph.tile0 + ph.pixels.div_ceil(MR))
+                .min(self.tiles.end)
+                .min(tile + block_tiles(MR * ph.k.max(1) * std::mem::size_of::<T>()));
+            let mut shape = [(0usize, 0usize, 0usize); BLOCK_TILES];
+            for (b, t) in (tile..end).enumerate() {
+                // SAFETY: the buffer holds BLOCK_TILES tiles' tables, rows and blocks.
+                let (table, c_rows, block) = unsafe {
+                    let at = buf.add(b * (table_len + MR));
+                    (
+                        at.cast::<*const T>(),
+                        at.add(table_len).cast::<*mut T>(),
+                        buf.add(BLOCK_TILES * (table_len + MR)).cast::<T>().add(b * block_len),
+                    )
+                };
+                // SAFETY: as above.
+                shape[b] = unsafe { self.tables::<MR>(t, &ph, table, c_rows, block) };
+            }
+            for panel in 0..panels {
+                let d0 = panel * nr;
+                for (b, &(rows, nseg, seg_len)) in shape.iter().enumerate().take(end - tile) {
+                    // SAFETY: as above.
+                    let at = unsafe { buf.add(b * (table_len + MR)) };
+                    let tile = Tile {
+                        a: RowsOf::Indirect {
+                            table: at.cast::<*const T>().cast_const(),
+                            nseg,
+                            seg_len,
+                        },
+                        rows,
+                        kc: ph.k,
+                        panel: self.packed[ph.at + panel * ph.k * nr..].as_ptr(),
+                        nr,
+                        c: std::ptr::null_mut(),
+                        rsc: 0,
+                        // SAFETY: as above.
+                        c_rows: unsafe { at.add(table_len) }.cast::<*mut T>().cast_const(),
+                        c_col: d0,
+                        csc: 1,
+                        cols: nr.min(d_ch - d0),
+                        start: match self.start {
+                            ConvStart::Zero => Start::Zero,
+                            ConvStart::Bias(b) => Start::Bias(b[d0..].as_ptr()),
+                            ConvStart::Add => Start::Load,
+                        },
+                        act: self.act,
+                    };
+                    // SAFETY: the table's pointers hold seg_len values each, the panel
+                    // k x nr, and the tile's rows are destination pixels no other tile
+                    // writes.
+                    unsafe { tile.run_any::<V, NV, MR>() };
+                }
+            }
+            tile = end;
+        }
+    }
+
+    /// Fills tile `tile`'s tables: row r's C row, and its segment (ty, tx)'s source pixel
+    /// (rows past the last repeat it); for few channels, copies the segments into `block`
+    /// and points the table there. Returns (rows, segments, segment length).
+    ///
+    /// # Safety
+    /// `table` must hold MR x taps pointers, `c_rows` MR, `block` MR x taps x S values.
+    #[inline(always)]
+    unsafe fn tables<const MR: usize>(
+        &self,
+        tile: usize,
+        ph: &PhasePack,
+        table: *mut *const T,
+        c_rows: *mut *mut T,
+        block: *mut T,
+    ) -> (usize, usize, usize) {
+        let (sh, sw, s_ch) = self.map.src;
+        let (dh, dw, d_ch) = self.map.dst;
+        let (py, px) = (ph.y, ph.x);
+        let m0 = (tile - ph.tile0) * MR;
+        let rows = MR.min(ph.pixels - m0);
+        let nseg = py.taps * px.taps;
+        let zeros = self.zeros.as_ptr();
+        let per_image = py.count * px.count;
+        let (mut j, rem) = (m0 / per_image, m0 % per_image);
+        let (mut iy, mut ix) = (rem / px.count, rem % px.count);
+        for r in 0..MR {
+            let (oy, ox) = (py.first + iy * py.step, px.first + ix * px.step);
+            // SAFETY: pixel (j, oy, ox) lies in the destination; r < MR.
+            unsafe { *c_rows.add(r) = self.dst.get().add(((j * dh + oy) * dw + ox) * d_ch) };
+            let img = j * sh;
+            for ty in 0..py.taps {
+                let sy = py.src(iy, ty, sh);
+                for tx in 0..px.taps {
+                    let p = match (sy, px.src(ix, tx, sw)) {
+                        // SAFETY: source pixel (j, y, x) lies in `src`.
+                        (Some(y), Some(x)) => unsafe { self.src.as_ptr().add(((img + y) * sw + x) * s_ch) },
+                        _ => zeros,
+                    };
+                    // SAFETY: (ty px.taps + tx) MR + r < nseg MR.
+                    unsafe { *table.add((ty * px.taps + tx) * MR + r) = p };
+                }
+            }
+            if r + 1 < rows {
+                ix += 1;
+                if ix == px.count {
+                    ix = 0;
+                    iy += 1;
+                    if iy == py.count {
+                        iy = 0;
+                        j += 1;
                     }
                 }
-            },
-        );
+            }
+        }
+        if !(s_ch < GATHER_BELOW && nseg > 0) {
+            return (rows, nseg, s_ch);
+        }
+        let k = nseg * s_ch;
+        for r in 0..MR {
+            for seg in 0..nseg {
+                // SAFETY: the table entry points at s_ch values; the block holds MR x k.
+                unsafe {
+                    let from = *table.add(seg * MR + r);
+                    let to = block.add(r * k + seg * s_ch);
+                    for c in 0..s_ch {
+                        *to.add(c) = *from.add(c);
+                    }
+                }
+            }
+        }
+        for r in 0..MR {
+            // SAFETY: r < MR.
+            unsafe { *table.add(r) = block.add(r * k) };
+        }
+        (rows, 1, k)
     }
+}
+
+/// Most tiles run as one block (see [`block_tiles`]).
+const BLOCK_TILES: usize = 32;
+
+/// Tiles per block for tiles whose rows of A take `bytes` each: about 256 KiB of A (in L2
+/// beside a panel of the weight), at most [`BLOCK_TILES`].
+fn block_tiles(bytes: usize) -> usize {
+    ((256 << 10) / bytes.max(1)).clamp(1, BLOCK_TILES)
 }
 
 /// The backward by the weights of a gather map: `grad[d][s][ky][kx] (+)= sum over every
@@ -596,15 +687,19 @@ pub fn conv_nhwc_weight_grad<T: Float>(map: &ConvMap, dst_side: &[T], src_side: 
             if images.is_empty() || panel_range.is_empty() {
                 return;
             }
-            dispatch(WeightGrad {
-                map,
-                dst_side,
-                src_side,
-                // SAFETY: piece `piece` alone writes its partial's columns of this group.
-                part: SendPtr(unsafe { base.get().add(piece * wlen) }),
-                images,
-                panels: panel_range,
-                nr,
+            // The panel buffer, taken outside the kernel (see `conv_nhwc`).
+            T::with_scratch(KC * nr + 16, |buf| {
+                dispatch(WeightGrad {
+                    map,
+                    dst_side,
+                    src_side,
+                    // SAFETY: piece `piece` alone writes its partial's columns of this group.
+                    part: SendPtr(unsafe { base.get().add(piece * wlen) }),
+                    images,
+                    panels: panel_range,
+                    nr,
+                    buf,
+                })
             });
         });
         // Every piece, in piece order, into PyTorch's layout.
@@ -638,12 +733,14 @@ struct WeightGrad<'a, T> {
     images: Range<usize>,
     panels: Range<usize>,
     nr: usize,
+    /// Room for one packed panel.
+    buf: &'a mut [T],
 }
 
 impl<T: Float> Kernel<T> for WeightGrad<'_, T> {
     type Output = ();
     #[inline(always)]
-    fn run<V: Vector<E = T>>(self) {
+    fn run<V: Vector<E = T>>(mut self) {
         match V::LANES {
             16 => self.drive::<V, 3, 8>(),
             8 => self.drive::<V, 2, 6>(),
@@ -654,9 +751,10 @@ impl<T: Float> Kernel<T> for WeightGrad<'_, T> {
 
 impl<T: Float> WeightGrad<'_, T> {
     #[inline(always)]
-    fn drive<V: Vector<E = T>, const NV: usize, const MR: usize>(&self) {
+    fn drive<V: Vector<E = T>, const NV: usize, const MR: usize>(&mut self) {
         let map = self.map;
         let (ay, ax) = map.axes();
+        let (py, px) = (ay.phase(0), ax.phase(0));
         let (sh, sw, s_ch) = map.src;
         let (dh, dw, d_ch) = map.dst;
         let (kh, kw) = map.kernel;
@@ -665,9 +763,9 @@ impl<T: Float> WeightGrad<'_, T> {
         let pix = dh * dw;
         let first = self.images.start * pix;
         let total = self.images.len() * pix;
-        T::with_scratch(KC * nr + 16, |buf| {
-            let skip = buf.as_ptr().align_offset(64).min(16);
-            let panel_buf = &mut buf[skip..];
+        {
+            let skip = self.buf.as_ptr().align_offset(64).min(16);
+            let panel_buf = &mut self.buf[skip..];
             let mut k0 = 0;
             while k0 < total {
                 let kc = KC.min(total - k0);
@@ -686,7 +784,7 @@ impl<T: Float> WeightGrad<'_, T> {
                             let (t, s) = (c / s_ch, c % s_ch);
                             let run = (s_ch - s).min(c0 + cols - c);
                             let out = &mut row[c - c0..c - c0 + run];
-                            match (ay.src_of(oy, t / kw), ax.src_of(ox, t % kw)) {
+                            match (py.src(oy, t / kw, sh), px.src(ox, t % kw, sw)) {
                                 (Some(y), Some(x)) => {
                                     let at = ((j * sh + y) * sw + x) * s_ch + s;
                                     out.copy_from_slice(&self.src_side[at..at + run]);
@@ -714,6 +812,8 @@ impl<T: Float> WeightGrad<'_, T> {
                             // SAFETY: row d0, column c0 of the piece's partial.
                             c: unsafe { self.part.get().add(d0 * ncols + c0) },
                             rsc: ncols as isize,
+                            c_rows: std::ptr::null(),
+                            c_col: 0,
                             csc: 1,
                             cols,
                             start: if k0 == 0 { Start::Zero } else { Start::Load },
@@ -728,6 +828,6 @@ impl<T: Float> WeightGrad<'_, T> {
                 }
                 k0 += kc;
             }
-        });
+        }
     }
 }

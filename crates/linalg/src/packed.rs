@@ -192,6 +192,8 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
                         // SAFETY: row i0 < m and column j0 < n lie inside `c`.
                         c: unsafe { c.as_mut_ptr().offset(i0 as isize * rsc + j0 as isize * csc) },
                         rsc,
+                        c_rows: std::ptr::null(),
+                        c_col: 0,
                         csc,
                         cols,
                         start: match (kb, epi.bias) {
@@ -298,9 +300,13 @@ pub(crate) struct Tile<T> {
     /// The packed panel: `kc` rows of `nr` values.
     pub panel: *const T,
     pub nr: usize,
-    /// The tile's first element of `C`.
+    /// The tile's first element of `C`, its rows `rsc` apart (if `c_rows` is null).
     pub c: *mut T,
     pub rsc: isize,
+    /// Null, or `MR` pointers to the starts of the tile's rows of `C` (a convolution's
+    /// output pixels of one phase, not evenly spaced), its columns from `c_col` on.
+    pub c_rows: *const *mut T,
+    pub c_col: usize,
     pub csc: isize,
     pub cols: usize,
     pub start: Start<T>,
@@ -327,20 +333,21 @@ pub(crate) enum RowsOf<T> {
     },
 }
 
-/// `acc[r] += A[r, p] B[p]` for `p` in `0..kc`, in order: `A[r, p]` at `rows[r] + p * csa`,
+/// `acc[r] += A[r, p] B[p]` for `p` in `0..kc`, in order (the accumulators by value: behind
+/// a reference, the compiler stores them back after every multiply-add): `A[r, p]` at `rows[r] + p * csa`,
 /// `B`'s rows `nr` apart from `panel`.
 ///
 /// # Safety
 /// The rows and the panel must hold what is read.
 #[inline(always)]
 unsafe fn chain<V: Vector, const NV: usize, const MR: usize>(
-    acc: &mut [[V; NV]; MR],
+    mut acc: [[V; NV]; MR],
     rows: [*const V::E; MR],
     csa: isize,
     kc: usize,
     panel: *const V::E,
     nr: usize,
-) {
+) -> [[V; NV]; MR] {
     let mut bp = panel;
     for p in 0..kc {
         let off = p as isize * csa;
@@ -356,6 +363,7 @@ unsafe fn chain<V: Vector, const NV: usize, const MR: usize>(
         // SAFETY: stays within (or one past) the panel.
         bp = unsafe { bp.add(nr) };
     }
+    acc
 }
 
 impl<T: Float> Tile<T> {
@@ -368,7 +376,7 @@ impl<T: Float> Tile<T> {
     unsafe fn activate<V: Vector<E = T>, const NV: usize>(&self, f: Unary<T>) {
         for r in 0..self.rows {
             // SAFETY: row r < rows of the C block.
-            let row = unsafe { self.c.offset(r as isize * self.rsc) };
+            let row = unsafe { self.c_row(r) };
             for q in 0..NV {
                 let j0 = q * V::LANES;
                 if self.csc == 1 && j0 + V::LANES <= self.cols {
@@ -393,6 +401,22 @@ impl<T: Float> Tile<T> {
                         unsafe { *row.offset((j0 + l) as isize * self.csc) = x };
                     }
                 }
+            }
+        }
+    }
+
+    /// Row `r` of the tile in `C`.
+    ///
+    /// # Safety
+    /// `r < rows`, and the row table (if any) holds `rows` pointers.
+    #[inline(always)]
+    unsafe fn c_row(&self, r: usize) -> *mut T {
+        // SAFETY: as the caller promises.
+        unsafe {
+            if self.c_rows.is_null() {
+                self.c.offset(r as isize * self.rsc)
+            } else {
+                (*self.c_rows.add(r)).add(self.c_col)
             }
         }
     }
@@ -437,13 +461,16 @@ impl<T: Float> Tile<T> {
                     _ => None,
                 };
                 // A bias start reads the same contiguous row for every row of the tile.
-                let (src, rs, cs, full) = match self.start {
-                    Start::Bias(b) => (b, 0, 1, self.cols == w),
-                    _ => (self.c as *const T, self.rsc, self.csc, full),
+                let (cs, full) = match self.start {
+                    Start::Bias(_) => (1, self.cols == w),
+                    _ => (self.csc, full),
                 };
                 for (r, acc_row) in acc.iter_mut().enumerate().take(self.rows) {
                     // SAFETY: row r < rows of the C block (or the bias row).
-                    let row = unsafe { src.offset(r as isize * rs) };
+                    let row = match self.start {
+                        Start::Bias(b) => b,
+                        _ => unsafe { self.c_row(r) }.cast_const(),
+                    };
                     for (q, v) in acc_row.iter_mut().enumerate() {
                         *v = if full {
                             // SAFETY: q * LANES + LANES <= w = cols, contiguous (csc == 1).
@@ -476,7 +503,7 @@ impl<T: Float> Tile<T> {
                     unsafe { a.offset(i as isize * rsa) }
                 });
                 // SAFETY: as the caller promises.
-                unsafe { chain::<V, NV, MR>(&mut acc, rows, csa, self.kc, self.panel, self.nr) };
+                acc = unsafe { chain::<V, NV, MR>(acc, rows, csa, self.kc, self.panel, self.nr) };
             }
             RowsOf::Indirect { table, nseg, seg_len } => {
                 for s in 0..nseg {
@@ -485,7 +512,7 @@ impl<T: Float> Tile<T> {
                     unsafe {
                         let rows: [*const T; MR] = core::array::from_fn(|r| *table.add(s * MR + r));
                         let panel = self.panel.add(s * seg_len * self.nr);
-                        chain::<V, NV, MR>(&mut acc, rows, 1, seg_len, panel, self.nr);
+                        acc = chain::<V, NV, MR>(acc, rows, 1, seg_len, panel, self.nr);
                     }
                 }
             }
@@ -493,7 +520,7 @@ impl<T: Float> Tile<T> {
         // Store.
         for (r, acc_row) in acc.iter().enumerate().take(self.rows) {
             // SAFETY: row r < rows of the C block.
-            let row = unsafe { self.c.offset(r as isize * self.rsc) };
+            let row = unsafe { self.c_row(r) };
             for (q, v) in acc_row.iter().enumerate() {
                 if full {
                     // SAFETY: as for the load.
