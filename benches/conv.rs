@@ -77,6 +77,12 @@ fn time(mut f: impl FnMut()) -> f64 {
         t.push(s.elapsed().as_secs_f64());
     }
     t.sort_by(f64::total_cmp);
+    eprintln!(
+        "min {:.3} ms median {:.3} ms n {}",
+        t[0] * 1e3,
+        t[t.len() / 2] * 1e3,
+        t.len()
+    );
     t[t.len() / 2]
 }
 

@@ -204,12 +204,23 @@ impl ConvMap {
     }
 }
 
-/// The tile shape at a vector width: (rows MR, panel width NR).
+/// The tile shape at a vector width: (rows MR, panel width NR) of the GEMM's (the backward
+/// by the weights).
 fn tile_shape(lanes: usize) -> (usize, usize) {
     match lanes {
         16 => (8, 48),
         8 => (6, 16),
         _ => (4, 4),
+    }
+}
+
+/// The tile shape of [`conv_nhwc`] for `d` destination channels: at 16 lanes, panels of 32
+/// (12 x 2 vectors) for 32 channels or fewer, else of 48 (8 x 3): 24 accumulators each, no
+/// panel mostly padding.
+fn conv_tile_shape(lanes: usize, d: usize) -> (usize, usize) {
+    match lanes {
+        16 if d <= 32 => (12, 32),
+        _ => tile_shape(lanes),
     }
 }
 
@@ -369,7 +380,14 @@ pub fn conv_nhwc<T: Float>(
         return;
     }
     let lanes = dispatch::<T, _>(Lanes);
-    let (mr, nr) = tile_shape(lanes);
+    // A few destination channels: one dot product per pixel and channel (see `ConvDot`),
+    // the weight packed as `[d][k]` (panels one column wide).
+    let dot = map.dst.2 <= DOT_MAX;
+    let (mr, nr) = if dot {
+        (DOT_MR, 1)
+    } else {
+        conv_tile_shape(lanes, map.dst.2)
+    };
     let (phases, packed_len, tiles) = phases_of(map, mr, nr);
     let s = map.src.2;
     with_buffer(&PACKED, packed_len + s + 16, |packed: &mut [T]| {
@@ -393,7 +411,7 @@ pub fn conv_nhwc<T: Float>(
             // kernel is compiled whole at the level's instructions only if no closure
             // stands between it and `dispatch`.
             with_buffer(&TILE, words, |buf: &mut [u64]| {
-                dispatch(ConvTiles {
+                let job = ConvTiles {
                     map,
                     phases: &phases,
                     packed,
@@ -406,7 +424,8 @@ pub fn conv_nhwc<T: Float>(
                     mr,
                     nr,
                     buf,
-                })
+                };
+                if dot { dispatch(ConvDot(job)) } else { dispatch(job) }
             });
         });
     });
@@ -483,6 +502,7 @@ impl<T: Float> Kernel<T> for ConvTiles<'_, T> {
     #[inline(always)]
     fn run<V: Vector<E = T>>(mut self) {
         match V::LANES {
+            16 if self.nr == 32 => self.drive::<V, 2, 12>(),
             16 => self.drive::<V, 3, 8>(),
             8 => self.drive::<V, 2, 6>(),
             _ => self.drive::<V, 4, 4>(),
@@ -642,6 +662,162 @@ impl<T: Float> ConvTiles<'_, T> {
     }
 }
 
+/// Destination channels up to which [`conv_nhwc`] takes dot products ([`ConvDot`]).
+const DOT_MAX: usize = 4;
+/// Pixels per table of [`ConvDot`].
+const DOT_MR: usize = 8;
+/// Virtual lanes of [`ConvDot`]'s chains: 16 at every level (one AVX-512 vector, two AVX2
+/// ones), so that the levels add alike.
+const DOT_LANES: usize = 16;
+
+/// [`conv_nhwc`] for at most [`DOT_MAX`] destination channels (an image's last layer, the
+/// backward by the input of its first), where a tile's panel would be mostly padding: per
+/// pixel and channel a dot product over (tap, source channel), vectorised along the source
+/// channels. Element `k` of each contiguous run (a tap's channels, or a gathered block for
+/// few source channels) goes to virtual lane `k mod 16`, each lane a chain in order, and the
+/// 16 lanes are added in order after the start value: the same bits at every thread count
+/// and at AVX2 and AVX-512.
+struct ConvDot<'a, T>(ConvTiles<'a, T>);
+
+impl<T: Float> Kernel<T> for ConvDot<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector<E = T>>(mut self) {
+        // The accumulators in registers: G vectors of 16 lanes' worth per channel, D
+        // channels, both known at compile time.
+        match (V::LANES, self.0.map.dst.2) {
+            (16, 1) => self.drive::<V, 1, 1, 8>(),
+            (16, 2) => self.drive::<V, 1, 2, 4>(),
+            (16, 3) => self.drive::<V, 1, 3, 2>(),
+            (16, _) => self.drive::<V, 1, 4, 2>(),
+            (8, 1) => self.drive::<V, 2, 1, 4>(),
+            (8, 2) => self.drive::<V, 2, 2, 2>(),
+            (8, 3) => self.drive::<V, 2, 3, 1>(),
+            (8, _) => self.drive::<V, 2, 4, 1>(),
+            (_, 1) => self.drive::<V, 16, 1, 1>(),
+            (_, 2) => self.drive::<V, 16, 2, 1>(),
+            (_, 3) => self.drive::<V, 16, 3, 1>(),
+            (_, _) => self.drive::<V, 16, 4, 1>(),
+        }
+    }
+}
+
+impl<T: Float> ConvDot<'_, T> {
+    /// Rows `R` at a time (independent chains: one accumulator's chain would wait on the
+    /// multiply-add's latency), `G` vectors per 16 lanes, `D` channels.
+    #[inline(always)]
+    fn drive<V: Vector<E = T>, const G: usize, const D: usize, const R: usize>(&mut self) {
+        const MR: usize = DOT_MR;
+        debug_assert_eq!((G * V::LANES, D), (DOT_LANES, self.0.map.dst.2));
+        let t = &mut self.0;
+        let map = t.map;
+        let max_taps = map.kernel.0 * map.kernel.1;
+        let table_len = MR * max_taps.max(1);
+        let buf = t.buf.as_mut_ptr();
+        let table = buf.cast::<*const T>();
+        // SAFETY: the buffer holds a tile's table, rows and gathered block.
+        let (c_rows, block) = unsafe {
+            (
+                buf.add(table_len).cast::<*mut T>(),
+                buf.add(BLOCK_TILES * (table_len + MR)).cast::<T>(),
+            )
+        };
+        let zero = T::zero();
+        for tile in t.tiles.clone() {
+            let ph = t.phases.of_tile(tile);
+            // SAFETY: as above.
+            let (rows, nseg, seg_len) = unsafe { t.tables::<MR>(tile, &ph, table, c_rows, block) };
+            let w = t.packed[ph.at..].as_ptr();
+            let mut r0 = 0;
+            while r0 < rows {
+                let mut acc = [[[V::splat(zero); G]; D]; R];
+                let mut k0 = 0;
+                for seg in 0..nseg {
+                    // SAFETY: the table holds nseg x MR pointers to seg_len values each (rows
+                    // past the tile's last repeat it).
+                    let a: [*const T; R] = core::array::from_fn(|r| unsafe { *table.add(seg * MR + r0 + r) });
+                    let whole = seg_len / DOT_LANES * DOT_LANES;
+                    let mut s = 0;
+                    while s < whole {
+                        for d in 0..D {
+                            for q in 0..G {
+                                // SAFETY: s + 16 <= seg_len values at each pointer; the
+                                // packed row d holds ph.k values.
+                                unsafe {
+                                    let wv = V::load(w.add(d * ph.k + k0 + s + q * V::LANES));
+                                    for r in 0..R {
+                                        let av = V::load(a[r].add(s + q * V::LANES));
+                                        acc[r][d][q] = av.mul_add(wv, acc[r][d][q]);
+                                    }
+                                }
+                            }
+                        }
+                        s += DOT_LANES;
+                    }
+                    if s < seg_len {
+                        // The tail, through zero-padded copies.
+                        let n = seg_len - s;
+                        let mut wt = [[zero; DOT_LANES]; D];
+                        for (d, wt) in wt.iter_mut().enumerate() {
+                            for (i, v) in wt.iter_mut().enumerate().take(n) {
+                                // SAFETY: k0 + s + i < ph.k.
+                                *v = unsafe { *w.add(d * ph.k + k0 + s + i) };
+                            }
+                        }
+                        for r in 0..R {
+                            let mut at = [zero; DOT_LANES];
+                            for (i, v) in at.iter_mut().enumerate().take(n) {
+                                // SAFETY: s + i < seg_len.
+                                *v = unsafe { *a[r].add(s + i) };
+                            }
+                            for d in 0..D {
+                                for q in 0..G {
+                                    // SAFETY: 16 values in each array.
+                                    unsafe {
+                                        let av = V::load(at.as_ptr().add(q * V::LANES));
+                                        let wv = V::load(wt[d].as_ptr().add(q * V::LANES));
+                                        acc[r][d][q] = av.mul_add(wv, acc[r][d][q]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    k0 += seg_len;
+                }
+                for (r, acc_r) in acc.iter().enumerate().take(rows - r0) {
+                    // SAFETY: row r0 + r < rows; its C row holds D values.
+                    let c = unsafe { *c_rows.add(r0 + r) };
+                    for (d, acc_d) in acc_r.iter().enumerate() {
+                        let mut lanes = [zero; DOT_LANES];
+                        for (q, v) in acc_d.iter().enumerate() {
+                            // SAFETY: lanes holds 16 values.
+                            unsafe { v.store(lanes.as_mut_ptr().add(q * V::LANES)) };
+                        }
+                        // SAFETY: channel d < D of the row.
+                        let out = unsafe { &mut *c.add(d) };
+                        let start = match t.start {
+                            ConvStart::Zero => zero,
+                            ConvStart::Bias(b) => b[d],
+                            ConvStart::Add => *out,
+                        };
+                        let v = lanes.iter().fold(start, |a, &l| a + l);
+                        *out = match t.act {
+                            Some(f) => {
+                                let mut o = [zero; DOT_LANES];
+                                // SAFETY: o holds 16 >= LANES values.
+                                unsafe { crate::simd::unary_vector(f, V::splat(v)).store(o.as_mut_ptr()) };
+                                o[0]
+                            }
+                            None => v,
+                        };
+                    }
+                }
+                r0 += R;
+            }
+        }
+    }
+}
+
 /// Most tiles run as one block (see [`block_tiles`]).
 const BLOCK_TILES: usize = 32;
 
@@ -773,27 +949,50 @@ impl<T: Float> WeightGrad<'_, T> {
                     let c0 = panel * nr;
                     let cols = nr.min(ncols - c0);
                     // Pack B: row p is pixel first + k0 + p, columns c0 .. c0 + cols of
-                    // (tap, source channel), zero in the padding and past `cols`.
+                    // (tap, source channel), zero in the padding and past `cols`. No
+                    // division per element: the pixel and the (tap, channel) advance.
+                    let o = first + k0;
+                    let (mut j, rest) = (o / pix, o % pix);
+                    let (mut oy, mut ox) = (rest / dw, rest % dw);
+                    let (t0, s0) = (c0 / s_ch, c0 % s_ch);
+                    let (ky0, kx0) = (t0 / kw, t0 % kw);
                     for p in 0..kc {
-                        let o = first + k0 + p;
-                        let (j, rest) = (o / pix, o % pix);
-                        let (oy, ox) = (rest / dw, rest % dw);
                         let row = &mut panel_buf[p * nr..(p + 1) * nr];
-                        let mut c = c0;
-                        while c < c0 + cols {
-                            let (t, s) = (c / s_ch, c % s_ch);
-                            let run = (s_ch - s).min(c0 + cols - c);
-                            let out = &mut row[c - c0..c - c0 + run];
-                            match (py.src(oy, t / kw, sh), px.src(ox, t % kw, sw)) {
+                        let src_img = j * sh;
+                        let (mut ky, mut kx, mut s) = (ky0, kx0, s0);
+                        let mut c = 0;
+                        while c < cols {
+                            let run = (s_ch - s).min(cols - c);
+                            let out = &mut row[c..c + run];
+                            match (py.src(oy, ky, sh), px.src(ox, kx, sw)) {
                                 (Some(y), Some(x)) => {
-                                    let at = ((j * sh + y) * sw + x) * s_ch + s;
-                                    out.copy_from_slice(&self.src_side[at..at + run]);
+                                    let at = ((src_img + y) * sw + x) * s_ch + s;
+                                    if run == 1 {
+                                        out[0] = self.src_side[at];
+                                    } else {
+                                        out.copy_from_slice(&self.src_side[at..at + run]);
+                                    }
                                 }
                                 _ => out.fill(T::zero()),
                             }
                             c += run;
+                            s = 0;
+                            kx += 1;
+                            if kx == kw {
+                                kx = 0;
+                                ky += 1;
+                            }
                         }
                         row[cols..].fill(T::zero());
+                        ox += 1;
+                        if ox == dw {
+                            ox = 0;
+                            oy += 1;
+                            if oy == dh {
+                                oy = 0;
+                                j += 1;
+                            }
+                        }
                     }
                     let mut d0 = 0;
                     while d0 < d_ch {
