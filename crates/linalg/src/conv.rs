@@ -706,6 +706,7 @@ impl<T: Float> ConvDot<'_, T> {
     /// Rows `R` at a time (independent chains: one accumulator's chain would wait on the
     /// multiply-add's latency), `G` vectors per 16 lanes, `D` channels.
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // indices into three nested accumulator arrays
     fn drive<V: Vector<E = T>, const G: usize, const D: usize, const R: usize>(&mut self) {
         const MR: usize = DOT_MR;
         debug_assert_eq!((G * V::LANES, D), (DOT_LANES, self.0.map.dst.2));
