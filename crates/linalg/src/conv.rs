@@ -1,5 +1,5 @@
 //! Convolutions of channels-last (`[H, W, C]`) images read in place: the GEMM's micro-kernel
-//! ([`crate::packed`]'s tile) with its rows of `A` taken through a table of pointers, one
+//! (the `packed` module's tile) with its rows of `A` taken through a table of pointers, one
 //! per (output pixel, kernel tap), to the `C` contiguous values of the input pixel the tap
 //! reads, or to a row of zeros in the padding (the indirect convolution). Nothing is
 //! unfolded, scattered or zeroed.
