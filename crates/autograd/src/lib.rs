@@ -33,7 +33,6 @@ pub mod gradcheck;
 mod kernels;
 pub mod loss_kernels;
 mod ops;
-mod scratch;
 mod tape;
 
 pub use ops::custom::CustomOp;

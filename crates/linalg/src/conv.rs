@@ -237,10 +237,18 @@ impl<T: Float> Kernel<T> for Lanes {
 thread_local! {
     /// The packed weight (and a row of zeros) of the call in progress on this thread.
     static PACKED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
-    /// The per-piece partial weight gradients of the call in progress on this thread.
+    /// The per-piece partial sums of the call in progress on this thread.
     static PARTIALS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     /// Each thread's tile tables and gathered blocks.
     static TILE: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` elements of the calling thread's buffer for per-piece partial sums
+/// (grown to fit, never shrunk: no allocation once warm; the contents are whatever the last
+/// user left): for reductions over fixed pieces added in piece order, as the backward by the
+/// weights does, and the bias's channel sums in `vae-autograd`.
+pub fn with_partials<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    with_buffer(&PARTIALS, len, f)
 }
 
 /// Runs `f` on `len` elements of the buffer in `cell`, grown to fit and kept: no
@@ -855,7 +863,7 @@ pub fn conv_nhwc_weight_grad<T: Float>(map: &ConvMap, dst_side: &[T], src_side: 
     let (_, nr) = tile_shape(lanes);
     let panels = ncols.div_ceil(nr);
     let groups = (4 * rayon::current_num_threads()).div_ceil(pieces).clamp(1, panels);
-    with_buffer(&PARTIALS, pieces * wlen, |parts: &mut [T]| {
+    with_partials(pieces * wlen, |parts: &mut [T]| {
         let base = SendPtr(parts.as_mut_ptr());
         for_parts(pieces * groups, |i| {
             let (piece, group) = (i / groups, i % groups);

@@ -233,7 +233,7 @@ impl<T: Float> Tape<T> {
             Op::Conv { x, w, b, geom, act },
             (n, geom.output_len()),
             false,
-            |out, v| forward(&geom, act, sl(v.get(x)), sl(v.get(w)), sl(v.get(b)), sl_mut(out)),
+            |out, v| geom.forward_nhwc(sl(v.get(x)), sl(v.get(w)), sl(v.get(b)), act, sl_mut(out)),
         )
     }
 }
@@ -250,7 +250,7 @@ fn channel_sums<T: Float>(g: &[T], out: &mut [T], acc: Accum) {
     if pieces == 1 {
         return dispatch(ColumnSums { src: g, dst: out, acc });
     }
-    crate::scratch::with_partials(pieces * c, |parts: &mut [T]| {
+    vae_linalg::conv::with_partials(pieces * c, |parts: &mut [T]| {
         let at = SendPtr(parts.as_mut_ptr());
         for_parts(pieces, |i| {
             let r = cut(rows, pieces, 1, i);
@@ -267,10 +267,6 @@ fn channel_sums<T: Float>(g: &[T], out: &mut [T], acc: Accum) {
             *o = if acc == Accum::Add { *o + s } else { s };
         }
     });
-}
-
-fn forward<T: Float>(geom: &ConvGeometry, act: Option<Unary<T>>, x: &[T], w: &[T], b: &[T], out: &mut [T]) {
-    geom.forward_nhwc(x, w, b, act, out);
 }
 
 /// The backward of a convolution: the pre-activation gradient (in `g`'s own buffer), then
