@@ -36,9 +36,9 @@ use crate::team::{SendPtr, cut, for_parts};
 /// Sources with fewer channels than this are copied into a contiguous block per tile: a
 /// segment of one to a few values would spend more on its pointer than on its multiplies.
 pub const GATHER_BELOW: usize = 8;
-/// Destination pixels per batch piece of the backward by the weights (whole images; a
-/// piece's partial sum is one weight-sized buffer).
-const PIXELS_PER_PIECE: usize = 2048;
+/// Destination pixels per batch piece of the backward by the weights, about (whole images,
+/// see [`image_pieces`]; a piece's partial sum is one weight-sized buffer).
+pub const PIXELS_PER_PIECE: usize = 2048;
 /// Pixels per block of the backward by the weights (the packed panel stays in L2).
 const KC: usize = 512;
 
@@ -245,10 +245,51 @@ thread_local! {
 
 /// Runs `f` on `len` elements of the calling thread's buffer for per-piece partial sums
 /// (grown to fit, never shrunk: no allocation once warm; the contents are whatever the last
-/// user left): for reductions over fixed pieces added in piece order, as the backward by the
-/// weights does, and the bias's channel sums in `vae-autograd`.
+/// user left): for reductions over [`image_pieces`] added by [`sum_partials`], as the
+/// backward by the weights does, and the bias's channel sums in `vae-autograd`.
 pub fn with_partials<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
     with_buffer(&PARTIALS, len, f)
+}
+
+/// How a sum over a batch's images is cut: `(per, pieces)`, pieces of `per` whole images,
+/// `per` the largest power of two with at most about `rows` rows (`rows_per_image` each; at
+/// least one image). The pieces of a batch are then its halves' pieces whenever a half holds
+/// a multiple of `per` images, and [`sum_partials`] adds the halves' sums last: ranks of a
+/// data-parallel job holding such halves get the same bits as one process.
+pub fn image_pieces(batch: usize, rows_per_image: usize, rows: usize) -> (usize, usize) {
+    let per = (rows / rows_per_image.max(1)).max(1);
+    let per = 1 << per.ilog2();
+    (per, batch.div_ceil(per))
+}
+
+/// Adds `pieces` partial sums of `len` values, laid one after the other in `parts`, into the
+/// first: pairwise, as a binary tree over the piece index (pieces `2i` and `2i + 1` first),
+/// so that the sum over pieces `0..2^k` is computed alone before it meets the rest.
+pub fn sum_partials<T: Float>(parts: &mut [T], len: usize, pieces: usize) {
+    assert!(
+        parts.len() >= len * pieces,
+        "sum_partials: {pieces} pieces of {len} in {}",
+        parts.len()
+    );
+    // SAFETY: the columns 0..len of every piece are inside `parts`, borrowed mutably here.
+    unsafe { pairwise(parts.as_mut_ptr(), len, pieces, 0..len) }
+}
+
+/// [`sum_partials`] on the columns `cols` of pieces `stride` apart from `base`.
+///
+/// # Safety
+/// Those columns of every piece are valid for reads and writes and used by nothing else.
+unsafe fn pairwise<T: Float>(base: *mut T, stride: usize, pieces: usize, cols: Range<usize>) {
+    let mut step = 1;
+    while step < pieces {
+        for i in (0..pieces - step).step_by(2 * step) {
+            for c in cols.clone() {
+                // SAFETY: as the caller promises; pieces i and i + step are distinct.
+                unsafe { *base.add(i * stride + c) = *base.add(i * stride + c) + *base.add((i + step) * stride + c) };
+            }
+        }
+        step *= 2;
+    }
 }
 
 /// Runs `f` on `len` elements of the buffer in `cell`, grown to fit and kept: no
@@ -857,8 +898,7 @@ pub fn conv_nhwc_weight_grad<T: Float>(map: &ConvMap, dst_side: &[T], src_side: 
         }
         return;
     }
-    let per = PIXELS_PER_PIECE.div_ceil(pix).clamp(1, map.batch);
-    let pieces = map.batch.div_ceil(per);
+    let (per, pieces) = image_pieces(map.batch, pix, PIXELS_PER_PIECE);
     let lanes = dispatch::<T, _>(Lanes);
     let (_, nr) = tile_shape(lanes);
     let panels = ncols.div_ceil(nr);
@@ -887,17 +927,19 @@ pub fn conv_nhwc_weight_grad<T: Float>(map: &ConvMap, dst_side: &[T], src_side: 
                 })
             });
         });
-        // Every piece, in piece order, into PyTorch's layout.
-        let parts = &*parts;
+        // The pieces added pairwise, into PyTorch's layout.
         let out = SendPtr(grad.as_mut_ptr());
         let rows = if wlen < 1 << 14 { 1 } else { d_ch };
         for_parts(rows, |i| {
             let ds = cut(d_ch, rows, 1, i);
+            // SAFETY: part i alone reads and writes these columns of the partials.
+            unsafe { pairwise(base.get(), wlen, pieces, ds.start * ncols..ds.end * ncols) };
             for d in ds {
                 for s in 0..s_ch {
                     for t in 0..taps {
                         let col = d * ncols + t * s_ch + s;
-                        let v = (0..pieces).fold(T::zero(), |a, p| a + parts[p * wlen + col]);
+                        // SAFETY: as above; piece 0 now holds the sum.
+                        let v = unsafe { *base.get().add(col) };
                         // SAFETY: row d of the gradient is written by this part alone.
                         let g = unsafe { &mut *out.get().add((d * s_ch + s) * taps + t) };
                         *g = if acc == Accum::Add { *g + v } else { v };

@@ -3,7 +3,9 @@
 //! few and many channels on both sides, every start), and their f32 results bitwise the same
 //! at every thread count and at the AVX2 and AVX-512 levels.
 
-use vae_linalg::conv::{ConvMap, ConvStart, WeightLayout, conv_nhwc, conv_nhwc_weight_grad};
+use vae_linalg::conv::{
+    ConvMap, ConvStart, PIXELS_PER_PIECE, WeightLayout, conv_nhwc, conv_nhwc_weight_grad, image_pieces,
+};
 use vae_linalg::simd::{self, Accum, Level, Unary};
 
 /// (source h, w, c), destination channels, kernel, stride, padding, output padding
@@ -30,6 +32,8 @@ fn cases() -> Vec<Case> {
         ((7, 5, 33), 40, (3, 3), 2, 1, 1, true),
         ((4, 4, 64), 1, (3, 3), 1, 1, 0, true),
         ((5, 4, 12), 70, (3, 3), 2, 2, 0, true),
+        ((7, 7, 8), 8, (3, 3), 2, 1, 1, true),
+        ((14, 14, 8), 8, (3, 3), 2, 1, 0, false),
     ]
 }
 
@@ -163,8 +167,8 @@ fn sizes(m: &ConvMap) -> (usize, usize, usize) {
 
 #[test]
 fn every_map_matches_its_definition() {
-    for c in cases() {
-        let m = map_of(&c, 3);
+    for (c, batch) in cases().into_iter().flat_map(|c| [(c, 3), (c, 64)]) {
+        let m = map_of(&c, batch);
         let (ns, nw, nd) = sizes(&m);
         let (src, w, bias) = (values(ns, 0.1), values(nw, 0.7), values(m.dst.2, 1.3));
         for layout in [WeightLayout::DstSrc, WeightLayout::SrcDst] {
@@ -258,4 +262,62 @@ fn f32_results_are_the_same_bits_at_every_thread_count_and_fused_level() {
         }
     }
     simd::force_level(start).unwrap();
+}
+
+/// An image's output does not depend on the batch it came in: data-parallel ranks (each
+/// convolving its own shard) agree with one process to the bit in the forward pass and the
+/// input gradient, and differ in the weight gradient only by where the shards' sums meet.
+#[test]
+fn an_images_output_is_the_same_bits_in_any_batch() {
+    for c in cases() {
+        let (small, large) = (map_of(&c, 5), map_of(&c, 64));
+        let (ns, nw, nd) = sizes(&large);
+        let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+        let (src, w, bias) = (f(values(ns, 0.2)), f(values(nw, 0.4)), f(values(large.dst.2, 0.9)));
+        let run = |m: &ConvMap| {
+            let mut dst = vec![0f32; sizes(m).2];
+            let src = &src[..sizes(m).0];
+            conv_nhwc(m, src, &w, WeightLayout::DstSrc, ConvStart::Bias(&bias), None, &mut dst);
+            dst
+        };
+        let (a, b) = (run(&small), run(&large));
+        let first = a.len();
+        assert!(
+            a.iter().map(|x| x.to_bits()).eq(b[..first].iter().map(|x| x.to_bits())),
+            "{large:?}: the first images differ between batches of 5 and 64 (nd {nd})"
+        );
+    }
+}
+
+/// The backward by the weights of a batch is the sum of its halves' (two ranks of a
+/// data-parallel job, added after), to the bit, when a half is a whole number of pieces.
+#[test]
+fn a_weight_gradient_is_its_halves_sum_to_the_bit() {
+    let mut compared = 0;
+    for c in cases() {
+        let (half, whole) = (map_of(&c, 64), map_of(&c, 128));
+        let (per, _) = image_pieces(128, whole.dst.0 * whole.dst.1, PIXELS_PER_PIECE);
+        if whole.scatter || 64 % per != 0 {
+            continue;
+        }
+        let (ns, nw, nd) = sizes(&whole);
+        let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+        let (src, other) = (f(values(ns, 0.2)), f(values(nd, 1.1)));
+        let mut g = vec![0f32; nw];
+        conv_nhwc_weight_grad(&whole, &other, &src, &mut g, Accum::Overwrite);
+        let (hs, hd) = (ns / 2, nd / 2);
+        let mut halves = vec![0f32; nw];
+        conv_nhwc_weight_grad(&half, &other[..hd], &src[..hs], &mut halves, Accum::Overwrite);
+        let mut second = vec![0f32; nw];
+        conv_nhwc_weight_grad(&half, &other[hd..], &src[hs..], &mut second, Accum::Overwrite);
+        for (a, b) in halves.iter_mut().zip(second) {
+            *a += b;
+        }
+        assert!(
+            g.iter().map(|x| x.to_bits()).eq(halves.iter().map(|x| x.to_bits())),
+            "{whole:?}: the gradient of 128 images is not the sum of its halves'"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 3, "only {compared} maps compared");
 }

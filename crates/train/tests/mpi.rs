@@ -159,8 +159,10 @@ fn two_ranks_train_iwae_with_two_layers_as_one_process() {
 
 #[test]
 fn two_ranks_train_a_conv_model_as_one_process() {
-    // Each rank runs its shard through the convolutions (cut into pieces by the shard's own
-    // size); the gradients are added across ranks as for the dense layers.
+    // Each rank runs its shard through the convolutions; an image's forward does not depend on
+    // its batch, and the backward by the weights sums pieces of a power-of-two number of
+    // images pairwise, so the shards' sums meet last as the ranks' do: what differs is the
+    // dense layers' rounding (1.9e-7 measured).
     let extra = [
         "--arch",
         "conv:4k3s2,8k3s2",
@@ -172,7 +174,7 @@ fn two_ranks_train_a_conv_model_as_one_process() {
         "1e-4",
     ];
     let (dw, l1, l2) = one_process_and_two_ranks("conv", 2, &extra);
-    assert!(dw < 1e-4, "weights differ by {dw:e} relative");
+    assert!(dw < 1e-5, "weights differ by {dw:e} relative");
     assert!((l1 - l2).abs() < 0.05, "{l1} vs {l2}");
 }
 

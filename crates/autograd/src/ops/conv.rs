@@ -9,10 +9,12 @@
 //! The backward by the weights is a gather for both, the bias's a sum over pixels in fixed
 //! pieces added in order: results never depend on the thread count.
 
-use vae_linalg::conv::{ConvMap, ConvStart, WeightLayout, conv_nhwc, conv_nhwc_weight_grad};
+use vae_linalg::conv::{
+    ConvMap, ConvStart, WeightLayout, conv_nhwc, conv_nhwc_weight_grad, image_pieces, sum_partials, with_partials,
+};
 use vae_linalg::elementwise;
 use vae_linalg::simd::{Accum, ColumnSums, Unary, dispatch};
-use vae_linalg::team::{SendPtr, cut, for_parts};
+use vae_linalg::team::{SendPtr, for_parts};
 
 use super::Op;
 use super::elementwise::{sl, sl_mut};
@@ -238,22 +240,23 @@ impl<T: Float> Tape<T> {
     }
 }
 
-/// Rows of `[pixels, channels]` per piece of a channel sum (pieces by the shapes alone).
+/// Rows of `[pixels, channels]` per piece of a channel sum, about (whole images, by the
+/// shapes alone: [`image_pieces`]).
 const SUM_ROWS: usize = 4096;
 
-/// `out (+)= the sum over the rows of g` (`g` holds rows of `out.len()` channels): per-piece
-/// sums added in piece order.
-fn channel_sums<T: Float>(g: &[T], out: &mut [T], acc: Accum) {
+/// `out (+)= the sum over the rows of g` (`g` holds images of `pixels` rows of `out.len()`
+/// channels): per-piece sums added pairwise ([`sum_partials`]).
+fn channel_sums<T: Float>(g: &[T], pixels: usize, out: &mut [T], acc: Accum) {
     let c = out.len();
-    let rows = g.len() / c.max(1);
-    let pieces = rows.div_ceil(SUM_ROWS).max(1);
-    if pieces == 1 {
+    let images = g.len() / (c * pixels).max(1);
+    let (per, pieces) = image_pieces(images, pixels, SUM_ROWS);
+    if pieces <= 1 {
         return dispatch(ColumnSums { src: g, dst: out, acc });
     }
-    vae_linalg::conv::with_partials(pieces * c, |parts: &mut [T]| {
+    with_partials(pieces * c, |parts: &mut [T]| {
         let at = SendPtr(parts.as_mut_ptr());
         for_parts(pieces, |i| {
-            let r = cut(rows, pieces, 1, i);
+            let r = i * per * pixels..((i + 1) * per).min(images) * pixels;
             // SAFETY: piece i alone writes partial row i.
             let dst = unsafe { std::slice::from_raw_parts_mut(at.get().add(i * c), c) };
             dispatch(ColumnSums {
@@ -262,8 +265,8 @@ fn channel_sums<T: Float>(g: &[T], out: &mut [T], acc: Accum) {
                 acc: Accum::Overwrite,
             });
         });
-        for (j, o) in out.iter_mut().enumerate() {
-            let s = (0..pieces).fold(T::zero(), |s, i| s + parts[i * c + j]);
+        sum_partials(parts, c, pieces);
+        for (o, &s) in out.iter_mut().zip(&parts[..c]) {
             *o = if acc == Accum::Add { *o + s } else { s };
         }
     });
@@ -292,7 +295,7 @@ pub(super) fn conv_backward<T: Float>(
     let xv = sl(vals.get(x));
     if vals.wants_grad(b) {
         let (gb, acc) = grads.slot(b, (1, geom.out_channels));
-        channel_sums(g, sl_mut(gb), acc);
+        channel_sums(g, geom.output_len() / geom.out_channels.max(1), sl_mut(gb), acc);
     }
     if vals.wants_grad(w) {
         let (gw, acc) = grads.slot(w, geom.weight_dim());
