@@ -635,7 +635,8 @@ impl<T: Float> ConvTiles<'_, T> {
 
     /// Fills tile `tile`'s tables: row r's C row, and its segment (ty, tx)'s source pixel
     /// (rows past the last repeat it); for few channels, copies the segments into `block`
-    /// and points the table there. Returns (rows, segments, segment length).
+    /// (rows past the last zero) and points the table there. Returns (rows, segments,
+    /// segment length).
     ///
     /// # Safety
     /// `table` must hold MR x taps pointers, `c_rows` MR, `block` MR x taps x S values.
@@ -648,13 +649,12 @@ impl<T: Float> ConvTiles<'_, T> {
         c_rows: *mut *mut T,
         block: *mut T,
     ) -> (usize, usize, usize) {
-        let (sh, sw, s_ch) = self.map.src;
+        let s_ch = self.map.src.2;
         let (dh, dw, d_ch) = self.map.dst;
         let (py, px) = (ph.y, ph.x);
         let m0 = (tile - ph.tile0) * MR;
         let rows = MR.min(ph.pixels - m0);
         let nseg = py.taps * px.taps;
-        let zeros = self.zeros.as_ptr();
         let per_image = py.count * px.count;
         let (mut j, rem) = (m0 / per_image, m0 % per_image);
         let (mut iy, mut ix) = (rem / px.count, rem % px.count);
@@ -662,19 +662,6 @@ impl<T: Float> ConvTiles<'_, T> {
             let (oy, ox) = (py.first + iy * py.step, px.first + ix * px.step);
             // SAFETY: pixel (j, oy, ox) lies in the destination; r < MR.
             unsafe { *c_rows.add(r) = self.dst.get().add(((j * dh + oy) * dw + ox) * d_ch) };
-            let img = j * sh;
-            for ty in 0..py.taps {
-                let sy = py.src(iy, ty, sh);
-                for tx in 0..px.taps {
-                    let p = match (sy, px.src(ix, tx, sw)) {
-                        // SAFETY: source pixel (j, y, x) lies in `src`.
-                        (Some(y), Some(x)) => unsafe { self.src.as_ptr().add(((img + y) * sw + x) * s_ch) },
-                        _ => zeros,
-                    };
-                    // SAFETY: (ty px.taps + tx) MR + r < nseg MR.
-                    unsafe { *table.add((ty * px.taps + tx) * MR + r) = p };
-                }
-            }
             if r + 1 < rows {
                 ix += 1;
                 if ix == px.count {
@@ -687,28 +674,123 @@ impl<T: Float> ConvTiles<'_, T> {
                 }
             }
         }
-        if !(s_ch < GATHER_BELOW && nseg > 0) {
-            return (rows, nseg, s_ch);
+        let src = self.src.as_ptr();
+        if s_ch < GATHER_BELOW && nseg > 0 {
+            let k = nseg * s_ch;
+            // SAFETY: the windows' offsets lie in `src`; the block holds MR x k values.
+            unsafe {
+                gather_windows(src, self.map.src, &py, &px, m0, rows, block, k);
+                std::ptr::write_bytes(block.add(rows * k), 0, (MR - rows) * k);
+                for r in 0..MR {
+                    *table.add(r) = block.add(r * k);
+                }
+            }
+            return (rows, 1, k);
         }
-        let k = nseg * s_ch;
-        for r in 0..MR {
-            for seg in 0..nseg {
-                // SAFETY: the table entry points at s_ch values; the block holds MR x k.
-                unsafe {
-                    let from = *table.add(seg * MR + r);
-                    let to = block.add(r * k + seg * s_ch);
-                    for c in 0..s_ch {
-                        *to.add(c) = *from.add(c);
-                    }
+        let zeros = self.zeros.as_ptr();
+        for_windows(self.map.src, &py, &px, m0, rows, |r, seg, at| {
+            // SAFETY: seg MR + r < nseg MR; `at` is an offset into `src`.
+            unsafe { *table.add(seg * MR + r) = at.map_or(zeros, |o| src.add(o)) };
+        });
+        for seg in 0..nseg {
+            for r in rows..MR {
+                // SAFETY: as above.
+                unsafe { *table.add(seg * MR + r) = *table.add(seg * MR + rows - 1) };
+            }
+        }
+        (rows, nseg, s_ch)
+    }
+}
+
+/// Calls `f(r, seg, at)` for the destination pixels `m0 + r`, `r < rows`, of a 2-D phase
+/// (counted across the images) and each of their segments `seg = ty x.taps + tx`: `at` the
+/// offset in the source batch (`shape` per image, channels-last) of the source pixel the
+/// segment reads, or `None` where it reads padding. A row of the destination at a time,
+/// each segment's valid span worked out once: no division or bounds test per pixel.
+#[inline(always)]
+fn for_windows(
+    shape: (usize, usize, usize),
+    py: &Phase,
+    px: &Phase,
+    m0: usize,
+    rows: usize,
+    mut f: impl FnMut(usize, usize, Option<usize>),
+) {
+    let (sh, sw, s_ch) = shape;
+    let per_image = py.count * px.count;
+    if per_image == 0 {
+        return;
+    }
+    let (mut j, rem) = (m0 / per_image, m0 % per_image);
+    let (mut iy, mut ix0) = (rem / px.count, rem % px.count);
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = (px.count - ix0).min(rows - r0);
+        for ty in 0..py.taps {
+            let sy = py.src(iy, ty, sh);
+            for tx in 0..px.taps {
+                let seg = ty * px.taps + tx;
+                let Some(y) = sy else {
+                    (0..n).for_each(|i| f(r0 + i, seg, None));
+                    continue;
+                };
+                // Source column a ix + e, inside 0..sw for ix in lo..hi (a > 0).
+                let (a, e) = (px.a, px.b * tx as isize + px.c);
+                let lo = if e >= 0 { 0 } else { (-e + a - 1) / a };
+                let hi = (sw as isize - e + a - 1).div_euclid(a).max(0);
+                let (lo, hi) = ((lo as usize).clamp(ix0, ix0 + n), (hi as usize).clamp(ix0, ix0 + n));
+                let hi = hi.max(lo);
+                let row = ((j * sh + y) * sw) as isize;
+                for ix in ix0..lo {
+                    f(r0 + ix - ix0, seg, None);
+                }
+                for ix in lo..hi {
+                    f(r0 + ix - ix0, seg, Some((row + a * ix as isize + e) as usize * s_ch));
+                }
+                for ix in hi..ix0 + n {
+                    f(r0 + ix - ix0, seg, None);
                 }
             }
         }
-        for r in 0..MR {
-            // SAFETY: r < MR.
-            unsafe { *table.add(r) = block.add(r * k) };
+        r0 += n;
+        ix0 = 0;
+        iy += 1;
+        if iy == py.count {
+            iy = 0;
+            j += 1;
         }
-        (rows, 1, k)
     }
+}
+
+/// Copies the windows of [`for_windows`] into `block`: row `r` at `r k`, segment `seg` at
+/// `seg S`, zero where a tap reads padding.
+///
+/// # Safety
+/// `src` must hold the source batch, `block` `rows x k` values, `k >= segments x S`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gather_windows<T: Float>(
+    src: *const T,
+    shape: (usize, usize, usize),
+    py: &Phase,
+    px: &Phase,
+    m0: usize,
+    rows: usize,
+    block: *mut T,
+    k: usize,
+) {
+    let s_ch = shape.2;
+    for_windows(shape, py, px, m0, rows, |r, seg, at| {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let to = block.add(r * k + seg * s_ch);
+            match (at, s_ch) {
+                (Some(o), 1) => *to = *src.add(o),
+                (Some(o), _) => std::ptr::copy_nonoverlapping(src.add(o), to, s_ch),
+                (None, _) => std::ptr::write_bytes(to, 0, s_ch),
+            }
+        }
+    });
 }
 
 /// Destination channels up to which [`conv_nhwc`] takes dot products ([`ConvDot`]).
@@ -901,7 +983,11 @@ pub fn conv_nhwc_weight_grad<T: Float>(map: &ConvMap, dst_side: &[T], src_side: 
     let (per, pieces) = image_pieces(map.batch, pix, PIXELS_PER_PIECE);
     let lanes = dispatch::<T, _>(Lanes);
     let (_, nr) = tile_shape(lanes);
-    let panels = ncols.div_ceil(nr);
+    // Few source channels (an image's first layer, a transposed last layer's weight): the
+    // product turned over, `[tap s] x d`, its panel the destination side read in place, so
+    // that the few columns of (tap, source channel) are not padded to a panel's width.
+    let swapped = s_ch < GATHER_BELOW && d_ch % 16 == 0;
+    let panels = if swapped { 1 } else { ncols.div_ceil(nr) };
     let groups = (4 * rayon::current_num_threads()).div_ceil(pieces).clamp(1, panels);
     with_partials(pieces * wlen, |parts: &mut [T]| {
         let base = SendPtr(parts.as_mut_ptr());
@@ -913,7 +999,7 @@ pub fn conv_nhwc_weight_grad<T: Float>(map: &ConvMap, dst_side: &[T], src_side: 
                 return;
             }
             // The panel buffer, taken outside the kernel (see `conv_nhwc`).
-            T::with_scratch(KC * nr + 16, |buf| {
+            T::with_scratch(KC * nr.max(ncols) + 16, |buf| {
                 dispatch(WeightGrad {
                     map,
                     dst_side,
@@ -923,21 +1009,31 @@ pub fn conv_nhwc_weight_grad<T: Float>(map: &ConvMap, dst_side: &[T], src_side: 
                     images,
                     panels: panel_range,
                     nr,
+                    swapped,
                     buf,
                 })
             });
         });
         // The pieces added pairwise, into PyTorch's layout.
         let out = SendPtr(grad.as_mut_ptr());
-        let rows = if wlen < 1 << 14 { 1 } else { d_ch };
+        let rows = if wlen < 1 << 14 || swapped { 1 } else { d_ch };
         for_parts(rows, |i| {
             let ds = cut(d_ch, rows, 1, i);
+            let cols = if swapped {
+                0..wlen
+            } else {
+                ds.start * ncols..ds.end * ncols
+            };
             // SAFETY: part i alone reads and writes these columns of the partials.
-            unsafe { pairwise(base.get(), wlen, pieces, ds.start * ncols..ds.end * ncols) };
+            unsafe { pairwise(base.get(), wlen, pieces, cols) };
             for d in ds {
                 for s in 0..s_ch {
                     for t in 0..taps {
-                        let col = d * ncols + t * s_ch + s;
+                        let col = if swapped {
+                            (t * s_ch + s) * d_ch + d
+                        } else {
+                            d * ncols + t * s_ch + s
+                        };
                         // SAFETY: as above; piece 0 now holds the sum.
                         let v = unsafe { *base.get().add(col) };
                         // SAFETY: row d of the gradient is written by this part alone.
@@ -951,7 +1047,7 @@ pub fn conv_nhwc_weight_grad<T: Float>(map: &ConvMap, dst_side: &[T], src_side: 
 }
 
 /// One batch piece and group of panels of [`conv_nhwc_weight_grad`], into the piece's
-/// partial `[d][tap s]`.
+/// partial `[d][tap s]` (or `[tap s][d]`, turned over).
 struct WeightGrad<'a, T> {
     map: &'a ConvMap,
     dst_side: &'a [T],
@@ -960,7 +1056,10 @@ struct WeightGrad<'a, T> {
     images: Range<usize>,
     panels: Range<usize>,
     nr: usize,
-    /// Room for one packed panel.
+    /// The product turned over: the gathered source side is A, the destination side the
+    /// panel.
+    swapped: bool,
+    /// Room for one packed panel (or the gathered block, turned over).
     buf: &'a mut [T],
 }
 
@@ -969,6 +1068,8 @@ impl<T: Float> Kernel<T> for WeightGrad<'_, T> {
     #[inline(always)]
     fn run<V: Vector<E = T>>(mut self) {
         match V::LANES {
+            // Turned over: 9 rows (3 x 3 taps of one channel, or a third of three's).
+            16 if self.swapped && self.map.dst.2 <= 32 => self.drive::<V, 2, 9>(),
             16 => self.drive::<V, 3, 8>(),
             8 => self.drive::<V, 2, 6>(),
             _ => self.drive::<V, 4, 4>(),
@@ -991,11 +1092,30 @@ impl<T: Float> WeightGrad<'_, T> {
         let first = self.images.start * pix;
         let total = self.images.len() * pix;
         {
-            let skip = self.buf.as_ptr().align_offset(64).min(16);
-            let panel_buf = &mut self.buf[skip..];
+            let buf = std::mem::take(&mut self.buf);
+            let skip = buf.as_ptr().align_offset(64).min(16);
+            let panel_buf = &mut buf[skip..];
             let mut k0 = 0;
             while k0 < total {
                 let kc = KC.min(total - k0);
+                if self.swapped {
+                    // SAFETY: the buffer holds KC x ncols values past `skip`.
+                    unsafe {
+                        gather_windows(
+                            self.src_side.as_ptr(),
+                            map.src,
+                            &py,
+                            &px,
+                            first + k0,
+                            kc,
+                            panel_buf.as_mut_ptr(),
+                            ncols,
+                        )
+                    };
+                    self.turned_over::<V, NV, MR>(panel_buf, first + k0, kc, k0 == 0);
+                    k0 += kc;
+                    continue;
+                }
                 for panel in self.panels.clone() {
                     let c0 = panel * nr;
                     let cols = nr.min(ncols - c0);
@@ -1078,6 +1198,57 @@ impl<T: Float> WeightGrad<'_, T> {
                 }
                 k0 += kc;
             }
+        }
+    }
+}
+
+impl<T: Float> WeightGrad<'_, T> {
+    /// The turned-over product over pixels `p0 .. p0 + kc`: `part[tap s][d] (+)= block^T
+    /// dst_side` (`=` for the piece's first block), A the gathered block (`kc` rows of `ncols`), the panel the destination
+    /// side in place (`d_ch` a multiple of 16: whole vectors at every level).
+    #[inline(always)]
+    fn turned_over<V: Vector<E = T>, const NV: usize, const MR: usize>(
+        &self,
+        block: &[T],
+        p0: usize,
+        kc: usize,
+        first: bool,
+    ) {
+        let (_, _, d_ch) = self.map.dst;
+        let ncols = self.map.kernel.0 * self.map.kernel.1 * self.map.src.2;
+        let w = NV * V::LANES;
+        let mut d0 = 0;
+        while d0 < d_ch {
+            let mut i0 = 0;
+            while i0 < ncols {
+                let tile = Tile {
+                    a: RowsOf::Strided {
+                        a: block.as_ptr(),
+                        rsa: 1,
+                        csa: ncols as isize,
+                        i0,
+                    },
+                    rows: MR.min(ncols - i0),
+                    kc,
+                    panel: self.dst_side[p0 * d_ch + d0..].as_ptr(),
+                    nr: d_ch,
+                    // SAFETY: row i0, column d0 of the piece's partial.
+                    c: unsafe { self.part.get().add(i0 * d_ch + d0) },
+                    rsc: d_ch as isize,
+                    c_rows: std::ptr::null(),
+                    c_col: 0,
+                    csc: 1,
+                    cols: w.min(d_ch - d0),
+                    start: if first { Start::Zero } else { Start::Load },
+                    act: None,
+                };
+                // SAFETY: the block holds kc rows of ncols; the panel's kc rows of d_ch
+                // values (whole vectors: d_ch is a multiple of 16) lie in dst_side; the
+                // tile lies in this piece's partial.
+                unsafe { tile.run_any::<V, NV, MR>() };
+                i0 += MR;
+            }
+            d0 += w;
         }
     }
 }
