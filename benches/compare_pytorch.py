@@ -2,7 +2,7 @@
 prints the median seconds per epoch of both, their images/s and GFLOP/s, their ratio, and the
 loss after the last epoch. Not part of CI.
 
-Usage: python3 benches/compare_pytorch.py [--model reference|iwae2|keras-conv] [--threads 2] [--epochs E]
+Usage: python3 benches/compare_pytorch.py [--model reference|iwae2|keras-conv|conv64] [--threads 2] [--epochs E]
                                           [--subset N | --max-batches M] [--simd LEVEL] [--install]
   --model     reference (default): the reference VAE (784-400-20, ReLU, batch 128, Adam lr 1e-3,
               seed 1), benches/torch_vae.py against vae-train with its default flags; the loss
@@ -18,7 +18,14 @@ Usage: python3 benches/compare_pytorch.py [--model reference|iwae2|keras-conv] [
               Bernoulli, batch 128, Adam lr 1e-3), benches/torch_keras_conv.py against
               vae-train --arch conv:32k3s2,64k3s2 --hidden 16 --latent 2; the loss shown is the
               test -ELBO.
-  --epochs    epochs of each side [default: 10 for reference, 1 for iwae2 and keras-conv].
+              conv64: the 64x64 colour conv VAE (PyTorch-VAE's VanillaVAE trunk without
+              BatchNorm: five 3x3 stride-2 convolutions of 32-512 channels, Dense 400, a
+              128-d latent, five transposed convolutions and a 3-channel output; LeakyReLU,
+              Gaussian, batch 128, Adam lr 1e-3), benches/torch_conv64.py against vae-train
+              with CONV64_FLAGS, both on the same synthetic images (random 64x64 RGB, an .npz
+              this script writes: 1,280 training and 256 test images); the loss shown is the
+              test -ELBO.
+  --epochs    epochs of each side [default: 10 for reference, 1 for the others].
   --subset    iwae2 and keras-conv: train each epoch on N images (a multiple of the batch size):
               vae-train --subset N, the PyTorch script's --max-batches N/batch, so that an epoch
               is short.
@@ -31,7 +38,8 @@ Usage: python3 benches/compare_pytorch.py [--model reference|iwae2|keras-conv] [
               torch and numpy into it first (about 5 GiB, a few minutes).
 Besides images/s it prints each side's effective GFLOP/s: the flops of the epoch's matrix
 products (3.28 MFLOP per image for the reference 784-400-20, 10.16 MFLOP for iwae2 with K = 5;
-39.85 MFLOP for keras-conv; see flops_per_image and KERAS_CONV_FLOPS) over the training seconds."""
+39.85 MFLOP for keras-conv, 654.7 MFLOP for conv64; see flops_per_image, KERAS_CONV_FLOPS and
+CONV64_FLOPS) over the training seconds."""
 import argparse
 import os
 import re
@@ -42,7 +50,7 @@ import tempfile
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
-ap.add_argument("--model", choices=["reference", "iwae2", "keras-conv"], default="reference")
+ap.add_argument("--model", choices=["reference", "iwae2", "keras-conv", "conv64"], default="reference")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--epochs", type=int, help="default: 10 for reference, 1 for iwae2")
 short = ap.add_mutually_exclusive_group()
@@ -62,6 +70,9 @@ IWAE_K = 5  # --samples of vae-train, --k of torch_iwae.py
 IWAE_BATCH = 100
 KERAS_BATCH = 128
 KERAS_FLAGS = ["--arch", "conv:32k3s2,64k3s2", "--hidden", "16", "--latent", "2"]
+CONV64_FLAGS = ["--arch", "conv:32k3s2,64k3s2,128k3s2,256k3s2,512k3s2", "--latent", "128", "--activation",
+                "leaky-relu", "--likelihood", "gaussian"]
+CONV64_TRAIN, CONV64_TEST = 1280, 256
 IWAE_FLAGS = ["--binarize", "--hidden", "200,200", "--latent", "100,50", "--upper-hidden", "100,100",
               "--activation", "tanh", "--batch-size", str(IWAE_BATCH), "--objective", "iwae",
               "--samples", str(IWAE_K), "--dreg", "--lr", "1e-3", "--adam-eps", "1e-4"]
@@ -70,12 +81,14 @@ BATCH = KERAS_BATCH if args.model == "keras-conv" else IWAE_BATCH
 if args.max_batches is not None:
     args.subset = args.max_batches * BATCH
 if args.subset is not None:
-    if args.model == "reference":
+    if args.model in ("reference", "conv64"):
         ap.error("--subset and --max-batches apply to --model iwae2 and keras-conv only")
     if args.subset < BATCH or args.subset % BATCH:
         ap.error(f"--subset must be a positive multiple of the batch size {BATCH}")
     args.subset = min(args.subset, TRAIN_IMAGES)
 images = args.subset or TRAIN_IMAGES  # training images per epoch, on both sides
+if args.model == "conv64":
+    images = CONV64_TRAIN
 
 env = dict(os.environ)
 if args.simd:
@@ -128,8 +141,17 @@ KERAS_CONV_MACS = [(32 * 9 * 14 * 14, False), (64 * 32 * 9 * 7 * 7, True), (3136
                    (2 * 3136, True), (64 * 64 * 9 * 7 * 7, True), (64 * 32 * 9 * 14 * 14, True),
                    (32 * 9 * 28 * 28, True)]
 KERAS_CONV_FLOPS = sum(2 * m * (2 + xg) for m, xg in KERAS_CONV_MACS)
+# conv64, counted the same way: the five convolutions (weight elements times output pixels),
+# the dense layers 2048-400, 400-(128, 128) and 128-2048, the six transposed convolutions (at
+# their input pixels); no input gradient for the first layer.
+CONV64_MACS = ([(ci * co * 9 * s * s, i > 0) for i, (ci, co, s) in
+                enumerate([(3, 32, 32), (32, 64, 16), (64, 128, 8), (128, 256, 4), (256, 512, 2)])]
+               + [(2048 * 400, True), (2 * 400 * 128, True), (128 * 2048, True)]
+               + [(ci * co * 9 * s * s, True) for ci, co, s in
+                  [(512, 512, 2), (512, 256, 4), (256, 128, 8), (128, 64, 16), (64, 32, 32), (32, 3, 64)]])
+CONV64_FLOPS = sum(2 * m * (2 + xg) for m, xg in CONV64_MACS)
 FLOPS_PER_IMAGE = {"reference": flops_per_image(REFERENCE_LAYERS), "iwae2": flops_per_image(iwae2_layers(IWAE_K)),
-                   "keras-conv": KERAS_CONV_FLOPS}[args.model]
+                   "keras-conv": KERAS_CONV_FLOPS, "conv64": CONV64_FLOPS}[args.model]
 
 python = os.path.join(args.venv, "bin", "python")
 if args.install:
@@ -181,6 +203,14 @@ with tempfile.TemporaryDirectory() as tmp:
         short_ours = ["--subset", str(images)] if args.subset else []
         torch_rows = run([python, "benches/torch_keras_conv.py", *threads, *epochs, *short_torch], TORCH_VAE_RE)
         ours = run([*ours_cmd[:1], *KERAS_FLAGS, *ours_cmd[1:], *short_ours], OURS_ELBO_RE)
+    elif args.model == "conv64":
+        loss_name = "test -ELBO"
+        data = os.path.join(tmp, "conv64.npz")
+        subprocess.run([python, "-c", f"import numpy as np; r = np.random.default_rng(0); np.savez({data!r}, "
+                        f"x_train=r.integers(0, 256, ({CONV64_TRAIN}, 64, 64, 3), dtype=np.uint8), "
+                        f"x_test=r.integers(0, 256, ({CONV64_TEST}, 64, 64, 3), dtype=np.uint8))"], check=True)
+        torch_rows = run([python, "benches/torch_conv64.py", "--data", data, *threads, *epochs], TORCH_VAE_RE)
+        ours = run([*ours_cmd[:1], "--data", data, *CONV64_FLAGS, *ours_cmd[1:]], OURS_ELBO_RE)
     else:
         loss_name = f"train -IWAE(k={IWAE_K})"
         short_torch = ["--max-batches", str(images // IWAE_BATCH)] if args.subset else []
