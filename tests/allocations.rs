@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use vae::data::ImageShape;
-use vae::data::{BatchConfig, Batches, Dataset};
-use vae::model::{Objective, Vae, VaeConfig};
-use vae::nn::{Adam, AdamConfig, Optimizer};
+use vae::data::{BatchConfig, Batches, Dataset, Split, Values};
+use vae::model::{Likelihood, Objective, Vae, VaeConfig};
+use vae::nn::{Activation, Adam, AdamConfig, Optimizer};
 
 /// Counts every allocation made by any thread.
 struct Counting;
@@ -37,12 +37,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The reference model, then the Keras example's conv model: its convolutions
-/// (channels-last kernels, layout conversions, packed weights and tables in kept per-thread
+/// The reference model, then the Keras example's conv model and conv64 (64x64 colour, five
+/// convolutions of 32-512 channels and their transposes): their convolutions (channels-last
+/// kernels, layout conversions, packed weights, tables and partial sums in kept per-thread
 /// buffers) allocate nothing of their own either. One test: the counter is the process's.
 #[test]
 fn a_warm_training_step_reuses_every_buffer() {
-    warm_steps_allocate_nothing(VaeConfig::reference(), 8);
+    let mnist = Dataset::open(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")).unwrap();
+    let split = mnist.train.head(128 * 12);
+    warm_steps_allocate_nothing(VaeConfig::reference(), &split, 128, 8);
     let config = VaeConfig {
         input: 784,
         hidden: vec![16],
@@ -51,12 +54,35 @@ fn a_warm_training_step_reuses_every_buffer() {
         arch: "conv:32k3s2,64k3s2".parse().unwrap(),
         ..VaeConfig::reference()
     };
-    warm_steps_allocate_nothing(config, 12);
+    warm_steps_allocate_nothing(config, &split, 128, 12);
+    // conv64 on random colour images, at a batch of 16 (the kernels' paths are those of 128:
+    // pieces, phases and tiles by the shapes).
+    let shape = ImageShape {
+        height: 64,
+        width: 64,
+        channels: 3,
+    };
+    let n = 16 * 12;
+    let bytes = (0..n * shape.len()).map(|i| (i * 37 % 251) as u8).collect();
+    let colour = Split {
+        images: Values::U8(ndarray::Array2::from_shape_vec((n, shape.len()), bytes).unwrap()),
+        labels: None,
+        shape,
+    };
+    let config = VaeConfig {
+        input: shape.len(),
+        hidden: vec![400],
+        latent: 128,
+        activation: Activation::LeakyRelu(0.01),
+        likelihood: Likelihood::Gaussian { variance: Some(1.0) },
+        shape: Some(shape),
+        arch: "conv:32k3s2,64k3s2,128k3s2,256k3s2,512k3s2".parse().unwrap(),
+        ..VaeConfig::reference()
+    };
+    warm_steps_allocate_nothing(config, &colour, 16, 12);
 }
 
-fn warm_steps_allocate_nothing(config: VaeConfig, products: usize) {
-    let mnist = Dataset::open(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")).unwrap();
-    let split = mnist.train.head(128 * 12);
+fn warm_steps_allocate_nothing(config: VaeConfig, split: &Split, batch_size: usize, products: usize) {
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
@@ -65,13 +91,13 @@ fn warm_steps_allocate_nothing(config: VaeConfig, products: usize) {
             let params = vae.params().to_vec();
             let mut adam = Adam::new(AdamConfig::default(), vae.tape(), &params);
             let cfg = BatchConfig {
-                batch_size: 128,
+                batch_size,
                 shuffle: true,
                 seed: 1,
                 subset: None,
                 binarize: true,
             };
-            let mut batches = Batches::new(&split, cfg);
+            let mut batches = Batches::new(split, cfg);
             let mut step = |batches: &mut Batches, rng: &mut StdRng| {
                 let b = batches.next_batch().unwrap();
                 let s = vae.train_step(b.images, rng, Objective::default());
