@@ -1112,7 +1112,7 @@ impl<T: Float> WeightGrad<'_, T> {
                             ncols,
                         )
                     };
-                    self.turned_over::<V, NV, MR>(panel_buf, first + k0, kc, k0 == 0);
+                    self.turned_over::<V, NV, MR>(panel_buf, ncols, first + k0, kc, k0 == 0);
                     k0 += kc;
                     continue;
                 }
@@ -1204,18 +1204,19 @@ impl<T: Float> WeightGrad<'_, T> {
 
 impl<T: Float> WeightGrad<'_, T> {
     /// The turned-over product over pixels `p0 .. p0 + kc`: `part[tap s][d] (+)= block^T
-    /// dst_side` (`=` for the piece's first block), A the gathered block (`kc` rows of `ncols`), the panel the destination
-    /// side in place (`d_ch` a multiple of 16: whole vectors at every level).
+    /// dst_side` (`=` for the piece's first block), A the gathered block (`kc` rows of
+    /// `ncols`), the panel the destination side in place (`d_ch` a multiple of 16: whole
+    /// vectors at every level).
     #[inline(always)]
     fn turned_over<V: Vector<E = T>, const NV: usize, const MR: usize>(
         &self,
         block: &[T],
+        ncols: usize,
         p0: usize,
         kc: usize,
-        first: bool,
+        first_block: bool,
     ) {
-        let (_, _, d_ch) = self.map.dst;
-        let ncols = self.map.kernel.0 * self.map.kernel.1 * self.map.src.2;
+        let d_ch = self.map.dst.2;
         let w = NV * V::LANES;
         let mut d0 = 0;
         while d0 < d_ch {
@@ -1239,7 +1240,7 @@ impl<T: Float> WeightGrad<'_, T> {
                     c_col: 0,
                     csc: 1,
                     cols: w.min(d_ch - d0),
-                    start: if first { Start::Zero } else { Start::Load },
+                    start: if first_block { Start::Zero } else { Start::Load },
                     act: None,
                 };
                 // SAFETY: the block holds kc rows of ncols; the panel's kc rows of d_ch

@@ -209,15 +209,19 @@ fn every_map_matches_its_definition() {
     }
 }
 
+/// `values(n, seed)` rounded to f32.
+fn f32_values(n: usize, seed: f64) -> Vec<f32> {
+    values(n, seed).into_iter().map(|x| x as f32).collect()
+}
+
 /// A batch large enough for several pieces and parts.
 fn f32_outputs(m: &ConvMap) -> Vec<Vec<f32>> {
     let (ns, nw, nd) = sizes(m);
-    let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
     let (src, w, bias, other) = (
-        f(values(ns, 0.2)),
-        f(values(nw, 0.4)),
-        f(values(m.dst.2, 0.9)),
-        f(values(nd, 1.1)),
+        f32_values(ns, 0.2),
+        f32_values(nw, 0.4),
+        f32_values(m.dst.2, 0.9),
+        f32_values(nd, 1.1),
     );
     let mut dst = vec![0f32; nd];
     conv_nhwc(
@@ -276,8 +280,7 @@ fn an_images_output_is_the_same_bits_in_any_batch() {
     for c in cases() {
         let (small, large) = (map_of(&c, 5), map_of(&c, 64));
         let (ns, nw, nd) = sizes(&large);
-        let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
-        let (src, w, bias) = (f(values(ns, 0.2)), f(values(nw, 0.4)), f(values(large.dst.2, 0.9)));
+        let (src, w, bias) = (f32_values(ns, 0.2), f32_values(nw, 0.4), f32_values(large.dst.2, 0.9));
         let run = |m: &ConvMap| {
             let mut dst = vec![0f32; sizes(m).2];
             let src = &src[..sizes(m).0];
@@ -305,8 +308,7 @@ fn a_weight_gradient_is_its_halves_sum_to_the_bit() {
             continue;
         }
         let (ns, nw, nd) = sizes(&whole);
-        let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
-        let (src, other) = (f(values(ns, 0.2)), f(values(nd, 1.1)));
+        let (src, other) = (f32_values(ns, 0.2), f32_values(nd, 1.1));
         let mut g = vec![0f32; nw];
         conv_nhwc_weight_grad(&whole, &other, &src, &mut g, Accum::Overwrite);
         let (hs, hd) = (ns / 2, nd / 2);

@@ -6,8 +6,9 @@
 //!
 //! Each direction is one map of `vae_linalg::conv`: a convolution's forward gathers, its
 //! backward by the input scatters (polyphase); a transposed convolution the other way round.
-//! The backward by the weights is a gather for both, the bias's a sum over pixels in fixed
-//! pieces added in order: results never depend on the thread count.
+//! The backward by the weights is a gather for both, the bias's a sum over pixels in pieces
+//! of whole images fixed by the shapes, added pairwise: results never depend on the thread
+//! count, and a batch's sum is its halves' (as two data-parallel ranks add them).
 
 use vae_linalg::conv::{
     ConvMap, ConvStart, WeightLayout, conv_nhwc, conv_nhwc_weight_grad, image_pieces, sum_partials, with_partials,
