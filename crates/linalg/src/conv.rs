@@ -111,6 +111,22 @@ impl Phase {
         let at = self.a * i as isize + self.b * t as isize + self.c;
         (0..len as isize).contains(&at).then_some(at as usize)
     }
+
+    /// The destinations `lo..hi` of the phase whose every tap reads inside `0..len` (the
+    /// interior, possibly empty).
+    fn interior(&self, len: usize) -> (usize, usize) {
+        if self.taps == 0 {
+            return (0, self.count);
+        }
+        let (e0, e1) = (self.c, self.b * (self.taps as isize - 1) + self.c);
+        let (emin, emax) = (e0.min(e1), e0.max(e1));
+        // a i + emin >= 0 and a i + emax <= len - 1, with a > 0.
+        let lo = if emin >= 0 { 0 } else { (-emin + self.a - 1) / self.a };
+        let room = len as isize - 1 - emax;
+        let hi = if room < 0 { 0 } else { room / self.a + 1 };
+        let (lo, hi) = ((lo as usize).min(self.count), (hi as usize).min(self.count));
+        (lo, hi.max(lo))
+    }
 }
 
 /// One axis of a [`ConvMap`].
@@ -334,6 +350,92 @@ struct PhasePack {
     /// its first tile among all phases'.
     pixels: usize,
     tile0: usize,
+    /// The interior (every tap inside the source): rows `y_in` x columns `x_in` of each
+    /// image, `inner` pixels over the batch, tiled first; the frame around it after.
+    y_in: (usize, usize),
+    x_in: (usize, usize),
+    inner: usize,
+}
+
+impl PhasePack {
+    /// Tiles of `mr` rows over the interior.
+    #[inline(always)]
+    fn inner_tiles(&self, mr: usize) -> usize {
+        self.inner.div_ceil(mr)
+    }
+
+    /// Tiles of `mr` rows over the interior, then over the frame.
+    #[inline(always)]
+    fn tiles(&self, mr: usize) -> usize {
+        self.inner_tiles(mr) + (self.pixels - self.inner).div_ceil(mr)
+    }
+
+    /// (image, y, x) of interior pixel `m` (counted across the batch).
+    #[inline(always)]
+    fn inner_pixel(&self, m: usize) -> (usize, usize, usize) {
+        let w = self.x_in.1 - self.x_in.0;
+        let per = (self.y_in.1 - self.y_in.0) * w;
+        let (j, r) = (m / per, m % per);
+        (j, self.y_in.0 + r / w, self.x_in.0 + r % w)
+    }
+
+    /// (image, y, x) of frame pixel `m` (counted across the batch): the rows above the
+    /// interior, the columns left and right of it, the rows below.
+    #[inline(always)]
+    fn frame_pixel(&self, m: usize) -> (usize, usize, usize) {
+        let (cy, cx) = (self.y.count, self.x.count);
+        let (w, band) = (self.x_in.1 - self.x_in.0, self.y_in.1 - self.y_in.0);
+        let per = cy * cx - band * w;
+        let (j, mut r) = (m / per, m % per);
+        let top = self.y_in.0 * cx;
+        if r < top {
+            return (j, r / cx, r % cx);
+        }
+        r -= top;
+        let side = cx - w;
+        if r < band * side {
+            let col = r % side;
+            return (j, self.y_in.0 + r / side, if col < self.x_in.0 { col } else { col + w });
+        }
+        r -= band * side;
+        (j, self.y_in.1 + r / cx, r % cx)
+    }
+
+    /// The interior pixel after `(j, y, x)`.
+    #[inline(always)]
+    fn inner_next(&self, (mut j, mut y, mut x): (usize, usize, usize)) -> (usize, usize, usize) {
+        x += 1;
+        if x == self.x_in.1 {
+            x = self.x_in.0;
+            y += 1;
+            if y == self.y_in.1 {
+                y = self.y_in.0;
+                j += 1;
+            }
+        }
+        (j, y, x)
+    }
+
+    /// The frame pixel after `(j, y, x)`.
+    #[inline(always)]
+    fn frame_next(&self, (mut j, mut y, mut x): (usize, usize, usize)) -> (usize, usize, usize) {
+        loop {
+            x += 1;
+            if x == self.x.count {
+                x = 0;
+                y += 1;
+                if y == self.y.count {
+                    y = 0;
+                    j += 1;
+                }
+            }
+            if !(self.y_in.0..self.y_in.1).contains(&y) || x < self.x_in.0 || x >= self.x_in.1 {
+                return (j, y, x);
+            }
+            // Inside the interior: on to its right edge.
+            x = self.x_in.1 - 1;
+        }
+    }
 }
 
 /// The 2-D phases of `map` (at most `stride_y x stride_x`), the packed weight's length, and
@@ -348,16 +450,24 @@ fn phases_of(map: &ConvMap, mr: usize, nr: usize) -> (Vec2Phases, usize, usize) 
             let (y, x) = (ay.phase(fy), ax.phase(fx));
             let k = y.taps * x.taps * map.src.2;
             let pixels = map.batch * y.count * x.count;
-            out.push(PhasePack {
+            let (mut y_in, mut x_in) = (y.interior(map.src.0), x.interior(map.src.1));
+            if y_in.0 == y_in.1 || x_in.0 == x_in.1 {
+                (y_in, x_in) = ((0, 0), (0, 0));
+            }
+            let ph = PhasePack {
                 y,
                 x,
                 at,
                 k,
                 pixels,
                 tile0: tiles,
-            });
+                y_in,
+                x_in,
+                inner: map.batch * (y_in.1 - y_in.0) * (x_in.1 - x_in.0),
+            };
+            out.push(ph);
             at += panels * k * nr;
-            tiles += pixels.div_ceil(mr);
+            tiles += ph.tiles(mr);
         }
     }
     (out, at, tiles)
@@ -449,9 +559,7 @@ pub fn conv_nhwc<T: Float>(
         // any cut gives the same bits.
         let parts = tiles.min(8 * rayon::current_num_threads()).max(1);
         let out = SendPtr(dst.as_mut_ptr());
-        let taps = map.kernel.0 * map.kernel.1;
-        let block = if s < GATHER_BELOW { mr * taps * s } else { 0 };
-        let words = BLOCK_TILES * (mr * (taps.max(1) + 1) + (block * std::mem::size_of::<T>()).div_ceil(8)) + 8;
+        let words = BufLayout::new(map, mr).words(map);
         for_parts(parts, |i| {
             let r = cut(tiles, parts, 1, i);
             if r.is_empty() {
@@ -568,52 +676,46 @@ impl<T: Float> ConvTiles<'_, T> {
         let d_ch = map.dst.2;
         let nr = self.nr;
         let panels = d_ch.div_ceil(nr);
-        let max_taps = map.kernel.0 * map.kernel.1;
-        let gather = map.src.2 < GATHER_BELOW;
-        let table_len = MR * max_taps.max(1);
-        let block_len = if gather { MR * max_taps * map.src.2 } else { 0 };
+        let lay = BufLayout::new(map, MR);
         let buf = self.buf.as_mut_ptr();
+        let offsets = lay.offsets(buf);
         let mut tile = self.tiles.start;
         while tile < self.tiles.end {
             // A block of tiles of one phase, whose rows of A stay in L2 while each panel
             // of the weight is run over all of them.
             let ph = self.phases.of_tile(tile);
-            let end = (ph.tile0 + ph.pixels.div_ceil(MR))
+            let end = (ph.tile0 + ph.tiles(MR))
                 .min(self.tiles.end)
                 .min(tile + block_tiles(MR * ph.k.max(1) * std::mem::size_of::<T>()));
-            let mut shape = [(0usize, 0usize, 0usize); BLOCK_TILES];
+            // SAFETY: the buffer holds the phase's offsets.
+            unsafe { self.fill_offsets(&ph, offsets) };
+            let mut shape = [(
+                0usize,
+                RowsOf::Offsets {
+                    bases: std::ptr::null(),
+                    offsets,
+                },
+            ); BLOCK_TILES];
+            let mut next = None;
             for (b, t) in (tile..end).enumerate() {
                 // SAFETY: the buffer holds BLOCK_TILES tiles' tables, rows and blocks.
-                let (table, c_rows, block) = unsafe {
-                    let at = buf.add(b * (table_len + MR));
-                    (
-                        at.cast::<*const T>(),
-                        at.add(table_len).cast::<*mut T>(),
-                        buf.add(BLOCK_TILES * (table_len + MR)).cast::<T>().add(b * block_len),
-                    )
+                shape[b] = unsafe {
+                    let (table, c_rows, block) = (lay.table(buf, b), lay.c_rows(buf, b), lay.block(buf, b));
+                    self.tables::<MR>(t, &ph, table, c_rows, block, offsets, false, &mut next)
                 };
-                // SAFETY: as above.
-                shape[b] = unsafe { self.tables::<MR>(t, &ph, table, c_rows, block) };
             }
             for panel in 0..panels {
                 let d0 = panel * nr;
-                for (b, &(rows, nseg, seg_len)) in shape.iter().enumerate().take(end - tile) {
-                    // SAFETY: as above.
-                    let at = unsafe { buf.add(b * (table_len + MR)) };
+                for (b, &(rows, a)) in shape.iter().enumerate().take(end - tile) {
                     let tile = Tile {
-                        a: RowsOf::Indirect {
-                            table: at.cast::<*const T>().cast_const(),
-                            nseg,
-                            seg_len,
-                        },
+                        a,
                         rows,
                         kc: ph.k,
                         panel: self.packed[ph.at + panel * ph.k * nr..].as_ptr(),
                         nr,
                         c: std::ptr::null_mut(),
                         rsc: 0,
-                        // SAFETY: as above.
-                        c_rows: unsafe { at.add(table_len) }.cast::<*mut T>().cast_const(),
+                        c_rows: lay.c_rows::<T>(buf, b).cast_const(),
                         c_col: d0,
                         csc: 1,
                         cols: nr.min(d_ch - d0),
@@ -624,9 +726,9 @@ impl<T: Float> ConvTiles<'_, T> {
                         },
                         act: self.act,
                     };
-                    // SAFETY: the table's pointers hold seg_len values each, the panel
-                    // k x nr, and the tile's rows are destination pixels no other tile
-                    // writes.
+                    // SAFETY: the rows of A hold k values each (through the table's
+                    // pointers or the offsets), the panel k x nr, and the tile's rows are
+                    // destination pixels no other tile writes.
                     unsafe { tile.run_any::<V, NV, MR>() };
                 }
             }
@@ -634,14 +736,44 @@ impl<T: Float> ConvTiles<'_, T> {
         }
     }
 
-    /// Fills tile `tile`'s tables: row r's C row, and its segment (ty, tx)'s source pixel
-    /// (rows past the last repeat it); for few channels, copies the segments into `block`
-    /// (rows past the last zero) and points the table there. Returns (rows, segments,
-    /// segment length).
+    /// Writes the source offsets of phase `ph`'s taps from the tap (0, 0) of a window: per
+    /// (tap, channel) for few source channels, else per tap.
     ///
     /// # Safety
-    /// `table` must hold MR x taps pointers, `c_rows` MR, `block` MR x taps x S values.
+    /// `offsets` must hold taps x channels values.
     #[inline(always)]
+    unsafe fn fill_offsets(&self, ph: &PhasePack, offsets: *mut isize) {
+        let (_, sw, s_ch) = self.map.src;
+        let per_tap = if s_ch < GATHER_BELOW { s_ch } else { 1 };
+        let mut i = 0;
+        for ty in 0..ph.y.taps {
+            for tx in 0..ph.x.taps {
+                let o = (ph.y.b * ty as isize * sw as isize + ph.x.b * tx as isize) * s_ch as isize;
+                for c in 0..per_tap {
+                    // SAFETY: i < taps x per_tap.
+                    unsafe { *offsets.add(i) = o + c as isize };
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Fills tile `tile`'s tables and returns its rows and where they are read. The tile
+    /// lies in the phase's interior or in its frame:
+    /// * interior (no tap in the padding): each row's window is its tap-(0, 0) pixel plus
+    ///   the phase's `offsets`: for few source channels the rows are read through them in
+    ///   place ([`RowsOf::Offsets`], or for `dot` copied into `block`), else the table of
+    ///   segments is the row's base plus each tap's offset;
+    /// * frame: each (row, tap) checked, a pointer to the source pixel or to zeros, or for
+    ///   few source channels the segments copied into `block` (zeros in the padding).
+    ///
+    /// Rows past the last repeat it.
+    ///
+    /// # Safety
+    /// `table` must hold MR x taps pointers, `c_rows` MR, `block` MR x taps x S values,
+    /// `offsets` the phase's ([`Self::fill_offsets`]).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tables<const MR: usize>(
         &self,
         tile: usize,
@@ -649,57 +781,203 @@ impl<T: Float> ConvTiles<'_, T> {
         table: *mut *const T,
         c_rows: *mut *mut T,
         block: *mut T,
-    ) -> (usize, usize, usize) {
-        let s_ch = self.map.src.2;
+        offsets: *const isize,
+        dot: bool,
+        next: &mut Option<(usize, (usize, usize, usize))>,
+    ) -> (usize, RowsOf<T>) {
+        let (sh, sw, s_ch) = self.map.src;
         let (dh, dw, d_ch) = self.map.dst;
         let (py, px) = (ph.y, ph.x);
-        let m0 = (tile - ph.tile0) * MR;
-        let rows = MR.min(ph.pixels - m0);
         let nseg = py.taps * px.taps;
-        let per_image = py.count * px.count;
-        let (mut j, rem) = (m0 / per_image, m0 % per_image);
-        let (mut iy, mut ix) = (rem / px.count, rem % px.count);
-        for r in 0..MR {
+        let t = tile - ph.tile0;
+        let inner_tiles = ph.inner_tiles(MR);
+        let interior = t < inner_tiles;
+        let (m0, n) = if interior {
+            (t * MR, ph.inner)
+        } else {
+            ((t - inner_tiles) * MR, ph.pixels - ph.inner)
+        };
+        let rows = MR.min(n - m0);
+        // The first pixel: where the previous tile stopped, else worked out (divisions).
+        let mut at = match *next {
+            Some((t, at)) if t == tile => at,
+            _ if interior => ph.inner_pixel(m0),
+            _ => ph.frame_pixel(m0),
+        };
+        let mut pixels = [(0usize, 0usize, 0usize); MR];
+        for (r, p) in pixels.iter_mut().enumerate() {
+            *p = at;
+            let (j, iy, ix) = at;
             let (oy, ox) = (py.first + iy * py.step, px.first + ix * px.step);
             // SAFETY: pixel (j, oy, ox) lies in the destination; r < MR.
             unsafe { *c_rows.add(r) = self.dst.get().add(((j * dh + oy) * dw + ox) * d_ch) };
             if r + 1 < rows {
-                ix += 1;
-                if ix == px.count {
-                    ix = 0;
-                    iy += 1;
-                    if iy == py.count {
-                        iy = 0;
-                        j += 1;
+                at = if interior { ph.inner_next(at) } else { ph.frame_next(at) };
+            }
+        }
+        let more = if interior {
+            t + 1 < inner_tiles
+        } else {
+            t + 1 < ph.tiles(MR)
+        };
+        *next = more.then(|| (tile + 1, if interior { ph.inner_next(at) } else { ph.frame_next(at) }));
+        let src = self.src.as_ptr();
+        let gather = s_ch < GATHER_BELOW;
+        let k = nseg * s_ch;
+        if interior {
+            // Source offset of each row's tap (0, 0), inside the source (interior).
+            let base = |(j, iy, ix): (usize, usize, usize)| {
+                let y = (j * sh) as isize + py.a * iy as isize + py.c;
+                (y * sw as isize + px.a * ix as isize + px.c) * s_ch as isize
+            };
+            if gather && !dot {
+                for (r, &p) in pixels.iter().enumerate() {
+                    // SAFETY: r < MR; the window of an interior pixel lies in `src`.
+                    unsafe { *table.add(r) = src.offset(base(p)) };
+                }
+                return (rows, RowsOf::Offsets { bases: table, offsets });
+            }
+            if gather {
+                for (r, &p) in pixels.iter().enumerate() {
+                    let b = base(p);
+                    for i in 0..k {
+                        // SAFETY: as above; the block holds MR x k values.
+                        unsafe { *block.add(r * k + i) = *src.offset(b + *offsets.add(i)) };
+                    }
+                    // SAFETY: as above.
+                    unsafe { *table.add(r) = block.add(r * k) };
+                }
+                return (
+                    rows,
+                    RowsOf::Indirect {
+                        table,
+                        nseg: 1,
+                        seg_len: k,
+                    },
+                );
+            }
+            let bases: [isize; MR] = core::array::from_fn(|r| base(pixels[r]));
+            for seg in 0..nseg {
+                // SAFETY: seg < taps; the table holds nseg x MR pointers.
+                let o = unsafe { *offsets.add(seg) };
+                for (r, &b) in bases.iter().enumerate() {
+                    // SAFETY: as above.
+                    unsafe { *table.add(seg * MR + r) = src.offset(b + o) };
+                }
+            }
+            return (
+                rows,
+                RowsOf::Indirect {
+                    table,
+                    nseg,
+                    seg_len: s_ch,
+                },
+            );
+        }
+        let zeros = self.zeros.as_ptr();
+        for (r, &(j, iy, ix)) in pixels.iter().enumerate() {
+            for ty in 0..py.taps {
+                let sy = py.src(iy, ty, sh);
+                for tx in 0..px.taps {
+                    let seg = ty * px.taps + tx;
+                    let at = match (sy, px.src(ix, tx, sw)) {
+                        (Some(y), Some(x)) => Some(((j * sh + y) * sw + x) * s_ch),
+                        _ => None,
+                    };
+                    // SAFETY: `at` is a pixel of `src`; the block holds MR x k values, the
+                    // table nseg x MR pointers.
+                    unsafe {
+                        if gather {
+                            let to = block.add(r * k + seg * s_ch);
+                            match at {
+                                Some(o) => std::ptr::copy_nonoverlapping(src.add(o), to, s_ch),
+                                None => std::ptr::write_bytes(to, 0, s_ch),
+                            }
+                        } else {
+                            *table.add(seg * MR + r) = at.map_or(zeros, |o| src.add(o));
+                        }
                     }
                 }
             }
         }
-        let src = self.src.as_ptr();
-        if s_ch < GATHER_BELOW && nseg > 0 {
-            let k = nseg * s_ch;
-            // SAFETY: the windows' offsets lie in `src`; the block holds MR x k values.
-            unsafe {
-                gather_windows(src, self.map.src, &py, &px, m0, rows, block, k);
-                std::ptr::write_bytes(block.add(rows * k), 0, (MR - rows) * k);
-                for r in 0..MR {
-                    *table.add(r) = block.add(r * k);
-                }
-            }
-            return (rows, 1, k);
-        }
-        let zeros = self.zeros.as_ptr();
-        for_windows(self.map.src, &py, &px, m0, rows, |r, seg, at| {
-            // SAFETY: seg MR + r < nseg MR; `at` is an offset into `src`.
-            unsafe { *table.add(seg * MR + r) = at.map_or(zeros, |o| src.add(o)) };
-        });
-        for seg in 0..nseg {
-            for r in rows..MR {
+        if gather {
+            for r in 0..MR {
                 // SAFETY: as above.
-                unsafe { *table.add(seg * MR + r) = *table.add(seg * MR + rows - 1) };
+                unsafe { *table.add(r) = block.add(r * k) };
             }
+            return (
+                rows,
+                RowsOf::Indirect {
+                    table,
+                    nseg: 1,
+                    seg_len: k,
+                },
+            );
         }
-        (rows, nseg, s_ch)
+        (
+            rows,
+            RowsOf::Indirect {
+                table,
+                nseg,
+                seg_len: s_ch,
+            },
+        )
+    }
+}
+
+/// Where [`ConvTiles`] and [`ConvDot`] keep their tables in a thread's buffer of `u64`
+/// words: per tile of a block its table of row pointers and its rows of C, then the
+/// gathered blocks, then the phase's tap offsets.
+#[derive(Clone, Copy)]
+struct BufLayout {
+    /// Pointers per tile: the table (MR x taps) and the rows of C (MR).
+    per_tile: usize,
+    table_len: usize,
+    /// Values per gathered block (0 for many source channels), and the words of all of them.
+    block_len: usize,
+    block_words: usize,
+}
+
+impl BufLayout {
+    fn new(map: &ConvMap, mr: usize) -> Self {
+        let taps = map.kernel.0 * map.kernel.1;
+        let table_len = mr * taps.max(1);
+        let block_len = if map.src.2 < GATHER_BELOW {
+            mr * taps * map.src.2
+        } else {
+            0
+        };
+        BufLayout {
+            per_tile: table_len + mr,
+            table_len,
+            block_len,
+            // Every T used here is at most 8 bytes.
+            block_words: BLOCK_TILES * block_len,
+        }
+    }
+
+    /// Words the buffer needs.
+    fn words(&self, map: &ConvMap) -> usize {
+        let offsets = map.kernel.0 * map.kernel.1 * map.src.2.max(1);
+        BLOCK_TILES * self.per_tile + self.block_words + offsets + 8
+    }
+
+    fn table<T>(&self, buf: *mut u64, b: usize) -> *mut *const T {
+        buf.wrapping_add(b * self.per_tile).cast()
+    }
+
+    fn c_rows<T>(&self, buf: *mut u64, b: usize) -> *mut *mut T {
+        buf.wrapping_add(b * self.per_tile + self.table_len).cast()
+    }
+
+    fn block<T>(&self, buf: *mut u64, b: usize) -> *mut T {
+        buf.wrapping_add(BLOCK_TILES * self.per_tile)
+            .cast::<T>()
+            .wrapping_add(b * self.block_len)
+    }
+
+    fn offsets(&self, buf: *mut u64) -> *mut isize {
+        buf.wrapping_add(BLOCK_TILES * self.per_tile + self.block_words).cast()
     }
 }
 
@@ -797,7 +1075,7 @@ unsafe fn gather_windows<T: Float>(
 /// Destination channels up to which [`conv_nhwc`] takes dot products ([`ConvDot`]).
 const DOT_MAX: usize = 4;
 /// Pixels per table of [`ConvDot`].
-const DOT_MR: usize = 8;
+const DOT_MR: usize = 32;
 /// Virtual lanes of [`ConvDot`]'s chains: 16 at every level (one AVX-512 vector, two AVX2
 /// ones), so that the levels add alike.
 const DOT_LANES: usize = 16;
@@ -806,9 +1084,9 @@ const DOT_LANES: usize = 16;
 /// backward by the input of its first), where a tile's panel would be mostly padding: per
 /// pixel and channel a dot product over (tap, source channel), vectorised along the source
 /// channels. Element `k` of each contiguous run (a tap's channels, or a gathered block for
-/// few source channels) goes to virtual lane `k mod 16`, each lane a chain in order, and the
-/// 16 lanes are added in order after the start value: the same bits at every thread count
-/// and at AVX2 and AVX-512.
+/// few source channels) goes to virtual lane `k mod 16`, each lane a chain in order, the 16
+/// lanes are added in a fixed tree and the sum to the start value: the same bits at every
+/// thread count and at AVX2 and AVX-512.
 struct ConvDot<'a, T>(ConvTiles<'a, T>);
 
 impl<T: Float> Kernel<T> for ConvDot<'_, T> {
@@ -843,23 +1121,25 @@ impl<T: Float> ConvDot<'_, T> {
         const MR: usize = DOT_MR;
         debug_assert_eq!((G * V::LANES, D), (DOT_LANES, self.0.map.dst.2));
         let t = &mut self.0;
-        let map = t.map;
-        let max_taps = map.kernel.0 * map.kernel.1;
-        let table_len = MR * max_taps.max(1);
+        let lay = BufLayout::new(t.map, MR);
         let buf = t.buf.as_mut_ptr();
-        let table = buf.cast::<*const T>();
-        // SAFETY: the buffer holds a tile's table, rows and gathered block.
-        let (c_rows, block) = unsafe {
-            (
-                buf.add(table_len).cast::<*mut T>(),
-                buf.add(BLOCK_TILES * (table_len + MR)).cast::<T>(),
-            )
-        };
+        let (table, c_rows, block) = (lay.table(buf, 0), lay.c_rows::<T>(buf, 0), lay.block(buf, 0));
+        let offsets = lay.offsets(buf);
         let zero = T::zero();
+        let mut phase = usize::MAX;
+        let mut next = None;
         for tile in t.tiles.clone() {
             let ph = t.phases.of_tile(tile);
-            // SAFETY: as above.
-            let (rows, nseg, seg_len) = unsafe { t.tables::<MR>(tile, &ph, table, c_rows, block) };
+            if ph.tile0 != phase {
+                phase = ph.tile0;
+                // SAFETY: the buffer holds the phase's offsets.
+                unsafe { t.fill_offsets(&ph, offsets) };
+            }
+            // SAFETY: the buffer holds a tile's table, rows and gathered block.
+            let (rows, a) = unsafe { t.tables::<MR>(tile, &ph, table, c_rows, block, offsets, true, &mut next) };
+            let RowsOf::Indirect { table, nseg, seg_len } = a else {
+                unreachable!("dot products read tables")
+            };
             let w = t.packed[ph.at..].as_ptr();
             let mut r0 = 0;
             while r0 < rows {
@@ -933,7 +1213,16 @@ impl<T: Float> ConvDot<'_, T> {
                             ConvStart::Bias(b) => b[d],
                             ConvStart::Add => *out,
                         };
-                        let v = lanes.iter().fold(start, |a, &l| a + l);
+                        // A fixed tree, lane i with i + 8, then i + 4, i + 2 and i + 1:
+                        // the same adds at every level, few of them in a chain.
+                        let mut half = DOT_LANES / 2;
+                        while half > 0 {
+                            for i in 0..half {
+                                lanes[i] = lanes[i] + lanes[i + half];
+                            }
+                            half /= 2;
+                        }
+                        let v = start + lanes[0];
                         *out = match t.act {
                             Some(f) => {
                                 let mut o = [zero; DOT_LANES];

@@ -331,6 +331,12 @@ pub(crate) enum RowsOf<T> {
         nseg: usize,
         seg_len: usize,
     },
+    /// Rows that share their layout (a convolution's windows inside the image): `A[r, p]`
+    /// at `bases[r] + offsets[p]`.
+    Offsets {
+        bases: *const *const T,
+        offsets: *const isize,
+    },
 }
 
 /// `acc[r] += A[r, p] B[p]` for `p` in `0..kc`, in order (the accumulators by value: behind
@@ -355,6 +361,38 @@ unsafe fn chain<V: Vector, const NV: usize, const MR: usize>(
         let bv: [V; NV] = core::array::from_fn(|q| unsafe { V::load(bp.add(q * V::LANES)) });
         for (r, acc_row) in acc.iter_mut().enumerate() {
             // SAFETY: column p < kc of row `rows[r]`.
+            let av = V::splat(unsafe { *rows[r].offset(off) });
+            for q in 0..NV {
+                acc_row[q] = av.mul_add(bv[q], acc_row[q]);
+            }
+        }
+        // SAFETY: stays within (or one past) the panel.
+        bp = unsafe { bp.add(nr) };
+    }
+    acc
+}
+
+/// [`chain`] with `A[r, p]` at `rows[r] + offsets[p]`.
+///
+/// # Safety
+/// As for [`chain`], and `offsets` holds `kc` values.
+#[inline(always)]
+unsafe fn chain_offsets<V: Vector, const NV: usize, const MR: usize>(
+    mut acc: [[V; NV]; MR],
+    rows: [*const V::E; MR],
+    offsets: *const isize,
+    kc: usize,
+    panel: *const V::E,
+    nr: usize,
+) -> [[V; NV]; MR] {
+    let mut bp = panel;
+    for p in 0..kc {
+        // SAFETY: p < kc.
+        let off = unsafe { *offsets.add(p) };
+        // SAFETY: panel row p holds nr >= NV * LANES values.
+        let bv: [V; NV] = core::array::from_fn(|q| unsafe { V::load(bp.add(q * V::LANES)) });
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            // SAFETY: as the caller promises.
             let av = V::splat(unsafe { *rows[r].offset(off) });
             for q in 0..NV {
                 acc_row[q] = av.mul_add(bv[q], acc_row[q]);
@@ -514,6 +552,13 @@ impl<T: Float> Tile<T> {
                         let panel = self.panel.add(s * seg_len * self.nr);
                         acc = chain::<V, NV, MR>(acc, rows, 1, seg_len, panel, self.nr);
                     }
+                }
+            }
+            RowsOf::Offsets { bases, offsets } => {
+                // SAFETY: the table holds MR row bases, each with kc values at `offsets`.
+                unsafe {
+                    let rows: [*const T; MR] = core::array::from_fn(|r| *bases.add(r));
+                    acc = chain_offsets::<V, NV, MR>(acc, rows, offsets, self.kc, self.panel, self.nr);
                 }
             }
         }
