@@ -15,6 +15,10 @@ use vae::linalg::simd;
 use vae::model::{Objective, Vae, VaeConfig};
 use vae::nn::{Adam, AdamConfig, Optimizer};
 
+/// Large blocks on cache lines, as `vae-train` allocates them.
+#[global_allocator]
+static ALLOC: vae::linalg::CacheAligned = vae::linalg::CacheAligned;
+
 const BATCH: usize = 128;
 
 fn bench(c: &mut Criterion) {

@@ -22,6 +22,10 @@ use vae::linalg::simd::{self, Accum, Unary};
 use vae::linalg::{fpenv, team};
 use vae::model::{Arch, ConvPlan};
 
+/// Large blocks on cache lines, as `vae-train` allocates them.
+#[global_allocator]
+static ALLOC: vae::linalg::CacheAligned = vae::linalg::CacheAligned;
+
 const BATCH: usize = 128;
 
 /// (model, layer name, geometry) of every layer of both models.

@@ -28,6 +28,10 @@ use vae::linalg::{Backend, force_backend, fpenv, simd, team};
 use vae::model::{Bound, LevelConfig, Objective, Vae, VaeConfig};
 use vae::nn::{Activation, Adam, AdamConfig, Optimizer};
 
+/// Large blocks on cache lines, as `vae-train` allocates them.
+#[global_allocator]
+static ALLOC: vae::linalg::CacheAligned = vae::linalg::CacheAligned;
+
 /// One model under test.
 struct Model {
     name: &'static str,

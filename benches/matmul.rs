@@ -20,6 +20,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 use vae::linalg::{Backend, Parallelism, force_backend, fpenv, gemm_with, naive_gemm, simd};
 
+/// Large blocks on cache lines, as `vae-train` allocates them.
+#[global_allocator]
+static ALLOC: vae::linalg::CacheAligned = vae::linalg::CacheAligned;
+
 /// (M, K, N, A transposed, B transposed, what it is in a training step: of the reference
 /// model, batch 128, or of the two-level IWAE model, batch 100 x K = 5 samples).
 const SHAPES: [(usize, usize, usize, bool, bool, &str); 15] = [

@@ -17,6 +17,10 @@ mod training;
 
 use pyo3::prelude::*;
 
+/// The engine's large blocks on cache lines, as `vae-train` allocates them.
+#[global_allocator]
+static ALLOC: vae_linalg::CacheAligned = vae_linalg::CacheAligned;
+
 /// The training keywords: (keyword, help with its default, whether it is a switch).
 #[pyfunction]
 fn train_options() -> Vec<(String, String, bool)> {

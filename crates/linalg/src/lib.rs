@@ -35,6 +35,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod aligned;
 pub mod conv;
 pub mod elementwise;
 mod float;
@@ -46,6 +47,7 @@ pub mod simd;
 mod skinny;
 pub mod team;
 
+pub use aligned::CacheAligned;
 pub use float::Float;
 pub use gemm::{Backend, Parallelism, backend, force_backend, gemm, gemm_bias_act, gemm_with};
 pub use reference::naive_gemm;

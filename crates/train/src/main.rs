@@ -7,6 +7,10 @@ use std::process::ExitCode;
 use vae_train::cli::{self, Command};
 use vae_train::session::{Interrupted, SharedCollective};
 
+/// Large blocks (the tape's values, the images) on cache lines: see `CacheAligned`.
+#[global_allocator]
+static ALLOC: vae_linalg::CacheAligned = vae_linalg::CacheAligned;
+
 fn main() -> ExitCode {
     // Subnormal floats flushed to zero on this thread too (the pool's workers set it as they
     // start): they cost a slow microcode path on Intel cores and change no reported figure.
