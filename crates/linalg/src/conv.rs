@@ -844,17 +844,9 @@ impl<T: Float> ConvTiles<'_, T> {
                         // SAFETY: as above; the block holds MR x k values.
                         unsafe { *block.add(r * k + i) = *src.offset(b + *offsets.add(i)) };
                     }
-                    // SAFETY: as above.
-                    unsafe { *table.add(r) = block.add(r * k) };
                 }
-                return (
-                    rows,
-                    RowsOf::Indirect {
-                        table,
-                        nseg: 1,
-                        seg_len: k,
-                    },
-                );
+                // SAFETY: as above.
+                return (rows, unsafe { block_rows::<T, MR>(table, block, k) });
             }
             let bases: [isize; MR] = core::array::from_fn(|r| base(pixels[r]));
             for seg in 0..nseg {
@@ -901,18 +893,8 @@ impl<T: Float> ConvTiles<'_, T> {
             }
         }
         if gather {
-            for r in 0..MR {
-                // SAFETY: as above.
-                unsafe { *table.add(r) = block.add(r * k) };
-            }
-            return (
-                rows,
-                RowsOf::Indirect {
-                    table,
-                    nseg: 1,
-                    seg_len: k,
-                },
-            );
+            // SAFETY: as above.
+            return (rows, unsafe { block_rows::<T, MR>(table, block, k) });
         }
         (
             rows,
@@ -922,6 +904,23 @@ impl<T: Float> ConvTiles<'_, T> {
                 seg_len: s_ch,
             },
         )
+    }
+}
+
+/// The rows of a gathered block (`MR` rows of `k` values) as one segment each.
+///
+/// # Safety
+/// `table` must hold `MR` pointers, `block` `MR x k` values.
+#[inline(always)]
+unsafe fn block_rows<T, const MR: usize>(table: *mut *const T, block: *mut T, k: usize) -> RowsOf<T> {
+    for r in 0..MR {
+        // SAFETY: as the caller promises.
+        unsafe { *table.add(r) = block.add(r * k) };
+    }
+    RowsOf::Indirect {
+        table,
+        nseg: 1,
+        seg_len: k,
     }
 }
 

@@ -340,59 +340,27 @@ pub(crate) enum RowsOf<T> {
 }
 
 /// `acc[r] += A[r, p] B[p]` for `p` in `0..kc`, in order (the accumulators by value: behind
-/// a reference, the compiler stores them back after every multiply-add): `A[r, p]` at `rows[r] + p * csa`,
-/// `B`'s rows `nr` apart from `panel`.
+/// a reference, the compiler stores them back after every multiply-add): `A[r, p]` at
+/// `rows[r] + off(p)`, `B`'s rows `nr` apart from `panel`.
 ///
 /// # Safety
-/// The rows and the panel must hold what is read.
+/// The rows (at every `off(p)`) and the panel must hold what is read.
 #[inline(always)]
 unsafe fn chain<V: Vector, const NV: usize, const MR: usize>(
     mut acc: [[V; NV]; MR],
     rows: [*const V::E; MR],
-    csa: isize,
+    off: impl Fn(usize) -> isize,
     kc: usize,
     panel: *const V::E,
     nr: usize,
 ) -> [[V; NV]; MR] {
     let mut bp = panel;
     for p in 0..kc {
-        let off = p as isize * csa;
+        let off = off(p);
         // SAFETY: panel row p holds nr >= NV * LANES values.
         let bv: [V; NV] = core::array::from_fn(|q| unsafe { V::load(bp.add(q * V::LANES)) });
         for (r, acc_row) in acc.iter_mut().enumerate() {
             // SAFETY: column p < kc of row `rows[r]`.
-            let av = V::splat(unsafe { *rows[r].offset(off) });
-            for q in 0..NV {
-                acc_row[q] = av.mul_add(bv[q], acc_row[q]);
-            }
-        }
-        // SAFETY: stays within (or one past) the panel.
-        bp = unsafe { bp.add(nr) };
-    }
-    acc
-}
-
-/// [`chain`] with `A[r, p]` at `rows[r] + offsets[p]`.
-///
-/// # Safety
-/// As for [`chain`], and `offsets` holds `kc` values.
-#[inline(always)]
-unsafe fn chain_offsets<V: Vector, const NV: usize, const MR: usize>(
-    mut acc: [[V; NV]; MR],
-    rows: [*const V::E; MR],
-    offsets: *const isize,
-    kc: usize,
-    panel: *const V::E,
-    nr: usize,
-) -> [[V; NV]; MR] {
-    let mut bp = panel;
-    for p in 0..kc {
-        // SAFETY: p < kc.
-        let off = unsafe { *offsets.add(p) };
-        // SAFETY: panel row p holds nr >= NV * LANES values.
-        let bv: [V; NV] = core::array::from_fn(|q| unsafe { V::load(bp.add(q * V::LANES)) });
-        for (r, acc_row) in acc.iter_mut().enumerate() {
-            // SAFETY: as the caller promises.
             let av = V::splat(unsafe { *rows[r].offset(off) });
             for q in 0..NV {
                 acc_row[q] = av.mul_add(bv[q], acc_row[q]);
@@ -541,7 +509,7 @@ impl<T: Float> Tile<T> {
                     unsafe { a.offset(i as isize * rsa) }
                 });
                 // SAFETY: as the caller promises.
-                acc = unsafe { chain::<V, NV, MR>(acc, rows, csa, self.kc, self.panel, self.nr) };
+                acc = unsafe { chain::<V, NV, MR>(acc, rows, |p| p as isize * csa, self.kc, self.panel, self.nr) };
             }
             RowsOf::Indirect { table, nseg, seg_len } => {
                 for s in 0..nseg {
@@ -550,7 +518,7 @@ impl<T: Float> Tile<T> {
                     unsafe {
                         let rows: [*const T; MR] = core::array::from_fn(|r| *table.add(s * MR + r));
                         let panel = self.panel.add(s * seg_len * self.nr);
-                        acc = chain::<V, NV, MR>(acc, rows, 1, seg_len, panel, self.nr);
+                        acc = chain::<V, NV, MR>(acc, rows, |p| p as isize, seg_len, panel, self.nr);
                     }
                 }
             }
@@ -558,7 +526,7 @@ impl<T: Float> Tile<T> {
                 // SAFETY: the table holds MR row bases, each with kc values at `offsets`.
                 unsafe {
                     let rows: [*const T; MR] = core::array::from_fn(|r| *bases.add(r));
-                    acc = chain_offsets::<V, NV, MR>(acc, rows, offsets, self.kc, self.panel, self.nr);
+                    acc = chain::<V, NV, MR>(acc, rows, |p| *offsets.add(p), self.kc, self.panel, self.nr);
                 }
             }
         }
