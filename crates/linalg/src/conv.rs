@@ -19,7 +19,9 @@
 //! output element runs over (tap, channel) in the same order whatever the thread count, the
 //! tiling or the SIMD level (AVX2 and AVX-512 fuse alike): bitwise reproducible. Sources of
 //! fewer than [`GATHER_BELOW`] channels (an image's first layer) are copied tile by tile into
-//! a contiguous block first, the same chain in the same order.
+//! a contiguous block first, the same chain in the same order. Destinations of at most
+//! [`DOT_MAX`] channels go to [`tap_sums`] (scatter maps, gathers of stride 1) or to
+//! [`ConvDot`]'s dot products.
 //!
 //! [`conv_nhwc_weight_grad`] is the backward by the weights: a GEMM over the destination's
 //! pixels whose `B` operand is packed straight from the source image through the same
@@ -32,6 +34,8 @@ use crate::Float;
 use crate::packed::{RowsOf, Start, Tile};
 use crate::simd::{Accum, Kernel, Unary, Vector, dispatch};
 use crate::team::{SendPtr, cut, for_parts};
+
+mod tap_sums;
 
 /// Sources with fewer channels than this are copied into a contiguous block per tile: a
 /// segment of one to a few values would spend more on its pointer than on its multiplies.
@@ -538,6 +542,9 @@ pub fn conv_nhwc<T: Float>(
     }
     if map.batch == 0 || map.dst_len() == 0 {
         return;
+    }
+    if tap_sums::applies(map) {
+        return tap_sums::conv(map, src, weight, layout, start, act, dst);
     }
     let lanes = dispatch::<T, _>(Lanes);
     // A few destination channels: one dot product per pixel and channel (see `ConvDot`),
@@ -1079,8 +1086,9 @@ const DOT_MR: usize = 32;
 /// ones), so that the levels add alike.
 const DOT_LANES: usize = 16;
 
-/// [`conv_nhwc`] for at most [`DOT_MAX`] destination channels (an image's last layer, the
-/// backward by the input of its first), where a tile's panel would be mostly padding: per
+/// [`conv_nhwc`] for at most [`DOT_MAX`] destination channels on a gather of stride 2 or
+/// more (others go to [`tap_sums`], which would compute too many products here), where a
+/// tile's panel would be mostly padding: per
 /// pixel and channel a dot product over (tap, source channel), vectorised along the source
 /// channels. Element `k` of each contiguous run (a tap's channels, or a gathered block for
 /// few source channels) goes to virtual lane `k mod 16`, each lane a chain in order, the 16
