@@ -34,7 +34,9 @@ use crate::Float;
 use crate::packed::{RowsOf, Start, Tile};
 use crate::simd::{Accum, Kernel, Unary, Vector, dispatch};
 use crate::team::{SendPtr, cut, for_parts};
+use padded::{pad_images, padded_dims};
 
+mod padded;
 mod tap_sums;
 
 /// Sources with fewer channels than this are copied into a contiguous block per tile: a
@@ -262,6 +264,8 @@ thread_local! {
     static PARTIALS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     /// Each thread's tile tables and gathered blocks.
     static TILE: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's pixel offsets of a block of the backward by the weights, turned over.
+    static WINDOWS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on `len` elements of the calling thread's buffer for per-piece partial sums
@@ -545,6 +549,9 @@ pub fn conv_nhwc<T: Float>(
     }
     if tap_sums::applies(map) {
         return tap_sums::conv(map, src, weight, layout, start, act, dst);
+    }
+    if padded::applies(map) {
+        return padded::conv(map, src, weight, layout, start, act, dst);
     }
     let lanes = dispatch::<T, _>(Lanes);
     // A few destination channels: one dot product per pixel and channel (see `ConvDot`),
@@ -987,97 +994,6 @@ impl BufLayout {
     }
 }
 
-/// Calls `f(r, seg, at)` for the destination pixels `m0 + r`, `r < rows`, of a 2-D phase
-/// (counted across the images) and each of their segments `seg = ty x.taps + tx`: `at` the
-/// offset in the source batch (`shape` per image, channels-last) of the source pixel the
-/// segment reads, or `None` where it reads padding. A row of the destination at a time,
-/// each segment's valid span worked out once: no division or bounds test per pixel.
-#[inline(always)]
-fn for_windows(
-    shape: (usize, usize, usize),
-    py: &Phase,
-    px: &Phase,
-    m0: usize,
-    rows: usize,
-    mut f: impl FnMut(usize, usize, Option<usize>),
-) {
-    let (sh, sw, s_ch) = shape;
-    let per_image = py.count * px.count;
-    if per_image == 0 {
-        return;
-    }
-    let (mut j, rem) = (m0 / per_image, m0 % per_image);
-    let (mut iy, mut ix0) = (rem / px.count, rem % px.count);
-    let mut r0 = 0;
-    while r0 < rows {
-        let n = (px.count - ix0).min(rows - r0);
-        for ty in 0..py.taps {
-            let sy = py.src(iy, ty, sh);
-            for tx in 0..px.taps {
-                let seg = ty * px.taps + tx;
-                let Some(y) = sy else {
-                    (0..n).for_each(|i| f(r0 + i, seg, None));
-                    continue;
-                };
-                // Source column a ix + e, inside 0..sw for ix in lo..hi (a > 0).
-                let (a, e) = (px.a, px.b * tx as isize + px.c);
-                let lo = if e >= 0 { 0 } else { (-e + a - 1) / a };
-                let hi = (sw as isize - e + a - 1).div_euclid(a).max(0);
-                let (lo, hi) = ((lo as usize).clamp(ix0, ix0 + n), (hi as usize).clamp(ix0, ix0 + n));
-                let hi = hi.max(lo);
-                let row = ((j * sh + y) * sw) as isize;
-                for ix in ix0..lo {
-                    f(r0 + ix - ix0, seg, None);
-                }
-                for ix in lo..hi {
-                    f(r0 + ix - ix0, seg, Some((row + a * ix as isize + e) as usize * s_ch));
-                }
-                for ix in hi..ix0 + n {
-                    f(r0 + ix - ix0, seg, None);
-                }
-            }
-        }
-        r0 += n;
-        ix0 = 0;
-        iy += 1;
-        if iy == py.count {
-            iy = 0;
-            j += 1;
-        }
-    }
-}
-
-/// Copies the windows of [`for_windows`] into `block`: row `r` at `r k`, segment `seg` at
-/// `seg S`, zero where a tap reads padding.
-///
-/// # Safety
-/// `src` must hold the source batch, `block` `rows x k` values, `k >= segments x S`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gather_windows<T: Float>(
-    src: *const T,
-    shape: (usize, usize, usize),
-    py: &Phase,
-    px: &Phase,
-    m0: usize,
-    rows: usize,
-    block: *mut T,
-    k: usize,
-) {
-    let s_ch = shape.2;
-    for_windows(shape, py, px, m0, rows, |r, seg, at| {
-        // SAFETY: as the caller promises.
-        unsafe {
-            let to = block.add(r * k + seg * s_ch);
-            match (at, s_ch) {
-                (Some(o), 1) => *to = *src.add(o),
-                (Some(o), _) => std::ptr::copy_nonoverlapping(src.add(o), to, s_ch),
-                (None, _) => std::ptr::write_bytes(to, 0, s_ch),
-            }
-        }
-    });
-}
-
 /// Destination channels up to which [`conv_nhwc`] takes dot products ([`ConvDot`]).
 const DOT_MAX: usize = 4;
 /// Pixels per table of [`ConvDot`].
@@ -1295,19 +1211,30 @@ pub fn conv_nhwc_weight_grad<T: Float>(map: &ConvMap, dst_side: &[T], src_side: 
             if images.is_empty() || panel_range.is_empty() {
                 return;
             }
-            // The panel buffer, taken outside the kernel (see `conv_nhwc`).
-            T::with_scratch(KC * nr.max(ncols) + 16, |buf| {
-                dispatch(WeightGrad {
-                    map,
-                    dst_side,
-                    src_side,
-                    // SAFETY: piece `piece` alone writes its partial's columns of this group.
-                    part: SendPtr(unsafe { base.get().add(piece * wlen) }),
-                    images,
-                    panels: panel_range,
-                    nr,
-                    swapped,
-                    buf,
+            // The panel buffer (turned over: the piece's images padded, and a block's pixel
+            // offsets), taken outside the kernel (see `conv_nhwc`).
+            let room = if swapped {
+                let (ph, pw) = padded_dims(map);
+                per * ph * pw * s_ch
+            } else {
+                KC * nr
+            };
+            with_buffer(&WINDOWS, if swapped { KC } else { 0 }, |offsets: &mut [isize]| {
+                T::with_scratch(room + 16, |buf| {
+                    dispatch(WeightGrad {
+                        map,
+                        dst_side,
+                        src_side,
+                        // SAFETY: piece `piece` alone writes its partial's columns of this
+                        // group.
+                        part: SendPtr(unsafe { base.get().add(piece * wlen) }),
+                        images,
+                        panels: panel_range,
+                        nr,
+                        swapped,
+                        buf,
+                        offsets,
+                    })
                 })
             });
         });
@@ -1356,8 +1283,10 @@ struct WeightGrad<'a, T> {
     /// The product turned over: the gathered source side is A, the destination side the
     /// panel.
     swapped: bool,
-    /// Room for one packed panel (or the gathered block, turned over).
+    /// Room for one packed panel (turned over: the piece's source images, padded).
     buf: &'a mut [T],
+    /// Turned over: room for a block's pixel offsets in the padded images.
+    offsets: &'a mut [isize],
 }
 
 impl<T: Float> Kernel<T> for WeightGrad<'_, T> {
@@ -1388,6 +1317,9 @@ impl<T: Float> WeightGrad<'_, T> {
         let pix = dh * dw;
         let first = self.images.start * pix;
         let total = self.images.len() * pix;
+        if self.swapped {
+            return self.turned_over::<V, NV, MR>();
+        }
         {
             let buf = std::mem::take(&mut self.buf);
             let skip = buf.as_ptr().align_offset(64).min(16);
@@ -1395,24 +1327,6 @@ impl<T: Float> WeightGrad<'_, T> {
             let mut k0 = 0;
             while k0 < total {
                 let kc = KC.min(total - k0);
-                if self.swapped {
-                    // SAFETY: the buffer holds KC x ncols values past `skip`.
-                    unsafe {
-                        gather_windows(
-                            self.src_side.as_ptr(),
-                            map.src,
-                            &py,
-                            &px,
-                            first + k0,
-                            kc,
-                            panel_buf.as_mut_ptr(),
-                            ncols,
-                        )
-                    };
-                    self.turned_over::<V, NV, MR>(panel_buf, ncols, first + k0, kc, k0 == 0);
-                    k0 += kc;
-                    continue;
-                }
                 for panel in self.panels.clone() {
                     let c0 = panel * nr;
                     let cols = nr.min(ncols - c0);
@@ -1500,53 +1414,82 @@ impl<T: Float> WeightGrad<'_, T> {
 }
 
 impl<T: Float> WeightGrad<'_, T> {
-    /// The turned-over product over pixels `p0 .. p0 + kc`: `part[tap s][d] (+)= block^T
-    /// dst_side` (`=` for the piece's first block), A the gathered block (`kc` rows of
-    /// `ncols`), the panel the destination side in place (`d_ch` a multiple of 16: whole
-    /// vectors at every level).
+    /// The product turned over: `part[tap s][d] (+)= sum over the piece's pixels of
+    /// window[tap s] dst_side[d]`, its `A` the source images read in place, zero-padded
+    /// first so that every window lies inside ([`padded_dims`]), row (tap, s) at the
+    /// window's offset and each pixel at its own; the panel the destination side in place
+    /// (`d_ch` a multiple of 16: whole vectors at every level).
     #[inline(always)]
-    fn turned_over<V: Vector<E = T>, const NV: usize, const MR: usize>(
-        &self,
-        block: &[T],
-        ncols: usize,
-        p0: usize,
-        kc: usize,
-        first_block: bool,
-    ) {
-        let d_ch = self.map.dst.2;
+    fn turned_over<V: Vector<E = T>, const NV: usize, const MR: usize>(&mut self) {
+        let map = self.map;
+        let s_ch = map.src.2;
+        let (dh, dw, d_ch) = map.dst;
+        let (kh, kw) = map.kernel;
+        let (sy, sx) = map.stride;
+        let (ph, pw) = padded_dims(map);
+        let ncols = kh * kw * s_ch;
+        let padded = &mut self.buf[..self.images.len() * ph * pw * s_ch];
+        pad_images(map, self.src_side, self.images.clone(), padded);
+        let padded = &*padded;
+        let pix = dh * dw;
+        let first = self.images.start * pix;
+        let total = self.images.len() * pix;
         let w = NV * V::LANES;
-        let mut d0 = 0;
-        while d0 < d_ch {
+        let mut at = (0usize, 0usize, 0usize);
+        let mut k0 = 0;
+        while k0 < total {
+            let kc = KC.min(total - k0);
+            // Each pixel's window (tap (0, 0)) in the padded images.
+            for o in &mut self.offsets[..kc] {
+                let (jl, oy, ox) = at;
+                *o = (((jl * ph + oy * sy) * pw + ox * sx) * s_ch) as isize;
+                at = if ox + 1 < dw {
+                    (jl, oy, ox + 1)
+                } else if oy + 1 < dh {
+                    (jl, oy + 1, 0)
+                } else {
+                    (jl + 1, 0, 0)
+                };
+            }
             let mut i0 = 0;
             while i0 < ncols {
-                let tile = Tile {
-                    a: RowsOf::Strided {
-                        a: block.as_ptr(),
-                        rsa: 1,
-                        csa: ncols as isize,
-                        i0,
-                    },
-                    rows: MR.min(ncols - i0),
-                    kc,
-                    panel: self.dst_side[p0 * d_ch + d0..].as_ptr(),
-                    nr: d_ch,
-                    // SAFETY: row i0, column d0 of the piece's partial.
-                    c: unsafe { self.part.get().add(i0 * d_ch + d0) },
-                    rsc: d_ch as isize,
-                    c_rows: std::ptr::null(),
-                    c_col: 0,
-                    csc: 1,
-                    cols: w.min(d_ch - d0),
-                    start: if first_block { Start::Zero } else { Start::Load },
-                    act: None,
-                };
-                // SAFETY: the block holds kc rows of ncols; the panel's kc rows of d_ch
-                // values (whole vectors: d_ch is a multiple of 16) lie in dst_side; the
-                // tile lies in this piece's partial.
-                unsafe { tile.run_any::<V, NV, MR>() };
+                // Rows (tap, s) i0.. of A (past the last, a repeat of it).
+                let bases: [*const T; MR] = core::array::from_fn(|r| {
+                    let i = (i0 + r).min(ncols - 1);
+                    let (t, s) = (i / s_ch, i % s_ch);
+                    padded[((t / kw) * pw + t % kw) * s_ch + s..].as_ptr()
+                });
+                let mut d0 = 0;
+                while d0 < d_ch {
+                    let tile = Tile {
+                        a: RowsOf::Offsets {
+                            bases: bases.as_ptr(),
+                            offsets: self.offsets.as_ptr(),
+                        },
+                        rows: MR.min(ncols - i0),
+                        kc,
+                        panel: self.dst_side[(first + k0) * d_ch + d0..].as_ptr(),
+                        nr: d_ch,
+                        // SAFETY: row i0, column d0 of the piece's partial.
+                        c: unsafe { self.part.get().add(i0 * d_ch + d0) },
+                        rsc: d_ch as isize,
+                        c_rows: std::ptr::null(),
+                        c_col: 0,
+                        csc: 1,
+                        cols: w.min(d_ch - d0),
+                        start: if k0 == 0 { Start::Zero } else { Start::Load },
+                        act: None,
+                    };
+                    // SAFETY: every window of the block's pixels lies in the padded images
+                    // (row bases plus pixel offsets); the panel's kc rows of d_ch values
+                    // (whole vectors: d_ch is a multiple of 16) lie in dst_side; the tile
+                    // lies in this piece's partial.
+                    unsafe { tile.run_any::<V, NV, MR>() };
+                    d0 += w;
+                }
                 i0 += MR;
             }
-            d0 += w;
+            k0 += kc;
         }
     }
 }
