@@ -193,9 +193,10 @@ fn x_blocks(xlist: &[isize], kw: usize, step: usize, npad: isize, out: &mut [isi
             let mut cols = 0;
             let mut shifted = true;
             while cols < BLOCK && x < dw && xl(x)[0] == xl(x0)[0] {
-                shifted &= xl(x)[1..]
+                let taps = 1..=xl(x0)[0] as usize;
+                shifted &= xl(x)[taps.clone()]
                     .iter()
-                    .zip(&xl(x0)[1..])
+                    .zip(&xl(x0)[taps])
                     .all(|(a, b)| *a == *b + cols as isize * npad);
                 cols += 1;
                 x += step;
