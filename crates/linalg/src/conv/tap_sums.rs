@@ -2,22 +2,26 @@
 //! backward by the input of its first) on maps whose destination reads each source pixel
 //! under a tap at most once: scatter maps and gathers of stride 1.
 //!
-//! Per image, first the products of every source pixel with every tap's weight, `U = src W'`
-//! (`W'` the weight as `[source channel][tap, destination channel]`): a GEMM through the
-//! packed tile, the image read in place as `A`, `taps x D` columns. Then each destination
-//! value is its start plus the `U` values of the taps that reach it, added in tap order.
-//! Each `U` value is one multiply-add chain over the source channels and the sums run in a
-//! fixed order: the same bits at every thread count and at AVX2 and AVX-512. Against a dot
-//! product per pixel and channel ([`ConvDot`](super::ConvDot)), there is no horizontal sum
-//! and no table of rows per tile; a gather of stride `s` would compute `s^2` times the
-//! products it needs, so those keep the dot products.
+//! Per image, first the products of every tap's weight with every source pixel, `U = W' X`
+//! (`W'` the weight as `[tap, destination channel][source channel]`, `X` the image seen as
+//! `[channel][pixel]`): a GEMM through the packed tile, one row of `U` per (tap, channel),
+//! its pixels along the vectors. Then each destination value is its start plus the `U`
+//! values of the taps that reach it, added in tap order; [`BLOCK`] destination columns of
+//! a phase that read consecutive source pixels are added as vectors. Each `U` value is one
+//! multiply-add chain over the source channels and every sum runs in a fixed order, lane by
+//! lane: the same bits at every thread count and at AVX2 and AVX-512. Against a dot product
+//! per pixel and channel ([`ConvDot`](super::ConvDot)) there is no horizontal sum and no
+//! table of rows per tile; a gather of stride `s` would compute `s^2` times the products it
+//! needs, so those keep the dot products.
 
 use std::cell::RefCell;
 use std::ops::Range;
 
 use super::{ConvMap, ConvStart, DOT_MAX, Lanes, PACKED, TILE, WeightLayout, with_buffer};
 use crate::Float;
-use crate::packed::{RowsOf, Start, Tile};
+use ndarray::{ArrayView2, ShapeBuilder};
+
+use crate::packed::{RowsOf, Start, Tile, pack_b};
 use crate::simd::{Kernel, Unary, Vector, dispatch, unary_vector};
 use crate::team::{SendPtr, cut, for_parts};
 
@@ -31,15 +35,12 @@ pub(super) fn applies(map: &ConvMap) -> bool {
     map.dst.2 <= DOT_MAX && (map.scatter || map.stride == (1, 1))
 }
 
-/// The panel width for `n` columns of `U` at a vector width (see [`TapSums::run`]).
-fn panel_width(lanes: usize, n: usize) -> usize {
+/// The tile of `U`'s GEMM at a vector width: (vectors NV, rows MR).
+fn tile_of(lanes: usize) -> (usize, usize) {
     match lanes {
-        16 if n <= 16 => 16,
-        16 if n <= 32 => 32,
-        16 => 48,
-        8 if n <= 8 => 8,
-        8 => 16,
-        _ => 4,
+        16 => (2, 9),
+        8 => (2, 6),
+        _ => (4, 4),
     }
 }
 
@@ -56,10 +57,12 @@ pub(super) fn conv<T: Float>(
     let (sh, sw, s_ch) = map.src;
     let (dh, dw, d_ch) = map.dst;
     let (kh, kw) = map.kernel;
-    let n = kh * kw * d_ch;
-    let nr = panel_width(dispatch::<T, _>(Lanes), n);
-    let npad = n.next_multiple_of(nr);
-    let panels = npad / nr;
+    let taps = kh * kw;
+    let n = taps * d_ch;
+    let lanes = dispatch::<T, _>(Lanes);
+    let nr = tile_of(lanes).0 * lanes;
+    // A row of U: the image's pixels, whole panels.
+    let row = (sh * sw).next_multiple_of(nr);
     let (ay, ax) = map.axes();
     with_buffer(
         &LISTS,
@@ -69,43 +72,29 @@ pub(super) fn conv<T: Float>(
             // tap order, the offset in U of its source row (column) and tap row (column).
             let (ylist, rest) = lists.split_at_mut(dh * (kh + 1));
             let (xlist, blocks) = rest.split_at_mut(dw * (kw + 1));
+            let tap_row = (d_ch * row) as isize;
             axis_list(
                 ay.stride,
                 ay.pad,
                 ay.scatter,
                 kh,
                 sh,
-                (sw * npad) as isize,
-                (kw * d_ch) as isize,
+                sw as isize,
+                kw as isize * tap_row,
                 ylist,
             );
-            axis_list(
-                ax.stride,
-                ax.pad,
-                ax.scatter,
-                kw,
-                sw,
-                npad as isize,
-                d_ch as isize,
-                xlist,
-            );
+            axis_list(ax.stride, ax.pad, ax.scatter, kw, sw, 1, tap_row, xlist);
             let step = if map.scatter { map.stride.1 } else { 1 };
-            let nblocks = x_blocks(xlist, kw, step, npad as isize, blocks);
+            let nblocks = x_blocks(xlist, kw, step, blocks);
             let (ylist, xlist, blocks) = (&*ylist, &*xlist, &blocks[..3 * nblocks]);
-            with_buffer(&PACKED, panels * s_ch * nr + 16, |packed: &mut [T]| {
-                let at = |d: usize, s: usize, tap: usize| match layout {
-                    WeightLayout::DstSrc => (d * s_ch + s) * kh * kw + tap,
-                    WeightLayout::SrcDst => (s * d_ch + d) * kh * kw + tap,
-                };
-                // Panel p, row s: columns p nr .. of [tap, destination channel], zero past n.
-                for (i, v) in packed[..panels * s_ch * nr].iter_mut().enumerate() {
-                    let (p, s, j) = (i / (s_ch * nr), i / nr % s_ch, i % nr);
-                    let col = p * nr + j;
-                    *v = if col < n {
-                        weight[at(col % d_ch, s, col / d_ch)]
-                    } else {
-                        T::zero()
-                    };
+            with_buffer(&PACKED, n * s_ch, |packed: &mut [T]| {
+                // W': row (tap, d), column s.
+                for (i, v) in packed.iter_mut().enumerate() {
+                    let (tap, d, s) = (i / (d_ch * s_ch), i / s_ch % d_ch, i % s_ch);
+                    *v = weight[match layout {
+                        WeightLayout::DstSrc => (d * s_ch + s) * taps + tap,
+                        WeightLayout::SrcDst => (s * d_ch + d) * taps + tap,
+                    }];
                 }
                 let packed = &*packed;
                 let parts = map.batch.min(8 * rayon::current_num_threads()).max(1);
@@ -115,23 +104,27 @@ pub(super) fn conv<T: Float>(
                     if images.is_empty() {
                         return;
                     }
-                    // U for one image, taken here: the kernel is compiled whole at the level's
-                    // instructions only if no closure stands between it and `dispatch`.
-                    with_buffer(&TILE, (sh * sw + BLOCK) * npad, |u: &mut [T]| {
-                        dispatch(TapSums {
-                            map,
-                            packed,
-                            nr,
-                            npad,
-                            ylist,
-                            xlist,
-                            blocks,
-                            src,
-                            start,
-                            act,
-                            dst: out,
-                            images,
-                            u,
+                    // U for one image and a packed panel, taken here: the kernel is compiled
+                    // whole at the level's instructions only if no closure stands between it and
+                    // `dispatch`.
+                    with_buffer(&TILE, n * row + BLOCK, |u: &mut [T]| {
+                        T::with_scratch(s_ch * nr + 16, |panel| {
+                            dispatch(TapSums {
+                                map,
+                                packed,
+                                nr,
+                                row,
+                                ylist,
+                                xlist,
+                                blocks,
+                                src,
+                                start,
+                                act,
+                                dst: out,
+                                images,
+                                u,
+                                panel,
+                            })
                         })
                     })
                 });
@@ -178,11 +171,11 @@ fn axis_list(
 
 /// Cuts a row's destination columns into blocks summed together by [`TapSums::sum_row`]:
 /// up to [`BLOCK`] columns `x0 + i step` of one phase reached by the same taps. A block whose
-/// column `i` reads `i npad` past column `x0` under every tap (no tap in the padding) is
-/// *shifted*: its sums read `U` at fixed strides, the list of `x0` alone (and [`BLOCK`]
-/// columns are summed whatever its width, the extra ones discarded). Writes `(x0,
-/// columns, shifted)` per block into `out` and returns how many.
-fn x_blocks(xlist: &[isize], kw: usize, step: usize, npad: isize, out: &mut [isize]) -> usize {
+/// column `i` reads `i` source pixels past column `x0` under every tap (no tap in the
+/// padding) is *shifted*: its sums are vector adds of `U`'s rows, the list of `x0` alone
+/// (and [`BLOCK`] columns are summed whatever its width, the extra ones discarded). Writes
+/// `(x0, columns, shifted)` per block into `out` and returns how many.
+fn x_blocks(xlist: &[isize], kw: usize, step: usize, out: &mut [isize]) -> usize {
     let dw = xlist.len() / (kw + 1);
     let xl = |x: usize| &xlist[x * (kw + 1)..(x + 1) * (kw + 1)];
     let mut n = 0;
@@ -190,14 +183,14 @@ fn x_blocks(xlist: &[isize], kw: usize, step: usize, npad: isize, out: &mut [isi
         let mut x = phase;
         while x < dw {
             let x0 = x;
+            let taps = 1..=xl(x0)[0] as usize;
             let mut cols = 0;
             let mut shifted = true;
             while cols < BLOCK && x < dw && xl(x)[0] == xl(x0)[0] {
-                let taps = 1..=xl(x0)[0] as usize;
                 shifted &= xl(x)[taps.clone()]
                     .iter()
-                    .zip(&xl(x0)[taps])
-                    .all(|(a, b)| *a == *b + cols as isize * npad);
+                    .zip(&xl(x0)[taps.clone()])
+                    .all(|(a, b)| *a == *b + cols as isize);
                 cols += 1;
                 x += step;
             }
@@ -211,10 +204,11 @@ fn x_blocks(xlist: &[isize], kw: usize, step: usize, npad: isize, out: &mut [isi
 /// Images `images` of [`conv`] on one thread, `u` its room for one image's products.
 struct TapSums<'a, T> {
     map: &'a ConvMap,
-    /// `W'` in panels of `nr` columns, `npad` in all.
+    /// `W'`: `taps x D` rows of `S` values.
     packed: &'a [T],
     nr: usize,
-    npad: usize,
+    /// Values per row of `U` (the pixels, whole panels).
+    row: usize,
     ylist: &'a [isize],
     xlist: &'a [isize],
     /// The destination columns in blocks (see [`x_blocks`]).
@@ -225,55 +219,68 @@ struct TapSums<'a, T> {
     dst: SendPtr<T>,
     images: Range<usize>,
     u: &'a mut [T],
+    /// Room for a packed panel of the image.
+    panel: &'a mut [T],
 }
 
 impl<T: Float> Kernel<T> for TapSums<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run<V: Vector<E = T>>(self) {
-        // Panels of one to three vectors, as wide as `panel_width` chose.
-        match (V::LANES, self.nr) {
-            (16, 16) | (8, 8) => self.drive::<V, 1, 12>(),
-            (16, 32) => self.drive::<V, 2, 12>(),
-            (16, _) => self.drive::<V, 3, 8>(),
-            (8, _) => self.drive::<V, 2, 6>(),
-            _ => self.drive::<V, 4, 4>(),
+        // The tile of `tile_of`; G vectors make the BLOCK lanes of a sum.
+        match V::LANES {
+            16 => self.drive::<V, 2, 9, 1>(),
+            8 => self.drive::<V, 2, 6, 2>(),
+            4 => self.drive::<V, 4, 4, 4>(),
+            _ => self.drive::<V, 4, 4, 16>(),
         }
     }
 }
 
 impl<T: Float> TapSums<'_, T> {
     #[inline(always)]
-    fn drive<V: Vector<E = T>, const NV: usize, const MR: usize>(self) {
-        debug_assert_eq!(NV * V::LANES, self.nr);
+    fn drive<V: Vector<E = T>, const NV: usize, const MR: usize, const G: usize>(mut self) {
+        debug_assert_eq!((NV * V::LANES, G * V::LANES), (self.nr, BLOCK));
         let (sh, sw, s_ch) = self.map.src;
         let (dh, dw, d_ch) = self.map.dst;
         let kh = self.map.kernel.0;
-        let (nr, npad) = (self.nr, self.npad);
+        let (nr, row) = (self.nr, self.row);
+        let n = self.packed.len() / s_ch;
         let pixels = sh * sw;
-        // Past the image's products, what a shifted block's extra columns read.
-        self.u[pixels * npad..].fill(T::zero());
+        // Past the last row, what a shifted block's extra columns read.
+        self.u[n * row..].fill(T::zero());
         let u = self.u.as_mut_ptr();
+        let panel = std::mem::take(&mut self.panel);
+        let skip = panel.as_ptr().align_offset(64).min(16);
+        let panel = &mut panel[skip..];
         for j in self.images.clone() {
-            let img = self.src[j * pixels * s_ch..].as_ptr();
-            for panel in 0..npad / nr {
-                let w = self.packed[panel * s_ch * nr..].as_ptr();
+            for j0 in (0..pixels).step_by(nr) {
+                let cols = nr.min(pixels - j0);
+                // SAFETY: pixels j0 .. j0 + cols of image j, s_ch values each: seen as
+                // s_ch x cols, column p at p s_ch.
+                let x = unsafe {
+                    ArrayView2::from_shape_ptr(
+                        (s_ch, cols).strides((1, s_ch)),
+                        self.src[(j * pixels + j0) * s_ch..].as_ptr(),
+                    )
+                };
+                pack_b::<V>(x, T::one(), nr, panel);
                 let mut i0 = 0;
-                while i0 < pixels {
+                while i0 < n {
                     let tile = Tile {
                         a: RowsOf::Strided {
-                            a: img,
+                            a: self.packed.as_ptr(),
                             rsa: s_ch as isize,
                             csa: 1,
                             i0,
                         },
-                        rows: MR.min(pixels - i0),
+                        rows: MR.min(n - i0),
                         kc: s_ch,
-                        panel: w,
+                        panel: panel.as_ptr(),
                         nr,
-                        // SAFETY: row i0 < pixels, column panel nr < npad of U.
-                        c: unsafe { u.add(i0 * npad + panel * nr) },
-                        rsc: npad as isize,
+                        // SAFETY: row i0 < n, column j0 < row of U.
+                        c: unsafe { u.add(i0 * row + j0) },
+                        rsc: row as isize,
                         c_rows: std::ptr::null(),
                         c_col: 0,
                         csc: 1,
@@ -281,8 +288,8 @@ impl<T: Float> TapSums<'_, T> {
                         start: Start::Zero,
                         act: None,
                     };
-                    // SAFETY: the tile's rows are pixels of image j (s_ch values each), the
-                    // panel s_ch x nr values, and the tile lies in U (pixels x npad).
+                    // SAFETY: the tile's rows of W' hold s_ch values, the panel s_ch x nr,
+                    // and the tile lies in U (n rows of `row`, j0 + nr <= row).
                     unsafe { tile.run::<V, NV, MR>() };
                     i0 += MR;
                 }
@@ -292,26 +299,26 @@ impl<T: Float> TapSums<'_, T> {
                 let yl = &self.ylist[y * (kh + 1)..(y + 1) * (kh + 1)];
                 let ys = &yl[1..=yl[0] as usize];
                 // SAFETY: row y of image j of the destination, written by this part alone.
-                let row =
+                let out =
                     unsafe { std::slice::from_raw_parts_mut(self.dst.get().add((j * dh + y) * row_len), row_len) };
-                self.sum_row(ys, row);
+                self.sum_row::<V, G>(ys, out);
                 if let Some(f) = self.act {
-                    activate::<T, V>(f, row);
+                    activate::<T, V>(f, out);
                 }
             }
         }
     }
 
-    /// One destination row's sums, `ys` the row's (source row, tap row) offsets. A sum is a
-    /// chain of dependent adds, so the [`BLOCK`] columns of a shifted block are summed side
-    /// by side, each in the same order as alone.
+    /// One destination row's sums, `ys` the row's (source row, tap row) offsets in `U`. A
+    /// shifted block's [`BLOCK`] columns are summed as `G` vectors, lane by lane in the same
+    /// order as alone.
     #[inline(always)]
-    fn sum_row(&self, ys: &[isize], row: &mut [T]) {
+    fn sum_row<V: Vector<E = T>, const G: usize>(&self, ys: &[isize], out: &mut [T]) {
         let (_, _, d_ch) = self.map.dst;
         let kw = self.map.kernel.1;
         let step = if self.map.scatter { self.map.stride.1 } else { 1 };
         let u = self.u.as_ptr();
-        let npad = self.npad;
+        let row = self.row as isize;
         let start = |d: usize, out: T| match self.start {
             ConvStart::Zero => T::zero(),
             ConvStart::Bias(b) => b[d],
@@ -323,21 +330,34 @@ impl<T: Float> TapSums<'_, T> {
             let list = &list[1..=list[0] as usize];
             if shifted {
                 for d in 0..d_ch {
-                    let mut acc: [T; BLOCK] = core::array::from_fn(|i| {
-                        start(d, row.get((x0 + i * step) * d_ch + d).copied().unwrap_or(T::zero()))
-                    });
+                    let mut lanes = [T::zero(); BLOCK];
+                    let mut acc = [V::splat(start(d, T::zero())); G];
+                    if let ConvStart::Add = self.start {
+                        // (Loaded as vectors only here: a vector load of values just stored
+                        // one by one waits for the stores.)
+                        for (i, l) in lanes.iter_mut().enumerate().take(cols) {
+                            *l = out[(x0 + i * step) * d_ch + d];
+                        }
+                        // SAFETY: `lanes` holds BLOCK = G x LANES values.
+                        acc = core::array::from_fn(|q| unsafe { V::load(lanes.as_ptr().add(q * V::LANES)) });
+                    }
                     for &oy in ys {
                         for &ox in list {
-                            // SAFETY: the lists hold offsets of source pixels and taps inside
-                            // U, column i of a shifted block i npad further; d < D.
-                            let p = unsafe { u.offset(oy + ox + d as isize) };
-                            for (i, a) in acc.iter_mut().enumerate() {
-                                *a = *a + unsafe { *p.add(i * npad) };
+                            // SAFETY: the lists hold offsets of a source pixel under a tap
+                            // in U, d < D; the BLOCK values from there lie in U (its slack
+                            // past the last row).
+                            let p = unsafe { u.offset(oy + ox + d as isize * row) };
+                            for (q, a) in acc.iter_mut().enumerate() {
+                                *a = a.add(unsafe { V::load(p.add(q * V::LANES)) });
                             }
                         }
                     }
-                    for (i, a) in acc.iter().enumerate().take(cols) {
-                        row[(x0 + i * step) * d_ch + d] = *a;
+                    for (q, a) in acc.iter().enumerate() {
+                        // SAFETY: as above.
+                        unsafe { a.store(lanes.as_mut_ptr().add(q * V::LANES)) };
+                    }
+                    for (i, l) in lanes.iter().enumerate().take(cols) {
+                        out[(x0 + i * step) * d_ch + d] = *l;
                     }
                 }
                 continue;
@@ -345,23 +365,23 @@ impl<T: Float> TapSums<'_, T> {
             for x in (0..cols).map(|i| x0 + i * step) {
                 let xl = &self.xlist[x * (kw + 1)..(x + 1) * (kw + 1)];
                 for d in 0..d_ch {
-                    let out = &mut row[x * d_ch + d];
-                    let mut v = start(d, *out);
+                    let o = &mut out[x * d_ch + d];
+                    let mut v = start(d, *o);
                     for &oy in ys {
                         for &ox in &xl[1..=xl[0] as usize] {
                             // SAFETY: as above.
-                            v = v + unsafe { *u.offset(oy + ox + d as isize) };
+                            v = v + unsafe { *u.offset(oy + ox + d as isize * row) };
                         }
                     }
-                    *out = v;
+                    *o = v;
                 }
             }
         }
     }
 }
 
-/// Destination pixels summed side by side by [`TapSums::sum_row`].
-const BLOCK: usize = 8;
+/// Destination columns summed side by side by [`TapSums::sum_row`].
+const BLOCK: usize = 16;
 
 /// `x = f(x)` in place, a vector at a time.
 #[inline(always)]
