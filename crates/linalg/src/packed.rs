@@ -454,6 +454,26 @@ impl<T: Float> Tile<T> {
     /// `cols <= NV * LANES`.
     #[inline(always)]
     pub(crate) unsafe fn run<V: Vector<E = T>, const NV: usize, const MR: usize>(&self) {
+        // SAFETY: as the caller promises.
+        unsafe { self.run_with::<V, NV, MR, false>() }
+    }
+
+    /// [`Tile::run`] with the activation applied in the registers before the store: for
+    /// short chains (`kc` of a few taps), where reading the tile back costs as much as the
+    /// multiply-adds; a long chain would lose registers to the activation's code.
+    ///
+    /// # Safety
+    /// As for [`Tile::run`].
+    #[inline(always)]
+    pub(crate) unsafe fn run_fused<V: Vector<E = T>, const NV: usize, const MR: usize>(&self) {
+        // SAFETY: as the caller promises.
+        unsafe { self.run_with::<V, NV, MR, true>() }
+    }
+
+    /// # Safety
+    /// As for [`Tile::run`].
+    #[inline(always)]
+    unsafe fn run_with<V: Vector<E = T>, const NV: usize, const MR: usize, const FUSE: bool>(&self) {
         let zero = T::zero();
         let mut acc = [[V::splat(zero); NV]; MR];
         let w = NV * V::LANES;
@@ -530,6 +550,11 @@ impl<T: Float> Tile<T> {
                 }
             }
         }
+        if FUSE && let Some(f) = self.act {
+            for v in acc.iter_mut().flatten() {
+                *v = unary_vector(f, *v);
+            }
+        }
         // Store.
         for (r, acc_row) in acc.iter().enumerate().take(self.rows) {
             // SAFETY: row r < rows of the C block.
@@ -552,7 +577,7 @@ impl<T: Float> Tile<T> {
                 }
             }
         }
-        if let Some(f) = self.act {
+        if !FUSE && let Some(f) = self.act {
             // SAFETY: the tile just stored, read back from L1.
             unsafe { self.activate::<V, NV>(f) };
         }
