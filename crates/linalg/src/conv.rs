@@ -42,6 +42,9 @@ mod tap_sums;
 /// Sources with fewer channels than this are copied into a contiguous block per tile: a
 /// segment of one to a few values would spend more on its pointer than on its multiplies.
 pub const GATHER_BELOW: usize = 8;
+/// Source bytes per chunk of images that [`conv_nhwc`] tiles on its own (in L2 with a
+/// panel of the weight).
+const CHUNK_BYTES: usize = 256 << 10;
 /// Destination pixels per batch piece of the backward by the weights, about (whole images,
 /// see [`image_pieces`]; a piece's partial sum is one weight-sized buffer).
 pub const PIXELS_PER_PIECE: usize = 2048;
@@ -562,36 +565,56 @@ pub fn conv_nhwc<T: Float>(
     } else {
         conv_tile_shape(lanes, map.dst.2)
     };
-    let (phases, packed_len, tiles) = phases_of(map, mr, nr);
+    // Chunks of whole images, each tiled on its own: a chunk's sources stay in L2 while the
+    // tiles of every phase read them (a stride-2 scatter reads its source once per phase).
+    let chunk = (CHUNK_BYTES / (map.src_len() * std::mem::size_of::<T>()).max(1)).clamp(1, map.batch);
+    let chunks = map.batch.div_ceil(chunk);
+    let full = ConvMap { batch: chunk, ..*map };
+    let last = ConvMap {
+        batch: map.batch - (chunks - 1) * chunk,
+        ..*map
+    };
+    let (phases, packed_len, tiles) = phases_of(&full, mr, nr);
+    let (last_phases, _, last_tiles) = phases_of(&last, mr, nr);
     let s = map.src.2;
     with_buffer(&PACKED, packed_len + s + 16, |packed: &mut [T]| {
         pack_weight(map, &phases, weight, layout, nr, packed);
         packed[packed_len..].fill(T::zero());
         let packed = &*packed;
-        // Tiles of MR destination pixels of one phase (across rows and images), cut into
-        // about 8 parts a thread: every output element is computed whole by one tile, so
-        // any cut gives the same bits.
-        let parts = tiles.min(8 * rayon::current_num_threads()).max(1);
+        // A chunk's tiles of MR destination pixels of one phase (across rows and images),
+        // cut so that there are about 8 parts a thread: every output element is computed
+        // whole by one tile, so any cut gives the same bits.
+        let splits = (8 * rayon::current_num_threads())
+            .div_ceil(chunks)
+            .clamp(1, tiles.max(1));
         let out = SendPtr(dst.as_mut_ptr());
         let words = BufLayout::new(map, mr).words(map);
-        for_parts(parts, |i| {
-            let r = cut(tiles, parts, 1, i);
+        for_parts(chunks * splits, |i| {
+            let c = i / splits;
+            let (m, phases, tiles) = if c + 1 == chunks {
+                (&last, &last_phases, last_tiles)
+            } else {
+                (&full, &phases, tiles)
+            };
+            let r = cut(tiles, splits, 1, i % splits);
             if r.is_empty() {
                 return;
             }
+            let j0 = c * chunk;
             // The tile's tables and, for few channels, its gathered block, taken here: the
             // kernel is compiled whole at the level's instructions only if no closure
             // stands between it and `dispatch`.
             with_buffer(&TILE, words, |buf: &mut [u64]| {
                 let job = ConvTiles {
-                    map,
-                    phases: &phases,
+                    map: m,
+                    phases,
                     packed,
                     zeros: &packed[packed_len..],
-                    src,
+                    src: &src[j0 * map.src_len()..(j0 + m.batch) * map.src_len()],
                     start,
                     act,
-                    dst: out,
+                    // SAFETY: image j0 of the destination.
+                    dst: SendPtr(unsafe { out.get().add(j0 * map.dst_len()) }),
                     tiles: r,
                     mr,
                     nr,
