@@ -17,11 +17,11 @@
 //! The weight is packed once per call into panels of the tile's width (one per phase), the
 //! destination pixels of one row of one phase are the tile's rows, and the chain of every
 //! output element runs over (tap, channel) in the same order whatever the thread count, the
-//! tiling or the SIMD level (AVX2 and AVX-512 fuse alike): bitwise reproducible. Sources of
-//! fewer than [`GATHER_BELOW`] channels (an image's first layer) are copied tile by tile into
-//! a contiguous block first, the same chain in the same order. Destinations of at most
-//! [`DOT_MAX`] channels go to [`tap_sums`] (scatter maps, gathers of stride 1) or to
-//! [`ConvDot`]'s dot products.
+//! tiling or the SIMD level (AVX2 and AVX-512 fuse alike): bitwise reproducible. Gathers from
+//! sources of fewer than [`GATHER_BELOW`] channels (an image's first layer) read a zero-padded
+//! copy of each image in place (the `padded` module), the same chain in the same order.
+//! Destinations of at most four channels (an image's last layer) go to the `tap_sums` module
+//! (scatter maps, gathers of stride 1) or to dot products along the source's channels.
 //!
 //! [`conv_nhwc_weight_grad`] is the backward by the weights: a GEMM over the destination's
 //! pixels whose `B` operand is packed straight from the source image through the same
