@@ -62,6 +62,9 @@ fn own_kernels_compute_one_chain_per_element_at_every_level() {
         (100, 1, 50),
         (47, 300, 200),
         (37, 2100, 60),
+        (500, 100, 50),
+        (500, 200, 100),
+        (203, 50, 100),
     ];
     let scalars = [(1.0f32, 0.0f32), (1.0, 1.0), (-0.75, 1.5), (2.0, 0.0)];
     for level in simd::supported_levels() {
@@ -114,9 +117,15 @@ fn fused_bias_and_activation_equal_the_chain_then_the_activation() {
     for level in simd::supported_levels() {
         simd::force_level(level).unwrap();
         let fused = level != Level::Scalar;
-        for (idx, &(m, k, n)) in [(128, 784, 400), (61, 513, 97), (40, 1500, 50), (500, 100, 200)]
-            .iter()
-            .enumerate()
+        for (idx, &(m, k, n)) in [
+            (128, 784, 400),
+            (61, 513, 97),
+            (40, 1500, 50),
+            (500, 100, 200),
+            (500, 200, 50),
+        ]
+        .iter()
+        .enumerate()
         {
             let x = operand(&mut rng, m, k, false);
             let w = operand(&mut rng, n, k, false); // [out, in], used transposed
