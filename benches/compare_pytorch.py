@@ -3,7 +3,8 @@ prints the median seconds per epoch of both, their images/s and GFLOP/s, their r
 loss after the last epoch. Not part of CI.
 
 Usage: python3 benches/compare_pytorch.py [--model reference|iwae2|keras-conv|conv64] [--threads 2] [--epochs E]
-                                          [--subset N | --max-batches M] [--simd LEVEL] [--install]
+                                          [--subset N | --max-batches M] [--batch-size B] [--simd LEVEL]
+                                          [--install]
   --model     reference (default): the reference VAE (784-400-20, ReLU, batch 128, Adam lr 1e-3,
               seed 1), benches/torch_vae.py against vae-train with its default flags; the loss
               shown is the test -ELBO.
@@ -30,6 +31,8 @@ Usage: python3 benches/compare_pytorch.py [--model reference|iwae2|keras-conv|co
               vae-train --subset N, the PyTorch script's --max-batches N/batch, so that an epoch
               is short.
   --max-batches  iwae2 and keras-conv: the same as --subset batch*M.
+  --batch-size  reference and iwae2: both sides train with batches of B images instead of 128
+              (reference) or 100 (iwae2), e.g. 20 as in the IWAE paper.
   --simd      avx512, avx2 or scalar: force vae-train to this level (VAE_SIMD) and hold
               PyTorch to the same instruction set (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS,
               ONEDNN_MAX_CPU_ISA), as a user of a machine with only that level would see it.
@@ -56,6 +59,7 @@ ap.add_argument("--epochs", type=int, help="default: 10 for reference, 1 for the
 short = ap.add_mutually_exclusive_group()
 short.add_argument("--subset", type=int, help="iwae2, keras-conv: train on N images per epoch (a multiple of the batch)")
 short.add_argument("--max-batches", type=int, help="iwae2, keras-conv: train on M batches per epoch")
+ap.add_argument("--batch-size", type=int, help="reference, iwae2: the batch size of both sides")
 ap.add_argument("--venv", default="/tmp/torch-venv")
 ap.add_argument("--install", action="store_true")
 ap.add_argument("--simd", choices=["avx512", "avx2", "scalar"])
@@ -77,6 +81,14 @@ IWAE_FLAGS = ["--binarize", "--hidden", "200,200", "--latent", "100,50", "--uppe
               "--activation", "tanh", "--batch-size", str(IWAE_BATCH), "--objective", "iwae",
               "--samples", str(IWAE_K), "--dreg", "--lr", "1e-3", "--adam-eps", "1e-4"]
 
+if args.batch_size is not None:
+    if args.model not in ("reference", "iwae2"):
+        ap.error("--batch-size applies to --model reference and iwae2 only")
+    if args.batch_size < 1:
+        ap.error("--batch-size must be at least 1")
+    if args.model == "iwae2":
+        IWAE_BATCH = args.batch_size
+        IWAE_FLAGS[IWAE_FLAGS.index("--batch-size") + 1] = str(IWAE_BATCH)
 BATCH = KERAS_BATCH if args.model == "keras-conv" else IWAE_BATCH
 if args.max_batches is not None:
     args.subset = args.max_batches * BATCH
@@ -195,8 +207,9 @@ with tempfile.TemporaryDirectory() as tmp:
     ours_cmd = ["target/release/vae-train", *threads, *epochs, "--run-dir", os.path.join(tmp, "run")]
     if args.model == "reference":
         loss_name = "test -ELBO"
-        torch_rows = run([python, "benches/torch_vae.py", *threads, *epochs], TORCH_VAE_RE)
-        ours = run(ours_cmd, OURS_ELBO_RE)
+        batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+        torch_rows = run([python, "benches/torch_vae.py", *threads, *epochs, *batch], TORCH_VAE_RE)
+        ours = run([*ours_cmd, *batch], OURS_ELBO_RE)
     elif args.model == "keras-conv":
         loss_name = "test -ELBO"
         short_torch = ["--max-batches", str(images // KERAS_BATCH)] if args.subset else []
@@ -216,6 +229,7 @@ with tempfile.TemporaryDirectory() as tmp:
         short_torch = ["--max-batches", str(images // IWAE_BATCH)] if args.subset else []
         short_ours = ["--subset", str(images)] if args.subset else []
         torch_rows = run([python, "benches/torch_iwae.py", *threads, *epochs, "--k", str(IWAE_K),
+                          "--batch", str(IWAE_BATCH),
                           *short_torch], TORCH_IWAE_RE)
         ours = run([*ours_cmd[:1], *IWAE_FLAGS, *ours_cmd[1:], *short_ours], OURS_IWAE_RE)
 
@@ -223,7 +237,8 @@ t_torch = statistics.median(s for s, _ in torch_rows)
 t_ours = statistics.median(s for s, _ in ours)
 print()
 level = args.simd or "native"
-print(f"model {args.model}, threads {args.threads}, SIMD {level}, {args.epochs} epochs of {images} images, "
+batch = args.batch_size or {"reference": 128, "iwae2": IWAE_BATCH}.get(args.model, KERAS_BATCH)
+print(f"model {args.model}, threads {args.threads}, SIMD {level}, batch {batch}, {args.epochs} epochs of {images} images, "
       f"{FLOPS_PER_IMAGE / 1e6:.2f} MFLOP per image; median seconds per epoch (training only):")
 for name, t, rows in [("PyTorch", t_torch, torch_rows), ("vae-train", t_ours, ours)]:
     print(f"  {name:<9} {t:7.3f} s  {images / t:8.0f} img/s  {images * FLOPS_PER_IMAGE / t / 1e9:6.1f} GFLOP/s"
