@@ -160,3 +160,29 @@ fn bad_tables_are_refused_naming_the_row_and_column() {
         &["labels.csv", "kind", "a, b"],
     );
 }
+
+/// `inspect` calls a table's rows rows, and gives each named class the number that flags and
+/// score.csv use for it.
+#[test]
+fn inspect_counts_rows_and_numbers_the_named_classes() {
+    let d = tmp("inspect");
+    let csv = d.join("cells.csv");
+    let text = table()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match (i, l.strip_suffix(",1"), l.strip_suffix(",0")) {
+            (0, ..) => l.to_string(),
+            (_, Some(rest), _) => format!("{rest},malignant"),
+            (_, _, Some(rest)) => format!("{rest},benign"),
+            _ => unreachable!("{l}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&csv, text).unwrap();
+    let out = ok(&["inspect", "--data", csv.to_str().unwrap(), "--label-column", "kind"]);
+    assert!(
+        out.contains("train and") && out.contains("test rows of 3 columns"),
+        "{out}"
+    );
+    assert!(out.contains("labels: 2 classes (0 benign, 1 malignant)"), "{out}");
+}

@@ -54,15 +54,35 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
     let data = crate::data::open(&a.data, &recipe.open_options())?;
     let seconds = started.elapsed().as_secs_f64();
     let (tr, te) = (&data.train, &data.test);
-    println!(
-        "{}: {} train and {} test images of {}",
-        data.source,
-        tr.len(),
-        te.len(),
-        tr.shape
-    );
+    if data.table.is_some() {
+        println!(
+            "{}: {} train and {} test rows of {} columns",
+            data.source,
+            tr.len(),
+            te.len(),
+            tr.pixels()
+        );
+    } else {
+        println!(
+            "{}: {} train and {} test images of {}",
+            data.source,
+            tr.len(),
+            te.len(),
+            tr.shape
+        );
+    }
     let labels = match (&data.classes, &tr.labels) {
-        (Some(names), _) => format!("labels: {} classes ({})", names.len(), names.join(", ")),
+        // Each class with the number that flags, score.csv and messages use for it.
+        (Some(names), _) => format!(
+            "labels: {} classes ({})",
+            names.len(),
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| format!("{i} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         (None, Some(_)) => format!("labels: {:?}", tr.classes()),
         (None, None) => "no labels".to_string(),
     };
