@@ -71,7 +71,12 @@ if args.epochs < 1 or args.threads < 1:
 
 TRAIN_IMAGES = 60000
 IWAE_K = 5  # --samples of vae-train, --k of torch_iwae.py
-IWAE_BATCH = 100
+if args.batch_size is not None:
+    if args.model not in ("reference", "iwae2"):
+        ap.error("--batch-size applies to --model reference and iwae2 only")
+    if args.batch_size < 1:
+        ap.error("--batch-size must be at least 1")
+IWAE_BATCH = args.batch_size if args.model == "iwae2" and args.batch_size else 100
 KERAS_BATCH = 128
 KERAS_FLAGS = ["--arch", "conv:32k3s2,64k3s2", "--hidden", "16", "--latent", "2"]
 CONV64_FLAGS = ["--arch", "conv:32k3s2,64k3s2,128k3s2,256k3s2,512k3s2", "--latent", "128", "--activation",
@@ -81,14 +86,6 @@ IWAE_FLAGS = ["--binarize", "--hidden", "200,200", "--latent", "100,50", "--uppe
               "--activation", "tanh", "--batch-size", str(IWAE_BATCH), "--objective", "iwae",
               "--samples", str(IWAE_K), "--dreg", "--lr", "1e-3", "--adam-eps", "1e-4"]
 
-if args.batch_size is not None:
-    if args.model not in ("reference", "iwae2"):
-        ap.error("--batch-size applies to --model reference and iwae2 only")
-    if args.batch_size < 1:
-        ap.error("--batch-size must be at least 1")
-    if args.model == "iwae2":
-        IWAE_BATCH = args.batch_size
-        IWAE_FLAGS[IWAE_FLAGS.index("--batch-size") + 1] = str(IWAE_BATCH)
 BATCH = KERAS_BATCH if args.model == "keras-conv" else IWAE_BATCH
 if args.max_batches is not None:
     args.subset = args.max_batches * BATCH

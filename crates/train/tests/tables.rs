@@ -12,6 +12,11 @@ use common::{fails_with, ok, tmp};
 /// Rows whose columns follow b = 2a, c = -a (+ noise) around a = 100, except the anomalies
 /// (label 1), whose b and c are unrelated to a.
 fn table() -> String {
+    labelled_table(["0", "1"])
+}
+
+/// [`table`] with its normal rows and its anomalies labelled `names[0]` and `names[1]`.
+fn labelled_table(names: [&str; 2]) -> String {
     let mut s = String::from("a,b,c,kind\n");
     let mut x = 12345u64;
     let mut noise = || {
@@ -26,7 +31,7 @@ fn table() -> String {
         } else {
             (2.0 * a + noise(), -a + noise())
         };
-        let _ = writeln!(s, "{a:.3},{b:.3},{c:.3},{}", u8::from(anomaly));
+        let _ = writeln!(s, "{a:.3},{b:.3},{c:.3},{}", names[usize::from(anomaly)]);
     }
     s
 }
@@ -167,17 +172,7 @@ fn bad_tables_are_refused_naming_the_row_and_column() {
 fn inspect_counts_rows_and_numbers_the_named_classes() {
     let d = tmp("inspect");
     let csv = d.join("cells.csv");
-    let text = table()
-        .lines()
-        .enumerate()
-        .map(|(i, l)| match (i, l.strip_suffix(",1"), l.strip_suffix(",0")) {
-            (0, ..) => l.to_string(),
-            (_, Some(rest), _) => format!("{rest},malignant"),
-            (_, _, Some(rest)) => format!("{rest},benign"),
-            _ => unreachable!("{l}"),
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = labelled_table(["benign", "malignant"]);
     std::fs::write(&csv, text).unwrap();
     let out = ok(&["inspect", "--data", csv.to_str().unwrap(), "--label-column", "kind"]);
     assert!(

@@ -54,23 +54,16 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
     let data = crate::data::open(&a.data, &recipe.open_options())?;
     let seconds = started.elapsed().as_secs_f64();
     let (tr, te) = (&data.train, &data.test);
-    if data.table.is_some() {
-        println!(
-            "{}: {} train and {} test rows of {} columns",
-            data.source,
-            tr.len(),
-            te.len(),
-            tr.pixels()
-        );
-    } else {
-        println!(
-            "{}: {} train and {} test images of {}",
-            data.source,
-            tr.len(),
-            te.len(),
-            tr.shape
-        );
-    }
+    let (items, size) = match data.table {
+        Some(_) => ("rows", format!("{} columns", tr.pixels())),
+        None => ("images", tr.shape.to_string()),
+    };
+    println!(
+        "{}: {} train and {} test {items} of {size}",
+        data.source,
+        tr.len(),
+        te.len()
+    );
     let labels = match (&data.classes, &tr.labels) {
         // Each class with the number that flags, score.csv and messages use for it.
         (Some(names), _) => format!(
