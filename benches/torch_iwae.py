@@ -264,8 +264,8 @@ def recipe(a, m, epochs, budget, run_dir):
                      "samples": a.k, "dreg": a.dreg, "beta": 1.0, "warmup": 0.0, "free_bits": 0.0,
                      "binarize": True, "seed": a.seed, "threads": a.threads, "snapshot_every": None},
         "data": {"path": os.path.abspath(a.data), "max_data_bytes": 2147483648, "subset": None,
-                 "exclude_digit": None, "test_binarize_seed": 1, "channels": None, "image_size": None,
-                 "test_fraction": 0.1, "split_seed": 1, "npz_keys": None, "label_column": None},
+                 "exclude_label": None, "test_binarize_seed": 1, "channels": None, "image_size": None,
+                 "test_fraction": 0.1, "split_seed": 1, "split": "stratified", "npz_keys": None, "label_column": None},
         "output": {"run_dir": os.path.abspath(run_dir), "scale": None, "log_every": 10},
     }, indent=2)
 

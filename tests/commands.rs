@@ -257,7 +257,7 @@ fn score_writes_every_test_image_and_the_auroc() {
             run: run_args(&dir),
             method,
             k: 3,
-            anomaly_digit: Some(1),
+            anomaly_label: Some(vae::data::ClassLabel::Number(1)),
             seed: 0,
             out: None,
         })
@@ -343,7 +343,7 @@ fn two_stochastic_layers_with_iwae_work_with_every_command() {
         run: run.clone(),
         method: Method::Elbo,
         k: 10,
-        anomaly_digit: Some(1),
+        anomaly_label: Some(vae::data::ClassLabel::Number(1)),
         seed: 0,
         out: None,
     })

@@ -66,6 +66,8 @@ fn the_flat_configuration_reads_as_the_recipe_it_was() {
     want.training.seed = 5;
     want.data.path = PathBuf::from("data/mnist");
     want.data.subset = Some(2000);
+    // Saved before the split method was recorded: the random one.
+    want.data.split = vae::train::recipe::SplitMethod::Random;
     want.output.run_dir = Some(PathBuf::from("/tmp/fx/v1"));
     assert_eq!(r, want);
     // Written back in today's layout, it reads the same.

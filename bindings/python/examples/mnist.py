@@ -83,7 +83,7 @@ def main():
 
     # Anomaly detection: a model that never saw a 2 scores the test 2s higher.
     no_twos = vae.train(
-        x_train, x_test, y_train=y_train, y_test=y_test, exclude_digit=2,
+        x_train, x_test, y_train=y_train, y_test=y_test, exclude_label=2,
         epochs=min(a.epochs, 3), subset=a.subset, threads=a.threads, run_dir=Path(run_dir) / "no2",
     )
     scores = no_twos.score(x_test)                          # the negative ELBO, 10 draws

@@ -23,8 +23,8 @@ pub fn os_error(kind: ErrorKind, message: String) -> PyErr {
     }
 }
 
-/// The command line's message with its training flags spelt as keywords: `--exclude-digit 3`
-/// is `exclude_digit=3`, `--run-dir` is `run_dir`; commands quoted in backticks stay as
+/// The command line's message with its training flags spelt as keywords: `--exclude-label 3`
+/// is `exclude_label=3`, `--run-dir` is `run_dir`; commands quoted in backticks stay as
 /// they are.
 pub fn pythonic(message: &str) -> String {
     let keywords: Vec<(String, bool)> = crate::options::train_options()

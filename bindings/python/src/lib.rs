@@ -27,9 +27,16 @@ fn train_options() -> Vec<(String, String, bool)> {
     options::train_options()
 }
 
+/// The older keyword spellings still taken: (alias, keyword).
+#[pyfunction]
+fn train_aliases() -> Vec<(String, String)> {
+    options::train_aliases()
+}
+
 #[pymodule]
 fn _vae(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(train_options, m)?)?;
+    m.add_function(wrap_pyfunction!(train_aliases, m)?)?;
     m.add_function(wrap_pyfunction!(training::train, m)?)?;
     m.add_function(wrap_pyfunction!(model::load, m)?)?;
     m.add_class::<model::Model>()?;

@@ -54,6 +54,17 @@ pub fn train_options() -> Vec<(String, String, bool)> {
         .collect()
 }
 
+/// The older spellings of training keywords that are still taken: (alias, keyword), from
+/// the flags' visible aliases (`exclude_digit` is `exclude_label`).
+pub fn train_aliases() -> Vec<(String, String)> {
+    let command = train_command();
+    command
+        .get_arguments()
+        .filter_map(|a| Some((a.get_long()?, a.get_visible_aliases()?)))
+        .flat_map(|(long, aliases)| aliases.into_iter().map(move |al| (keyword(al), keyword(long))))
+        .collect()
+}
+
 /// The flags given as command-line words (`["--epochs", "3", "--dreg"]`), parsed.
 pub fn train_args(words: &[String]) -> PyResult<TrainArgs> {
     let argv = std::iter::once("train".to_string()).chain(words.iter().cloned());

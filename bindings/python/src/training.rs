@@ -111,8 +111,8 @@ impl Arrays {
             Some((test, _)) => (self.train, test),
             None => {
                 let name = Path::new("x_train");
-                let (d, seed) = (recipe.data.test_fraction, recipe.data.split_seed);
-                let (train, test) = split_off(name, self.train.images, self.train.labels, self.train.shape, d, seed)
+                let holdout = recipe.open_options().folder;
+                let (train, test) = split_off(name, self.train.images, self.train.labels, self.train.shape, &holdout)
                     .map_err(value_error)?;
                 if test.is_empty() {
                     return Err(value_error(
@@ -481,18 +481,9 @@ impl Trainer {
                     "time_budget applies to vae.train; a Trainer runs as long as you call it",
                 ));
             }
-            let train = match recipe.data.exclude_digit {
-                Some(d) => {
-                    let classes = data.train.classes();
-                    if !classes.contains(&d) {
-                        return Err(value_error(format!(
-                            "exclude_digit={d}: no training image has label {d} (labels present: {})",
-                            vae_train::data::list(&classes)
-                        )));
-                    }
-                    Some(data.train.filter(|l| l != d))
-                }
-                None => None,
+            let train = match vae_train::data::training_split(&recipe, &data).map_err(crate::errors::to_py)? {
+                Cow::Owned(s) => Some(s),
+                Cow::Borrowed(_) => None,
             };
             let test = match vae_train::data::test_split(&recipe, &data) {
                 Cow::Owned(s) => Some(s),

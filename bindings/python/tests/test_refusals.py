@@ -56,7 +56,7 @@ def test_bad_labels_and_mismatched_splits(mnist, tmp_path):
         vae.train(xtr, y_test=yte, **SMALL)
     with pytest.raises(ValueError, match="no test rows"):
         vae.train(xtr, test_fraction=0, run_dir=tmp_path / "r", **SMALL)
-    with pytest.raises(ValueError, match=r"^exclude_digit=3: no training image has label 3 \(labels present: 0\)"):
+    with pytest.raises(ValueError, match=r"^exclude_label=3: no training image has label 3 \(labels present: 0\)"):
         vae.train(xtr, xte, y_train=np.zeros(2000, np.uint8), y_test=yte, exclude_digit=3, run_dir=tmp_path / "x",
                   **SMALL)
 

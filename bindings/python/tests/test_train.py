@@ -293,3 +293,28 @@ def test_a_vampprior_model_with_a_time_schedule_from_python(tmp_path, mnist, cli
     np.testing.assert_allclose(-m.log_likelihood(xte[:64], k=4, seed=3), scores, atol=2e-6, rtol=0)
     with pytest.raises(ValueError, match="prior"):
         vae.train(xtr[:64], run_dir=tmp_path / "bad", prior="vamp:0", epochs=1)
+
+
+def test_classes_by_name_in_a_table(tmp_path, cli):
+    # 300 rows, 15 of them (5%) malignant: the stratified test split holds 2 of them.
+    rng = np.random.default_rng(1)
+    a = 100 + 20 * rng.standard_normal(300)
+    rows = np.stack([a, 2 * a + rng.standard_normal(300), -a + rng.standard_normal(300)], 1)
+    kind = np.where(np.arange(300) % 20 == 0, "malignant", "benign")
+    rows[kind == "malignant", 1] = 200 + 40 * rng.standard_normal(15)
+    csv = tmp_path / "cells.csv"
+    csv.write_text("a,b,c,kind\n" + "".join(f"{x:.3f},{y:.3f},{z:.3f},{k}\n" for (x, y, z), k in zip(rows, kind)))
+    small = dict(data=csv, label_column="kind", hidden=(8,), latent=1, epochs=1, threads=1, batch_size=32)
+    m = vae.train(exclude_label="malignant", run_dir=tmp_path / "a", **small)
+    assert m.config["data"]["exclude_label"] == "malignant"
+    assert m.config["data"]["split"] == "stratified"
+    # The old keyword is still taken, and a number names the same class.
+    old = vae.train(exclude_digit=1, run_dir=tmp_path / "b", **small)
+    assert old.config["data"]["exclude_label"] == 1
+    np.testing.assert_array_equal(m.metrics[-1]["test_neg_elbo"], old.metrics[-1]["test_neg_elbo"])
+    out = cli("score", "--run-dir", tmp_path / "a", "--anomaly-label", "malignant", "--k", 2).stdout
+    assert "AUROC for detecting label malignant as an anomaly: " in out
+    labels = np.loadtxt(tmp_path / "a" / "scores.csv", delimiter=",", skiprows=1)[:, 1]
+    assert (len(labels), int((labels == 1).sum())) == (31, 2)
+    with pytest.raises(ValueError, match=r"no class is named cyst \(classes: 0 benign, 1 malignant\)"):
+        vae.train(exclude_label="cyst", run_dir=tmp_path / "c", **small)

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use ndarray::Array2;
 
-use crate::folder::test_rows;
+use crate::folder::{FolderOptions, test_rows};
 use crate::npy::{NpyArray, NpyData, npz_keys, read_npy, read_npz};
 use crate::{DatasetError, ImageShape, Limits, Split, Values};
 
@@ -39,7 +39,7 @@ impl Default for NpzKeys {
 }
 
 fn bad(path: &Path, reason: String) -> DatasetError {
-    DatasetError::Unrecognised {
+    DatasetError::Invalid {
         path: path.into(),
         reason,
     }
@@ -208,10 +208,10 @@ pub fn labels_of(
     })
 }
 
-/// The train and test splits of a `.npy` file (test share split off with `seed`).
-pub fn load_npy(path: &Path, limits: &Limits, test_fraction: f64, seed: u64) -> Result<(Split, Split), DatasetError> {
+/// The train and test splits of a `.npy` file (its test share set aside as `holdout` says).
+pub fn load_npy(path: &Path, limits: &Limits, holdout: &FolderOptions) -> Result<(Split, Split), DatasetError> {
     let (values, shape) = images(path, read_npy(path, limits)?)?;
-    split_off(path, values, None, shape, test_fraction, seed)
+    split_off(path, values, None, shape, holdout)
 }
 
 /// The train and test splits of an `.npz` archive.
@@ -219,8 +219,7 @@ pub fn load_npz(
     path: &Path,
     limits: &Limits,
     keys: &NpzKeys,
-    test_fraction: f64,
-    seed: u64,
+    holdout: &FolderOptions,
 ) -> Result<(Split, Split), DatasetError> {
     let present = npz_keys(path)?;
     let has = |k: &str| present.iter().any(|p| p == k || p.strip_suffix(".npy") == Some(k));
@@ -242,7 +241,7 @@ pub fn load_npz(
         None
     };
     if !has(&keys.x_test) {
-        return split_off(path, xt, yt, shape, test_fraction, seed);
+        return split_off(path, xt, yt, shape, holdout);
     }
     let (xs, test_shape) = images(path, one(&keys.x_test)?)?;
     if test_shape != shape {
@@ -281,17 +280,17 @@ pub fn load_npz(
     ))
 }
 
-/// Splits `values` (and their labels) into train and test rows: the seeded test share
-/// `test_fraction` of a `.npy` array or of an archive without test arrays.
+/// Splits `values` (and their labels) into train and test rows: the seeded test share of
+/// `holdout` (its test fraction, seed and stratification) of a `.npy` array or of an
+/// archive without test arrays.
 pub fn split_off(
     path: &Path,
     values: Values,
     labels: Option<Vec<u8>>,
     shape: ImageShape,
-    test_fraction: f64,
-    seed: u64,
+    holdout: &FolderOptions,
 ) -> Result<(Split, Split), DatasetError> {
-    let is_test = test_rows(path, values.nrows(), test_fraction, seed)?;
+    let is_test = test_rows(path, values.nrows(), labels.as_deref(), holdout)?;
     let pick = |want: bool| -> Vec<usize> { (0..is_test.len()).filter(|&i| is_test[i] == want).collect() };
     let (tr, te) = (pick(false), pick(true));
     let make = |idx: &[usize]| Split {

@@ -110,7 +110,8 @@ impl std::fmt::Display for Source {
 pub struct OpenOptions {
     /// Bounds on declared sizes, checked before anything is allocated.
     pub limits: Limits,
-    /// Options of image folders (the test share and its seed also apply to arrays).
+    /// Options of image folders (the test share, its seed and its stratification also apply
+    /// to arrays and tables without a test part).
     pub folder: FolderOptions,
     /// The arrays of an `.npz` archive.
     pub npz_keys: NpzKeys,
@@ -179,7 +180,6 @@ impl Dataset {
             });
         }
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        let (f, seed) = (opts.folder.test_fraction, opts.folder.seed);
         let (mut classes, mut table) = (None, None);
         let (train, test, source) = match ext.as_deref() {
             Some("csv") => {
@@ -188,19 +188,18 @@ impl Dataset {
                     &opts.limits,
                     opts.label_column.as_deref(),
                     opts.standardizer.as_ref(),
-                    f,
-                    seed,
+                    &opts.folder,
                 )?;
                 let (tr, te) = (t.train, t.test);
                 (classes, table) = (t.classes, Some(t.info));
                 (tr, te, Source::Csv(path.into()))
             }
             Some("npy") => {
-                let (tr, te) = load_npy(path, &opts.limits, f, seed)?;
+                let (tr, te) = load_npy(path, &opts.limits, &opts.folder)?;
                 (tr, te, Source::Npy(path.into()))
             }
             Some("npz") => {
-                let (tr, te) = load_npz(path, &opts.limits, &opts.npz_keys, f, seed)?;
+                let (tr, te) = load_npz(path, &opts.limits, &opts.npz_keys, &opts.folder)?;
                 (tr, te, Source::Npz(path.into()))
             }
             _ => {
@@ -211,7 +210,7 @@ impl Dataset {
             }
         };
         if test.is_empty() {
-            return Err(DatasetError::Unrecognised {
+            return Err(DatasetError::Invalid {
                 path: path.into(),
                 reason: "no test rows: set aside a share with a test fraction above 0".into(),
             });

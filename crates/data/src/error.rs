@@ -140,6 +140,16 @@ pub enum DatasetError {
         /// What was found, and what is accepted.
         reason: String,
     },
+    /// A file was found and read, but what it holds cannot be used as it is (values out of
+    /// range, an empty or misshapen array, columns that do not match the model): the
+    /// message says what to change in it.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what to change.
+        reason: String,
+    },
     /// A file of the dataset is not in the directory under any accepted name.
     #[error("{dir}: no {what} file (looked for {tried})")]
     Missing {

@@ -29,6 +29,9 @@ pub struct FolderOptions {
     pub test_fraction: f64,
     /// The seed of that split.
     pub seed: u64,
+    /// Whether that share is taken from each class in proportion (where there are labels)
+    /// rather than from all the images at once.
+    pub stratified: bool,
 }
 
 impl Default for FolderOptions {
@@ -38,6 +41,7 @@ impl Default for FolderOptions {
             size: None,
             test_fraction: 0.1,
             seed: 1,
+            stratified: true,
         }
     }
 }
@@ -176,7 +180,8 @@ fn layout(root: &Path, opts: &FolderOptions) -> Result<Layout, DatasetError> {
         let names = class_names(root, std::iter::once(&found))?;
         (labelled(found, &names), Some(names))
     };
-    let is_test = test_rows(root, all.len(), opts.test_fraction, opts.seed)?;
+    let labels: Option<Vec<u8>> = all.iter().map(|e| e.label).collect();
+    let is_test = test_rows(root, all.len(), labels.as_deref(), opts)?;
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for (e, t) in all.into_iter().zip(is_test) {
         if t { test.push(e) } else { train.push(e) }
@@ -188,9 +193,18 @@ fn layout(root: &Path, opts: &FolderOptions) -> Result<Layout, DatasetError> {
     })
 }
 
-/// Which of `n` items form the seeded test share `fraction` (at least one when the share
-/// is above 0 and there are two items or more; never all of them).
-pub(crate) fn test_rows(path: &Path, n: usize, fraction: f64, seed: u64) -> Result<Vec<bool>, DatasetError> {
+/// Which of `n` items form the seeded test share `opts.test_fraction`. Random: that share
+/// of one seeded shuffle of all the items (at least one when the share is above 0 and there
+/// are two items or more; never all of them). Stratified (with `labels`): the same rule
+/// applied to each class, in the order of the same shuffle, so that a rare class is in the
+/// test split in proportion; without labels the two are the same.
+pub(crate) fn test_rows(
+    path: &Path,
+    n: usize,
+    labels: Option<&[u8]>,
+    opts: &FolderOptions,
+) -> Result<Vec<bool>, DatasetError> {
+    let fraction = opts.test_fraction;
     if !(0.0..1.0).contains(&fraction) {
         return Err(DatasetError::Folder {
             path: path.to_path_buf(),
@@ -198,12 +212,31 @@ pub(crate) fn test_rows(path: &Path, n: usize, fraction: f64, seed: u64) -> Resu
         });
     }
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(seed));
-    let n_test =
-        ((n as f64 * fraction).round() as usize).clamp(usize::from(fraction > 0.0 && n > 1), n.saturating_sub(1));
+    order.shuffle(&mut StdRng::seed_from_u64(opts.seed));
+    let share = |n: usize| {
+        ((n as f64 * fraction).round() as usize).clamp(usize::from(fraction > 0.0 && n > 1), n.saturating_sub(1))
+    };
     let mut is_test = vec![false; n];
-    for &i in &order[..n_test] {
-        is_test[i] = true;
+    match labels.filter(|_| opts.stratified) {
+        Some(labels) => {
+            let mut count = [0usize; 256];
+            for &l in labels {
+                count[l as usize] += 1;
+            }
+            let mut left = count.map(share);
+            for &i in &order {
+                let l = labels[i] as usize;
+                if left[l] > 0 {
+                    left[l] -= 1;
+                    is_test[i] = true;
+                }
+            }
+        }
+        None => {
+            for &i in &order[..share(n)] {
+                is_test[i] = true;
+            }
+        }
     }
     Ok(is_test)
 }
@@ -410,4 +443,43 @@ pub fn load_folder(
     let train = split(&lay.train)?;
     let test = split(&lay.test)?;
     Ok((train, test, lay.classes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holdout(stratified: bool) -> FolderOptions {
+        FolderOptions {
+            test_fraction: 0.1,
+            seed: 7,
+            stratified,
+            ..FolderOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_stratified_split_holds_each_class_in_proportion() {
+        // 300 rows, 15 of class 1 (5%), 1 of class 2.
+        let labels: Vec<u8> = (0..300).map(|i| u8::from(i % 20 == 0) + u8::from(i == 7) * 2).collect();
+        let p = Path::new("t.csv");
+        let is_test = test_rows(p, 300, Some(&labels), &holdout(true)).unwrap();
+        let count = |c: u8| (0..300).filter(|&i| is_test[i] && labels[i] == c).count();
+        // 28.3 of 283 rounds to 28, 1.5 of 15 to 2; a class of one row stays in training.
+        assert_eq!((count(0), count(1), count(2)), (28, 2, 0));
+        // Seeded: the same rows every time; without labels, the random split.
+        assert_eq!(is_test, test_rows(p, 300, Some(&labels), &holdout(true)).unwrap());
+        assert_eq!(
+            test_rows(p, 300, None, &holdout(true)).unwrap(),
+            test_rows(p, 300, Some(&labels), &holdout(false)).unwrap()
+        );
+        assert_eq!(
+            test_rows(p, 300, None, &holdout(false))
+                .unwrap()
+                .iter()
+                .filter(|&&t| t)
+                .count(),
+            30
+        );
+    }
 }

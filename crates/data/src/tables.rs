@@ -7,7 +7,7 @@ use std::path::Path;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::folder::test_rows;
+use crate::folder::{FolderOptions, test_rows};
 use crate::table::{Standardizer, read_csv};
 use crate::{DatasetError, ImageShape, Limits, Split, Values};
 
@@ -40,14 +40,13 @@ pub fn load_table(
     limits: &Limits,
     label_column: Option<&str>,
     standardizer: Option<&Standardizer>,
-    test_fraction: f64,
-    seed: u64,
+    holdout: &FolderOptions,
 ) -> Result<LoadedTable, DatasetError> {
     let table = read_csv(path, limits, label_column)?;
-    let is_test = test_rows(path, table.rows, test_fraction, seed)?;
+    let is_test = test_rows(path, table.rows, table.labels.as_deref(), holdout)?;
     let rows = |test: bool| -> Vec<usize> { (0..table.rows).filter(|&i| is_test[i] == test).collect() };
     let (train_rows, test_rows) = (rows(false), rows(true));
-    let bad = |reason: String| DatasetError::Unrecognised {
+    let bad = |reason: String| DatasetError::Invalid {
         path: path.into(),
         reason,
     };

@@ -71,6 +71,8 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dataset> {
             format!(
                 "give a directory of IDX files, a folder of images, a .npy/.npz or a .csv with --data DIR or set {DATA_ENV}=DIR"
             )
+        } else if matches!(e, DatasetError::Invalid { .. }) {
+            "the file was found and read: change in it what the message says, or the flag it names".to_string()
         } else {
             "fix the file or the flags named".to_string()
         };
@@ -99,7 +101,26 @@ pub fn stored_table(meta: &std::collections::HashMap<String, String>, path: &Pat
         .transpose()
 }
 
-/// Labels as a comma-separated list.
-pub fn list(labels: &[u8]) -> String {
-    labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
+/// The labels present in `split`, each with its class name where `data` names them
+/// (`0 benign, 1 malignant`; `3, 7, 200`).
+pub fn present(split: &Split, data_classes: Option<&[String]>) -> String {
+    vae_data::label::numbered(&split.classes(), data_classes)
+}
+
+/// The training split a run trains on: without the class `--exclude-label` names, if it
+/// names one (refused, listing the classes, if no training image has it).
+pub fn training_split<'a>(recipe: &RunConfig, data: &'a Dataset) -> Result<Cow<'a, Split>> {
+    let Some(label) = &recipe.data.exclude_label else {
+        return Ok(Cow::Borrowed(&data.train));
+    };
+    let names = data.classes.as_deref();
+    let d = label
+        .resolve(names)
+        .map_err(|e| anyhow::anyhow!("--exclude-label {label}: {e}"))?;
+    anyhow::ensure!(
+        data.train.classes().contains(&d),
+        "--exclude-label {label}: no training image has label {label} (labels present: {})",
+        present(&data.train, names)
+    );
+    Ok(Cow::Owned(data.train.filter(|l| l != d)))
 }

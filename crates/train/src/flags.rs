@@ -5,11 +5,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use vae_data::ClassLabel;
 use vae_model::{Arch, Bound, Likelihood, Prior};
 use vae_nn::Activation;
 use vae_trainer::{LrSchedule, parse_duration};
 
-use crate::recipe::{ImageSize, RecipeError, RunConfig};
+use crate::recipe::{ImageSize, RecipeError, RunConfig, SplitMethod};
 use crate::session::Launch;
 
 /// Flags of `vae-train train`: a view of the run recipe ([`RunConfig`]), which holds every
@@ -122,9 +123,11 @@ pub struct TrainArgs {
     /// Train on the first N training images only.
     #[arg(long)]
     pub subset: Option<usize>,
-    /// Leave the images with this label out of the training set (for anomaly detection).
-    #[arg(long)]
-    pub exclude_digit: Option<u8>,
+    /// Leave the images of this class out of the training set (for anomaly detection): its
+    /// number or the name the data give it (a class folder, a table's text label; `vae-train
+    /// inspect` lists both).
+    #[arg(long, visible_alias = "exclude-digit", value_name = "LABEL")]
+    pub exclude_label: Option<ClassLabel>,
     /// Image folders: 1 (grey) or 3 (RGB) channels [default: 3 if any image is in colour].
     #[arg(long)]
     pub channels: Option<usize>,
@@ -132,10 +135,14 @@ pub struct TrainArgs {
     /// own size, which must be the same for all].
     #[arg(long)]
     pub image_size: Option<ImageSize>,
-    /// Image folders without a test folder: the share of the images set aside (seeded) for
-    /// testing.
+    /// Data without a test part (image folders, arrays, tables): the share of the images set
+    /// aside (seeded) for testing.
     #[arg(long)]
     pub test_fraction: Option<f64>,
+    /// How that share is drawn: stratified takes it from each class in proportion (where
+    /// there are labels) [default: stratified].
+    #[arg(long, value_enum)]
+    pub split: Option<SplitMethod>,
     /// CSV tables: the column holding the labels (integers 0-255, or text classes).
     #[arg(long)]
     pub label_column: Option<String>,
@@ -212,7 +219,7 @@ macro_rules! as_flag_by_display {
         }
     )*};
 }
-as_flag_by_display!(usize, u64, Activation, LrSchedule, Bound, Arch, Prior);
+as_flag_by_display!(usize, u64, Activation, LrSchedule, Bound, Arch, Prior, SplitMethod);
 
 impl AsFlag for f64 {
     fn as_flag(&self) -> Option<String> {
@@ -300,10 +307,11 @@ recipe_flags! {
     data => data.path,
     max_data_bytes => data.max_data_bytes,
     subset => data.subset,
-    exclude_digit => data.exclude_digit,
+    exclude_label => data.exclude_label,
     channels => data.channels,
     image_size => data.image_size,
     test_fraction => data.test_fraction,
+    split => data.split,
     npz_keys => data.npz_keys,
     label_column => data.label_column,
     run_dir => output.run_dir,

@@ -9,7 +9,7 @@ mod legacy;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use vae_data::{FolderOptions, ImageShape, Limits, NpzKeys, OpenOptions};
+use vae_data::{ClassLabel, FolderOptions, ImageShape, Limits, NpzKeys, OpenOptions};
 use vae_model::{Arch, Bound, ConfigError, LevelConfig, Likelihood, Objective, Prior, VaeConfig};
 use vae_nn::{Activation, AdamConfig};
 use vae_trainer::{LrSchedule, TrainConfig};
@@ -109,8 +109,10 @@ pub struct DataRecipe {
     pub max_data_bytes: u64,
     /// Train on the first N training images only.
     pub subset: Option<usize>,
-    /// Leave the images with this label out of the training set.
-    pub exclude_digit: Option<u8>,
+    /// Leave the images of this class (a number, or a name the data give) out of the
+    /// training set. Runs saved before classes had names call it `exclude_digit`.
+    #[serde(alias = "exclude_digit")]
+    pub exclude_label: Option<ClassLabel>,
     /// The seed of the test set's one binarization (`None` in runs saved before it was
     /// fixed: they used their own seed).
     pub test_binarize_seed: Option<u64>,
@@ -122,11 +124,41 @@ pub struct DataRecipe {
     pub test_fraction: f64,
     /// The seed of that share.
     pub split_seed: u64,
+    /// How that share is drawn: from each class in proportion, or from all the images at
+    /// once (runs saved before the split was recorded: their recipe has no `split`).
+    #[serde(default = "SplitMethod::recorded_before")]
+    pub split: SplitMethod,
     /// `.npz` archives: the names of the train images, train labels, test images and test
     /// labels (`None`: Keras' `x_train`, `y_train`, `x_test`, `y_test`).
     pub npz_keys: Option<Vec<String>>,
     /// CSV tables: the column holding the labels, if any.
     pub label_column: Option<String>,
+}
+
+/// How a source without a test part sets its test share aside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitMethod {
+    /// The share of each class (by its labels; without labels, the same as `random`).
+    Stratified,
+    /// The share of all the images at once, whatever their class.
+    Random,
+}
+
+impl std::fmt::Display for SplitMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitMethod::Stratified => "stratified",
+            SplitMethod::Random => "random",
+        })
+    }
+}
+
+impl SplitMethod {
+    /// The split of runs saved before the method was recorded.
+    fn recorded_before() -> Self {
+        SplitMethod::Random
+    }
 }
 
 /// An image size, `HxW` (e.g. `64x64`).
@@ -244,12 +276,13 @@ impl Default for DataRecipe {
             path: PathBuf::from(vae_data::DEFAULT_DIR),
             max_data_bytes: Limits::DEFAULT_MAX_DATA_BYTES,
             subset: None,
-            exclude_digit: None,
+            exclude_label: None,
             test_binarize_seed: Some(TEST_BINARIZE_SEED),
             channels: None,
             image_size: None,
             test_fraction: FolderOptions::default().test_fraction,
             split_seed: FolderOptions::default().seed,
+            split: SplitMethod::Stratified,
             npz_keys: None,
             label_column: None,
         }
@@ -522,6 +555,7 @@ impl RunConfig {
                 size: d.image_size.map(|s| (s.height, s.width)),
                 test_fraction: d.test_fraction,
                 seed: d.split_seed,
+                stratified: d.split == SplitMethod::Stratified,
             },
             npz_keys: match d.npz_keys.as_deref() {
                 Some([a, b, c, e]) => NpzKeys {

@@ -7,7 +7,6 @@
 //! seeded stream. A checkpoint therefore needs no RNG state, only its position, and a
 //! resumed run continues bitwise exactly.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -20,7 +19,6 @@ use vae_model::Vae;
 use vae_model::checkpoint::{self, write_atomic};
 use vae_trainer::{Collective, Control, EpochEnd, Position, Trainer, salt};
 
-use crate::data::list;
 use crate::image::{Picture, scale_for, tile, write_png};
 use crate::recipe::RunConfig;
 use crate::report::Progress;
@@ -106,18 +104,7 @@ pub fn run_observed(
     collective: Option<SharedCollective>,
     on_epoch: &mut dyn FnMut(&EpochMetrics, usize) -> Result<Control>,
 ) -> Result<Outcome> {
-    let train_split = match recipe.data.exclude_digit {
-        Some(d) => {
-            let classes = data.train.classes();
-            ensure!(
-                classes.contains(&d),
-                "--exclude-digit {d}: no training image has label {d} (labels present: {})",
-                list(&classes)
-            );
-            Cow::Owned(data.train.filter(|l| l != d))
-        }
-        None => Cow::Borrowed(&data.train),
-    };
+    let train_split = crate::data::training_split(recipe, data)?;
     let test_split = crate::data::test_split(recipe, data);
     let mut trainer = Trainer::new(
         recipe.model_config(train_split.shape),

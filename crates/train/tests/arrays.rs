@@ -7,7 +7,7 @@ use vae_data::{NpyArray, NpyData};
 
 mod common;
 
-use common::{fails_with, ok, tmp};
+use common::{fails_with, ok, run, tmp};
 
 fn bytes(shape: &[usize]) -> NpyArray {
     let n: usize = shape.iter().product();
@@ -146,4 +146,34 @@ fn hostile_arrays_are_refused_naming_the_file() {
         },
         &["--npz-keys takes four names"],
     );
+}
+
+/// An error in a file that was found and read says what to change in that file; only a
+/// path where nothing readable was found gets the hint about what `--data` takes.
+#[test]
+fn errors_inside_a_found_file_point_at_the_file() {
+    let d = tmp("hint");
+    let path = |n: &str| d.join(n).to_str().unwrap().to_string();
+    let r = path("run");
+    let wide = NpyArray {
+        shape: vec![4, 2, 2],
+        data: NpyData::F32(vec![2.0; 16]),
+    };
+    write_npy(path("wide.npy"), &wide).unwrap();
+    write_npy(path("flat.npy"), &bytes(&[78400])).unwrap();
+    write_npy(path("empty.npy"), &bytes(&[0, 4, 4])).unwrap();
+    for (file, want) in [
+        ("wide.npy", "outside [0, 1]"),
+        ("flat.npy", "expected images"),
+        ("empty.npy", "an empty array"),
+    ] {
+        let out = run(&train_args(&path(file), &r));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(file) && err.contains(want), "{err}");
+        assert!(err.contains("the file was found and read"), "{err}");
+        assert!(!err.contains("give a directory"), "{err}");
+    }
+    std::fs::write(path("notes.txt"), "hello").unwrap();
+    fails_with(&train_args(&path("notes.txt"), &r), &["notes.txt", "give a directory"]);
 }

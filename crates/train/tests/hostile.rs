@@ -281,12 +281,12 @@ fn labels_are_the_classes_the_data_holds() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("AUROC"));
     fails_with(
         &["score", "--run-dir", r_s, "--anomaly-digit", "5"],
-        &["--anomaly-digit 5", "labels present: 3, 7, 200"],
+        &["--anomaly-label 5", "labels present: 3, 7, 200"],
     );
     let mut args = tiny_train(d_s, "unused");
     args[4] = tmp("labels-run2").to_str().unwrap().to_owned().leak();
     args.extend(["--exclude-digit", "4"]);
-    fails_with(&args, &["--exclude-digit 4", "labels present: 3, 7, 200"]);
+    fails_with(&args, &["--exclude-label 4", "labels present: 3, 7, 200"]);
 }
 
 #[test]

@@ -52,7 +52,10 @@ fn out_of_range_flags_are_refused_by_name() {
         (&["--epochs", "0"], "--epochs must be at least 1"),
         (&["--likelihood", "poisson"], "--likelihood"),
         (&["--activation", "gelu"], "unknown activation"),
-        (&["--exclude-digit", "12"], "--exclude-digit"),
+        (
+            &["--exclude-digit", "12"],
+            "--exclude-label 12: no training image has label 12",
+        ),
         (&["--adam-eps", "0"], "--adam-eps must be a positive number"),
         (&["--adam-beta1", "1"], "--adam-beta1 must be in [0, 1)"),
         (&["--adam-beta2", "-0.1"], "--adam-beta2 must be in [0, 1)"),

@@ -27,6 +27,8 @@ __all__ = ["train", "Trainer", "load", "Model", "Interrupted", "options", "__ver
 _OPTIONS = [(k, h, s) for k, h, s in _vae.train_options()]
 _SWITCHES = {k for k, _, s in _OPTIONS if s}
 _NAMES = [k for k, _, _ in _OPTIONS]
+# Older spellings still taken (``exclude_digit`` is ``exclude_label``).
+_ALIASES = dict(_vae.train_aliases())
 
 
 def options():
@@ -54,6 +56,7 @@ def _words(function, options):
     """The keywords given (not None) as command-line words."""
     words = []
     for keyword, v in options.items():
+        keyword = _ALIASES.get(keyword, keyword)
         if keyword not in _NAMES:
             raise TypeError(f"{function}() got an unexpected keyword argument '{keyword}'")
         if v is None:
@@ -81,7 +84,8 @@ def train(x_train=None, x_test=None, *, y_train=None, y_test=None, on_epoch=None
 
     x_train, x_test: arrays of images or rows (see the module's help); without x_test a
     seeded share (``test_fraction``) is set aside, as for a ``.npy``. y_train, y_test: labels
-    (integers 0-255), optional (``exclude_digit`` needs them). The arrays are kept in the run
+    (integers 0-255), optional (``exclude_label`` needs them; with them the test share is
+    drawn from each class in proportion unless ``split="random"``). The arrays are kept in the run
     directory as ``data.npz``, so that every ``vae-train`` command reads the run. Without
     arrays, ``data`` (a path, as ``--data``) or the command line's default data is used.
 

@@ -69,12 +69,7 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
         (Some(names), _) => format!(
             "labels: {} classes ({})",
             names.len(),
-            names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| format!("{i} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            vae_data::label::all_numbered(names)
         ),
         (None, Some(_)) => format!("labels: {:?}", tr.classes()),
         (None, None) => "no labels".to_string(),

@@ -26,18 +26,21 @@ pub struct LatentsArgs {
 /// Writes the plot; returns its path.
 pub fn latents(a: &LatentsArgs) -> Result<PathBuf> {
     let mut run = a.run.load()?;
-    let test = a.run.test_set(&run)?;
+    let (test, names) = a.run.test_data(&run)?;
     let x = test.images.f32();
     let (mu, _) = with_threads(a.run.threads, || run.model.encode(x.view()))?;
     let d = mu.ncols();
     let xy = top2(mu.mapv(f64::from).view());
     let series: Vec<Series> = match &test.labels {
-        // One series per label, with a legend.
+        // One series per label, with a legend naming the class where the data name it.
         Some(labels) => test
             .classes()
             .into_iter()
             .map(|digit| Series {
-                name: format!("digit {digit}"),
+                name: match names.as_ref().and_then(|n| n.get(digit as usize)) {
+                    Some(name) => format!("{digit} {name}"),
+                    None => format!("digit {digit}"),
+                },
                 points: labels
                     .iter()
                     .enumerate()

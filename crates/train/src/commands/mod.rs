@@ -85,6 +85,12 @@ impl RunArgs {
 
     /// The test split the run was evaluated on (binarized the same way, if it was).
     pub fn test_set(&self, run: &Run) -> Result<Split> {
+        Ok(self.test_data(run)?.0)
+    }
+
+    /// [`RunArgs::test_set`], with the names of the classes its labels index where the data
+    /// name them.
+    pub fn test_data(&self, run: &Run) -> Result<(Split, Option<Vec<String>>)> {
         let dir = &match &self.data {
             Some(d) => d.clone(),
             None => crate::data::locate(&run.config.data.path),
@@ -103,10 +109,11 @@ impl RunArgs {
                 data.test.pixels()
             );
         }
-        Ok(match test_split(&run.config, &data) {
+        let split = match test_split(&run.config, &data) {
             Cow::Borrowed(s) => s.clone(),
             Cow::Owned(s) => s,
-        })
+        };
+        Ok((split, data.classes))
     }
 }
 

@@ -1,16 +1,17 @@
 //! `vae-train score`: a per-image anomaly score (the negative ELBO, or the importance-sampled
-//! -log p(x)) of every test image to CSV, and the AUROC of telling one digit from the rest.
+//! -log p(x)) of every test image to CSV, and the AUROC of telling one class from the rest.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
+use vae_data::ClassLabel;
 use vae_model::checkpoint::write_atomic;
 use vae_trainer::Collective;
 
 use super::{RunArgs, block_rng, block_rows, is_writer, my_blocks, output};
-use crate::data::list;
+use crate::data::present;
 use crate::stats::auroc;
 use crate::threads::with_threads;
 
@@ -35,10 +36,11 @@ pub struct ScoreArgs {
     /// Samples per image.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
-    /// Report the AUROC of separating this label (the anomaly: a digit, a class index, a
-    /// table's label) from the others.
-    #[arg(long, alias = "anomaly-label")]
-    pub anomaly_digit: Option<u8>,
+    /// Report the AUROC of separating this class (the anomaly) from the others: its number
+    /// (a digit, a class index) or the name the data give it (a class folder, a table's text
+    /// label).
+    #[arg(long, visible_alias = "anomaly-digit", value_name = "LABEL")]
+    pub anomaly_label: Option<ClassLabel>,
     /// Seed of the samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -54,7 +56,7 @@ pub struct Scores {
     pub path: PathBuf,
     /// One score per test image (higher: more anomalous).
     pub scores: Vec<f64>,
-    /// The AUROC, when a digit was given.
+    /// The AUROC, when a class was given.
     pub auroc: Option<f64>,
 }
 
@@ -64,8 +66,8 @@ pub fn main(a: &ScoreArgs, collective: Option<&mut dyn Collective>) -> Result<()
     let s = score_with(a, collective)?;
     if writer {
         println!("wrote {} ({} scores)", s.path.display(), s.scores.len());
-        if let (Some(auc), Some(d)) = (s.auroc, a.anomaly_digit) {
-            println!("AUROC for detecting digit {d} as an anomaly: {auc:.4}");
+        if let (Some(auc), Some(label)) = (s.auroc, &a.anomaly_label) {
+            println!("AUROC for detecting label {label} as an anomaly: {auc:.4}");
         }
     }
     Ok(())
@@ -112,19 +114,26 @@ pub fn score_with(a: &ScoreArgs, mut collective: Option<&mut dyn Collective>) ->
         bail!("--k must be at least 1");
     }
     let mut run = a.run.load()?;
-    let test = a.run.test_set(&run)?;
-    if let Some(d) = a.anomaly_digit {
-        if test.labels.is_none() {
-            bail!("--anomaly-digit {d}: the test set has no labels, so there is no AUROC to compute");
+    let (test, names) = a.run.test_data(&run)?;
+    let anomaly = match &a.anomaly_label {
+        Some(label) => {
+            let d = label
+                .resolve(names.as_deref())
+                .map_err(|e| anyhow!("--anomaly-label {label}: {e}"))?;
+            if test.labels.is_none() {
+                bail!("--anomaly-label {label}: the test set has no labels, so there is no AUROC to compute");
+            }
+            let classes = test.classes();
+            if !classes.contains(&d) || classes.len() < 2 {
+                bail!(
+                    "--anomaly-label {label}: the test set must hold images of label {label} and of others (labels present: {})",
+                    present(&test, names.as_deref())
+                );
+            }
+            Some(d)
         }
-        let classes = test.classes();
-        if !classes.contains(&d) || classes.len() < 2 {
-            bail!(
-                "--anomaly-digit {d}: the test set must hold images of label {d} and of others (labels present: {})",
-                list(&classes)
-            );
-        }
-    }
+        None => None,
+    };
     let n = test.len();
     let blocks = my_blocks(n, &collective);
     let mut scores = vec![0.0f64; n];
@@ -153,10 +162,10 @@ pub fn score_with(a: &ScoreArgs, mut collective: Option<&mut dyn Collective>) ->
         let _ = writeln!(csv, "{i},{label},{s:.6}");
     }
     write_atomic(&path, csv.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-    let auroc = match a.anomaly_digit {
+    let auroc = match anomaly {
         Some(d) => {
             let positive: Vec<bool> = test.labels.iter().flatten().map(|&l| l == d).collect();
-            Some(auroc(&scores, &positive).with_context(|| format!("the test set has no digit {d}, or only it"))?)
+            Some(auroc(&scores, &positive).with_context(|| format!("the test set has no label {d}, or only it"))?)
         }
         None => None,
     };

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use vae_data::ClassLabel;
 use vae_model::{Bound, Likelihood};
 use vae_nn::Activation;
 use vae_trainer::LrSchedule;
@@ -130,7 +131,8 @@ impl From<FlatFlags> for RunConfig {
                 path: f.data,
                 max_data_bytes: f.max_data_bytes,
                 subset: f.subset,
-                exclude_digit: f.exclude_digit,
+                exclude_label: f.exclude_digit.map(ClassLabel::Number),
+                split: super::SplitMethod::Random,
                 test_binarize_seed: f.test_binarize_seed,
                 ..DataRecipe::default()
             },
