@@ -430,17 +430,48 @@ impl Model {
         k: usize,
         seed: u64,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        guarded(|| Ok(Array1::from(self.scores(py, x, method_of(method)?, k, seed)?).into_pyarray(py)))
+    }
+
+    /// The AUROC of telling the rows of `x` whose label in `y` is `anomaly_label` (a number,
+    /// or a class name where `y` holds names, e.g. a table's text labels) from the others by
+    /// their [`Model::score`], as `vae-train score --anomaly-label` reports it.
+    #[pyo3(signature = (x, y, anomaly_label, method="elbo", k=10, seed=0))]
+    #[allow(clippy::too_many_arguments, reason = "the keywords of Model.auroc")]
+    fn auroc(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        y: &Bound<'_, PyAny>,
+        anomaly_label: &Bound<'_, PyAny>,
+        method: &str,
+        k: usize,
+        seed: u64,
+    ) -> PyResult<f64> {
         guarded(|| {
-            let method = match method {
-                "elbo" => Method::Elbo,
-                "iwae" => Method::Iwae,
-                other => {
-                    return Err(value_error(format!(
-                        "method: invalid value '{other}' (possible values: elbo, iwae)"
-                    )));
-                }
-            };
-            Ok(Array1::from(self.scores(py, x, method, k, seed)?).into_pyarray(py))
+            let method = method_of(method)?;
+            let y = py.import("numpy")?.call_method1("asarray", (y,))?;
+            let positive: Vec<bool> = y
+                .call_method1("__eq__", (anomaly_label,))?
+                .call_method0("ravel")?
+                .call_method0("tolist")?
+                .extract()
+                .map_err(|_| value_error("y: expected one label per row of x"))?;
+            let label = anomaly_label.str()?.to_string();
+            let (hits, n) = (positive.iter().filter(|&&p| p).count(), positive.len());
+            if hits == 0 || hits == n {
+                return Err(value_error(format!(
+                    "anomaly_label={label}: y must hold rows of label {label} and of others ({hits} of {n} rows are {label})"
+                )));
+            }
+            let scores = self.scores(py, x, method, k, seed)?;
+            if scores.len() != n {
+                return Err(value_error(format!(
+                    "y holds {n} labels for the {} rows of x",
+                    scores.len()
+                )));
+            }
+            Ok(vae_train::stats::auroc(&scores, &positive).expect("both classes are present"))
         })
     }
 
@@ -574,6 +605,17 @@ impl Model {
     fn encode_levels_rows(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Vec<(Array2<f32>, Array2<f32>)>> {
         let (rows, _) = self.inputs("x", x)?;
         self.run(py, |vae| levels_chunked(vae, rows.view()))
+    }
+}
+
+/// The score `method` a keyword names ("elbo" or "iwae").
+fn method_of(method: &str) -> PyResult<Method> {
+    match method {
+        "elbo" => Ok(Method::Elbo),
+        "iwae" => Ok(Method::Iwae),
+        other => Err(value_error(format!(
+            "method: invalid value '{other}' (possible values: elbo, iwae)"
+        ))),
     }
 }
 

@@ -318,3 +318,9 @@ def test_classes_by_name_in_a_table(tmp_path, cli):
     assert (len(labels), int((labels == 1).sum())) == (31, 2)
     with pytest.raises(ValueError, match=r"no class is named cyst \(classes: 0 benign, 1 malignant\)"):
         vae.train(exclude_label="cyst", run_dir=tmp_path / "c", **small)
+    # The AUROC in Python, with the labels as names or as numbers.
+    auc = m.auroc(rows, kind, anomaly_label="malignant", k=2)
+    assert auc == m.auroc(rows, (kind == "malignant").astype(np.uint8), anomaly_label=1, k=2)
+    assert 0.5 < auc <= 1.0
+    with pytest.raises(ValueError, match=r"anomaly_label=cyst: y must hold rows of label cyst and of others"):
+        m.auroc(rows, kind, anomaly_label="cyst")
