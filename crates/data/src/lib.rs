@@ -15,7 +15,8 @@
 //!   training rows.
 //! * [`Dataset`]: the train and test [`Split`]s found at a path ([`Dataset::open`]), as f32
 //!   values in [0, 1] with their [`ImageShape`] and, where the source has them, labels.
-//!   Sources: a directory of IDX files (MNIST) today.
+//!   Sources: a directory of IDX files (MNIST), a folder of PNG/JPEG images, a `.npy` or
+//!   `.npz`, a CSV table; the classes are named where the source names them ([`label`]).
 //! * [`Batches`]: seeded shuffling, optional subset, dynamic binarization, into a reused
 //!   buffer.
 //!

@@ -37,7 +37,8 @@ pub struct VaeConfig {
     pub likelihood: Likelihood,
     /// Stochastic layers above the first (empty for the classic one-level VAE): level 2
     /// first. Each has q(z_l | z_{l-1}) and p(z_{l-1} | z_l) Gaussian, through MLPs of its
-    /// own hidden widths (the prior side mirrors them), and p(z_top) = N(0, I).
+    /// own hidden widths (the prior side mirrors them); p(z_top) is the `prior` (N(0, I) by
+    /// default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upper: Vec<LevelConfig>,
     /// The shape of the images, whose values are the `input` (`None`: not recorded, as in

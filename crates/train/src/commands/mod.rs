@@ -34,14 +34,15 @@ pub struct RunArgs {
     /// The run directory (as written by `vae-train train`).
     #[arg(long)]
     pub run_dir: PathBuf,
-    /// MNIST directory [default: the one the run was trained on; if it is gone, $VAE_DATA, or
-    /// for the default data/mnist the repository's copy].
+    /// The data (as `vae-train train --data` takes it) [default: the data the run was trained
+    /// on; if it is gone, $VAE_DATA, or for the default data/mnist the repository's copy].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Worker threads [default: every core].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Refuse IDX files declaring more data than this many bytes [default: the run's own].
+    /// Refuse any file whose header declares more data than this many bytes [default: the
+    /// run's own].
     #[arg(long)]
     pub max_data_bytes: Option<u64>,
 }
