@@ -60,9 +60,11 @@ def test_ctrl_c_raises_keyboard_interrupt_after_the_checkpoint(tmp_path, mnist, 
 
 def test_trainer_epoch_is_interrupted_too(tmp_path, mnist):
     xtr, _, xte, _ = mnist
-    big = np.concatenate([xtr] * 40)
+    # 200,000 images: an epoch of several seconds even on a fast core (80,000 took about 0.5 s
+    # on an Emerald Rapids Xeon, so the signal could come after the epoch had ended).
+    big = np.concatenate([xtr] * 100)
     t = vae.Trainer(big, xte, run_dir=tmp_path / "t", **SMALL)
-    timer = send_later(signal.SIGINT, 0.5)
+    timer = send_later(signal.SIGINT, 0.2)
     with pytest.raises(vae.Interrupted):
         t.epoch()
     timer.join()
