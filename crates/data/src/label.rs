@@ -50,13 +50,9 @@ impl ClassLabel {
         }
         match (self, names) {
             (ClassLabel::Number(n), _) => Ok(*n),
-            (ClassLabel::Name(s), Some(names)) => Err(format!(
-                "no class is named {s} (classes: {})",
-                numbered(
-                    &(0..names.len().min(256)).map(|i| i as u8).collect::<Vec<_>>(),
-                    Some(names)
-                )
-            )),
+            (ClassLabel::Name(s), Some(names)) => {
+                Err(format!("no class is named {s} (classes: {})", all_numbered(names)))
+            }
             (ClassLabel::Name(s), None) => Err(format!(
                 "{s} is not a label number (0-255), and the data do not name their classes"
             )),

@@ -12,6 +12,10 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use vae_data::idx::{self, Idx, IdxData};
 
+mod common;
+
+use common::rewrite_metadata;
+
 const BIN: &str = env!("CARGO_BIN_EXE_vae-train");
 
 fn tmp(name: &str) -> PathBuf {
@@ -194,18 +198,9 @@ fn flip_tensor_byte(file: &Path, name: &str) {
 
 /// Rewrites a safetensors file without its checksums, as files written before them were.
 fn strip_checksums(file: &Path) {
-    let bytes = std::fs::read(file).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    header["__metadata__"].as_object_mut().unwrap().remove("vae.crc32");
-    let mut text = serde_json::to_vec(&header).unwrap();
-    while !text.len().is_multiple_of(8) {
-        text.push(b' ');
-    }
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend(text);
-    out.extend_from_slice(&bytes[8 + n..]);
-    std::fs::write(file, out).unwrap();
+    rewrite_metadata(file, |meta| {
+        meta.remove("vae.crc32");
+    });
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 mod common;
 
-use common::{fails_with, ok, tensors, tmp};
+use common::{fails_with, ok, rewrite_metadata, tensors, tmp};
 
 /// Rows whose columns follow b = 2a, c = -a (+ noise) around a = 100, except the anomalies
 /// (label 1), whose b and c are unrelated to a.
@@ -213,23 +213,12 @@ fn as_saved_before_names(run: &Path, excluded: u8) {
     let config = run.join("config.json");
     std::fs::write(&config, old(&std::fs::read_to_string(&config).unwrap())).unwrap();
     for file in ["model.safetensors", "training_state.safetensors"] {
-        let path = run.join(file);
-        let bytes = std::fs::read(&path).unwrap();
-        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-        let meta = header["__metadata__"].as_object_mut().unwrap();
-        meta.remove("vae.crc32");
-        if let Some(json) = meta.get("train.config").and_then(|j| j.as_str()).map(str::to_string) {
-            meta.insert("train.config".into(), old(&json).into());
-        }
-        let mut text = serde_json::to_vec(&header).unwrap();
-        while !text.len().is_multiple_of(8) {
-            text.push(b' ');
-        }
-        let mut out = (text.len() as u64).to_le_bytes().to_vec();
-        out.extend(text);
-        out.extend_from_slice(&bytes[8 + n..]);
-        std::fs::write(&path, out).unwrap();
+        rewrite_metadata(&run.join(file), |meta| {
+            meta.remove("vae.crc32");
+            if let Some(json) = meta.get("train.config").and_then(|j| j.as_str()).map(str::to_string) {
+                meta.insert("train.config".into(), old(&json).into());
+            }
+        });
     }
 }
 

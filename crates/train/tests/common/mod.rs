@@ -55,3 +55,20 @@ pub fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Rewrites the metadata of the safetensors file `path` in place with `edit` (e.g. to make it
+/// look as an earlier version wrote it), keeping its tensors and the header's 8-byte padding.
+pub fn rewrite_metadata(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(header["__metadata__"].as_object_mut().unwrap());
+    let mut text = serde_json::to_vec(&header).unwrap();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
