@@ -189,6 +189,8 @@ fn drive<V: Vector, const NV: usize, const MR: usize>(p: Packed<'_, V::E>) {
                         kc,
                         panel: panel.as_ptr(),
                         nr,
+                        b_rows: std::ptr::null(),
+                        b_col: 0,
                         // SAFETY: row i0 < m and column j0 < n lie inside `c`.
                         c: unsafe { c.as_mut_ptr().offset(i0 as isize * rsc + j0 as isize * csc) },
                         rsc,
@@ -297,9 +299,14 @@ pub(crate) struct Tile<T> {
     /// last row and not stored).
     pub rows: usize,
     pub kc: usize,
-    /// The packed panel: `kc` rows of `nr` values.
+    /// The packed panel: `kc` rows of `nr` values (if `b_rows` is null).
     pub panel: *const T,
     pub nr: usize,
+    /// Null, or `kc` pointers to the rows of `B` read in place (a convolution's source
+    /// pixels, or a row of zeros in the padding), its columns from `b_col` on. Only with
+    /// [`RowsOf::Strided`].
+    pub b_rows: *const *const T,
+    pub b_col: usize,
     /// The tile's first element of `C`, its rows `rsc` apart (if `c_rows` is null).
     pub c: *mut T,
     pub rsc: isize,
@@ -341,23 +348,22 @@ pub(crate) enum RowsOf<T> {
 
 /// `acc[r] += A[r, p] B[p]` for `p` in `0..kc`, in order (the accumulators by value: behind
 /// a reference, the compiler stores them back after every multiply-add): `A[r, p]` at
-/// `rows[r] + off(p)`, `B`'s rows `nr` apart from `panel`.
+/// `rows[r] + off(p)`, `B`'s row `p` at `b_row(p)`.
 ///
 /// # Safety
-/// The rows (at every `off(p)`) and the panel must hold what is read.
+/// The rows (at every `off(p)`) and `B`'s rows must hold what is read.
 #[inline(always)]
 unsafe fn chain<V: Vector, const NV: usize, const MR: usize>(
     mut acc: [[V; NV]; MR],
     rows: [*const V::E; MR],
     off: impl Fn(usize) -> isize,
     kc: usize,
-    panel: *const V::E,
-    nr: usize,
+    b_row: impl Fn(usize) -> *const V::E,
 ) -> [[V; NV]; MR] {
-    let mut bp = panel;
     for p in 0..kc {
         let off = off(p);
-        // SAFETY: panel row p holds nr >= NV * LANES values.
+        let bp = b_row(p);
+        // SAFETY: B's row p holds NV * LANES values.
         let bv: [V; NV] = core::array::from_fn(|q| unsafe { V::load(bp.add(q * V::LANES)) });
         for (r, acc_row) in acc.iter_mut().enumerate() {
             // SAFETY: column p < kc of row `rows[r]`.
@@ -366,8 +372,6 @@ unsafe fn chain<V: Vector, const NV: usize, const MR: usize>(
                 acc_row[q] = av.mul_add(bv[q], acc_row[q]);
             }
         }
-        // SAFETY: stays within (or one past) the panel.
-        bp = unsafe { bp.add(nr) };
     }
     acc
 }
@@ -528,8 +532,22 @@ impl<T: Float> Tile<T> {
                     // SAFETY: row i < i0 + rows lies inside `a`.
                     unsafe { a.offset(i as isize * rsa) }
                 });
+                let (panel, nr) = (self.panel, self.nr);
+                let (b_rows, b_col) = (self.b_rows, self.b_col);
                 // SAFETY: as the caller promises.
-                acc = unsafe { chain::<V, NV, MR>(acc, rows, |p| p as isize * csa, self.kc, self.panel, self.nr) };
+                acc = unsafe {
+                    if b_rows.is_null() {
+                        chain::<V, NV, MR>(acc, rows, |p| p as isize * csa, self.kc, |p| panel.add(p * nr))
+                    } else {
+                        chain::<V, NV, MR>(
+                            acc,
+                            rows,
+                            |p| p as isize * csa,
+                            self.kc,
+                            |p| (*b_rows.add(p)).add(b_col),
+                        )
+                    }
+                };
             }
             RowsOf::Indirect { table, nseg, seg_len } => {
                 for s in 0..nseg {
@@ -537,8 +555,8 @@ impl<T: Float> Tile<T> {
                     // values; segment s is rows s * seg_len .. of the panel.
                     unsafe {
                         let rows: [*const T; MR] = core::array::from_fn(|r| *table.add(s * MR + r));
-                        let panel = self.panel.add(s * seg_len * self.nr);
-                        acc = chain::<V, NV, MR>(acc, rows, |p| p as isize, seg_len, panel, self.nr);
+                        let (panel, nr) = (self.panel.add(s * seg_len * self.nr), self.nr);
+                        acc = chain::<V, NV, MR>(acc, rows, |p| p as isize, seg_len, |p| panel.add(p * nr));
                     }
                 }
             }
@@ -546,7 +564,8 @@ impl<T: Float> Tile<T> {
                 // SAFETY: the table holds MR row bases, each with kc values at `offsets`.
                 unsafe {
                     let rows: [*const T; MR] = core::array::from_fn(|r| *bases.add(r));
-                    acc = chain::<V, NV, MR>(acc, rows, |p| *offsets.add(p), self.kc, self.panel, self.nr);
+                    let (panel, nr) = (self.panel, self.nr);
+                    acc = chain::<V, NV, MR>(acc, rows, |p| *offsets.add(p), self.kc, |p| panel.add(p * nr));
                 }
             }
         }

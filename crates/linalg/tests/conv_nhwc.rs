@@ -40,6 +40,8 @@ fn cases() -> Vec<Case> {
         ((5, 5, 3), 16, (3, 3), 1, 1, 0, false),
         ((6, 5, 40), 3, (3, 3), 1, 1, 0, false),
         ((5, 6, 32), 4, (3, 3), 2, 1, 1, true),
+        ((8, 7, 32), 40, (3, 3), 2, 1, 0, false),
+        ((6, 7, 48), 20, (3, 3), 1, 1, 0, false),
         ((6, 6, 19), 1, (5, 5), 2, 2, 1, true),
     ]
 }
@@ -269,6 +271,57 @@ fn f32_results_are_the_same_bits_at_every_thread_count_and_fused_level() {
                         "{m:?}: {level} with {threads} threads differs"
                     ),
                 }
+            }
+        }
+    }
+    simd::force_level(start).unwrap();
+}
+
+/// Each level's f32 kernels (their own tiles, tables and panels; the f64 tests run the
+/// scalar path) against the definitions in f64 on the same values.
+#[test]
+fn f32_results_match_their_definition_at_every_level() {
+    let start = simd::level();
+    let near = |got: &[f32], want: &[f64], what: &str| {
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (f64::from(g) - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{what}: element {i}: {g} vs {w}"
+            );
+        }
+    };
+    for level in [Level::Scalar, Level::Avx2, Level::Avx512] {
+        if !level.is_supported() {
+            continue;
+        }
+        simd::force_level(level).unwrap();
+        for c in cases() {
+            let m = map_of(&c, 37);
+            let (ns, nw, nd) = sizes(&m);
+            let (src, w, bias, other) = (
+                f32_values(ns, 0.2),
+                f32_values(nw, 0.4),
+                f32_values(m.dst.2, 0.9),
+                f32_values(nd, 1.1),
+            );
+            let wide = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+            let mut dst = vec![f32::NAN; nd];
+            conv_nhwc(
+                &m,
+                &src,
+                &w,
+                WeightLayout::DstSrc,
+                ConvStart::Bias(&bias),
+                None,
+                &mut dst,
+            );
+            let want = naive(&m, &wide(&src), &wide(&w), WeightLayout::DstSrc, Some(&wide(&bias)));
+            near(&dst, &want, &format!("{m:?} at {level}"));
+            if !m.scatter {
+                let mut g = vec![f32::NAN; nw];
+                conv_nhwc_weight_grad(&m, &other, &src, &mut g, Accum::Overwrite);
+                let want = naive_weight_grad(&m, &wide(&other), &wide(&src));
+                near(&g, &want, &format!("{m:?} weight gradient at {level}"));
             }
         }
     }

@@ -182,6 +182,8 @@ impl<T: Float> PaddedTiles<'_, T> {
                         kc: k,
                         panel: self.packed[panel * k * nr..].as_ptr(),
                         nr,
+                        b_rows: std::ptr::null(),
+                        b_col: 0,
                         // SAFETY: pixel m0 of image j, channel d0, lies in the destination.
                         c: unsafe { self.dst.get().add((j * pixels + m0) * d_ch + d0) },
                         rsc: d_ch as isize,

@@ -278,6 +278,8 @@ impl<T: Float> TapSums<'_, T> {
                         kc: s_ch,
                         panel: panel.as_ptr(),
                         nr,
+                        b_rows: std::ptr::null(),
+                        b_col: 0,
                         // SAFETY: row i0 < n, column j0 < row of U.
                         c: unsafe { u.add(i0 * row + j0) },
                         rsc: row as isize,
