@@ -515,7 +515,7 @@ impl Model {
             py.detach(|| -> anyhow::Result<()> {
                 checkpoint::save(&self.engine().vae, &run_dir.join(run::MODEL), meta)?;
                 let config = run_dir.join(run::CONFIG);
-                checkpoint::write_atomic(&config, recipe.to_json().as_bytes())
+                vae_data::atomic::write_atomic(&config, recipe.to_json().as_bytes())
                     .map_err(|e| anyhow::Error::new(e).context(format!("writing {}", config.display())))?;
                 if !self.metrics.is_empty() {
                     run::write_metrics(&run_dir, &self.metrics)?;

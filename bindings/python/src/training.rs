@@ -14,9 +14,10 @@ use pyo3::exceptions::{PyFileExistsError, PyFileNotFoundError, PyKeyboardInterru
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict};
 use vae_data::arrays::split_off;
+use vae_data::atomic::write_atomic;
 use vae_data::npy::{NpyArray, write_npz};
 use vae_data::{Dataset, Source, Split};
-use vae_model::checkpoint::{self, write_atomic};
+use vae_model::checkpoint;
 use vae_model::{LossSums, Vae};
 use vae_train::commands::train::{prepare_run_dir, read_resume_state};
 use vae_train::recipe::RunConfig;

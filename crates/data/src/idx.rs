@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{self, BufRead, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use byteorder::{BigEndian, ByteOrder, ReadBytesExt, WriteBytesExt};
 use flate2::Compression;
@@ -452,30 +452,13 @@ pub fn encode(idx: &Idx, gzip: bool, path: &Path) -> Result<Vec<u8>, IdxError> {
     Ok(enc.finish().expect("writing to a Vec"))
 }
 
-/// Writes an IDX file atomically (a temporary file in the same directory, flushed, then
-/// renamed over `path`), gzip-compressed when `gzip`.
+/// Writes an IDX file atomically ([`crate::atomic::write_atomic`]), gzip-compressed when
+/// `gzip`.
 pub fn write(path: impl AsRef<Path>, idx: &Idx, gzip: bool) -> Result<(), IdxError> {
     let path = path.as_ref();
     let bytes = encode(idx, gzip, path)?;
-    let io_err = |source| IdxError::Io {
+    crate::atomic::write_atomic(path, &bytes).map_err(|source| IdxError::Io {
         path: path.into(),
         source,
-    };
-    let tmp = temp_name(path);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_err)
-}
-
-fn temp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".{}.tmp", std::process::id()));
-    path.with_file_name(name)
+    })
 }

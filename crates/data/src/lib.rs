@@ -19,6 +19,7 @@
 //!   `.npz`, a CSV table; the classes are named where the source names them ([`label`]).
 //! * [`Batches`]: seeded shuffling, optional subset, dynamic binarization, into a reused
 //!   buffer.
+//! * [`atomic`]: every file the project writes, written whole or not at all.
 //!
 //! Every error names the file (an archive's entry as `archive.npz/key.npy`); no input makes
 //! a reader panic.
@@ -38,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod arrays;
+pub mod atomic;
 mod batch;
 mod dataset;
 mod error;

@@ -39,6 +39,7 @@ use zip::ZipArchive;
 use zip::result::ZipError;
 use zip::write::{SimpleFileOptions, ZipWriter};
 
+use crate::atomic::write_atomic_with;
 use crate::{Limits, NpyError};
 
 /// The magic string every `.npy` file starts with.
@@ -761,27 +762,10 @@ pub fn encode_npy(a: &NpyArray, path: &Path) -> Result<Vec<u8>, NpyError> {
 pub fn write_npy(path: impl AsRef<Path>, a: &NpyArray) -> Result<(), NpyError> {
     let path = path.as_ref();
     let bytes = encode_npy(a, path)?;
-    write_atomic(path, |f| f.write_all(&bytes)).map_err(|source| NpyError::Io {
+    write_atomic_with(path, |f| f.write_all(&bytes)).map_err(|source| NpyError::Io {
         path: path.into(),
         source,
     })
-}
-
-/// Writes `path` through a temporary file beside it, renamed over it once flushed.
-fn write_atomic(path: &Path, write: impl FnOnce(&mut fs::File) -> io::Result<()>) -> io::Result<()> {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        write(&mut f)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// The name of the entry holding `key` in an archive, for errors: `archive.npz/key.npy`.
@@ -864,7 +848,7 @@ pub fn write_npz(path: impl AsRef<Path>, arrays: &[(&str, &NpyArray)], compresse
         zip::CompressionMethod::Stored
     };
     let mut failure = None;
-    let result = write_atomic(path, |f| {
+    let result = write_atomic_with(path, |f| {
         let mut zip = ZipWriter::new(f);
         for &(key, a) in arrays {
             let name = format!("{key}.npy");

@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use vae_autograd::Float;
+use vae_data::atomic::write_atomic;
 
 use crate::{Vae, VaeConfig};
 
@@ -84,30 +84,6 @@ pub enum CheckpointError {
         /// What the model needs.
         want: String,
     },
-}
-
-/// Writes `bytes` to `path` atomically: a temporary sibling file (`<name>.tmp`, which a
-/// killed writer may leave behind and the next write replaces), flushed to disk, renamed
-/// over `path`, and the directory entry flushed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// A named f32 tensor and its shape as stored.

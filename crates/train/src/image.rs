@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use ndarray::ArrayView2;
 use vae_data::ImageShape;
-use vae_model::checkpoint::write_atomic;
+use vae_data::atomic::write_atomic;
 
 /// Pixels of padding between and around tiles (torchvision's `make_grid` default).
 pub const PAD: usize = 2;

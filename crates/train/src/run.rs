@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use vae_model::checkpoint::write_atomic;
+use vae_data::atomic::write_atomic;
 
 /// The model checkpoint.
 pub const MODEL: &str = vae_trainer::MODEL_FILE;

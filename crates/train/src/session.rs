@@ -14,9 +14,10 @@ use anyhow::{Context, Result, bail, ensure};
 use ndarray::{Array2, Axis, concatenate};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use vae_data::atomic::write_atomic;
 use vae_data::{Dataset, Split, stream_seed};
 use vae_model::Vae;
-use vae_model::checkpoint::{self, write_atomic};
+use vae_model::checkpoint;
 use vae_trainer::{Collective, Control, EpochEnd, Position, Trainer, salt};
 
 use crate::image::{Picture, scale_for, tile, write_png};
@@ -368,8 +369,7 @@ fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
     for file in [run::MODEL, run::CONFIG] {
         let from = run_dir.join(file);
         let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-        checkpoint::write_atomic(&dir.join(file), &bytes)
-            .with_context(|| format!("writing {}", dir.join(file).display()))?;
+        write_atomic(&dir.join(file), &bytes).with_context(|| format!("writing {}", dir.join(file).display()))?;
     }
     let info = run::Snapshot {
         epochs: p.epochs_done,
@@ -377,7 +377,7 @@ fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
         train_seconds: trainer.trained_seconds(),
     };
     let json = serde_json::to_string_pretty(&info).expect("serialises");
-    checkpoint::write_atomic(&dir.join("snapshot.json"), json.as_bytes())
+    write_atomic(&dir.join("snapshot.json"), json.as_bytes())
         .with_context(|| format!("writing {}", dir.join("snapshot.json").display()))
 }
 

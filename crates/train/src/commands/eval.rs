@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ndarray::{Axis, s};
-use vae_model::checkpoint::write_atomic;
+use vae_data::atomic::write_atomic;
 use vae_trainer::Collective;
 
 use super::{RunArgs, block_rng, block_rows, is_writer, my_blocks, output};

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use prost::Message;
-use vae_model::checkpoint::{self, write_atomic};
+use vae_data::atomic::write_atomic;
+use vae_model::checkpoint;
 
 use crate::run;
 

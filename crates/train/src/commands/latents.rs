@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use vae_model::checkpoint::write_atomic;
+use vae_data::atomic::write_atomic;
 
 use super::{RunArgs, output};
 use crate::stats::top2;

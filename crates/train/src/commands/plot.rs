@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use vae_model::checkpoint::write_atomic;
+use vae_data::atomic::write_atomic;
 
 use super::output;
 use crate::run::{self, read_metrics};

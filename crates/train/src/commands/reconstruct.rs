@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ndarray::{Axis, concatenate};
-use vae_model::checkpoint::write_atomic;
+use vae_data::atomic::write_atomic;
 
 use super::{RunArgs, image_shape, output};
 use crate::image::{scale_for, tile, write_png};

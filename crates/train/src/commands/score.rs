@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use vae_data::ClassLabel;
-use vae_model::checkpoint::write_atomic;
+use vae_data::atomic::write_atomic;
 use vae_trainer::Collective;
 
 use super::{RunArgs, block_rng, block_rows, is_writer, my_blocks, output};
