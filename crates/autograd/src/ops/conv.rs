@@ -14,7 +14,7 @@ use vae_linalg::conv::{
     ConvMap, ConvStart, WeightLayout, conv_nhwc, conv_nhwc_weight_grad, image_pieces, sum_partials, with_partials,
 };
 use vae_linalg::elementwise;
-use vae_linalg::simd::{Accum, ColumnSums, Unary, dispatch};
+use vae_linalg::simd::{Accum, ColumnSums, Unary, UnaryGradFromOutput, dispatch};
 use vae_linalg::team::{SendPtr, for_parts};
 
 use super::Op;
@@ -245,26 +245,64 @@ impl<T: Float> Tape<T> {
 /// shapes alone: [`image_pieces`]).
 const SUM_ROWS: usize = 4096;
 
-/// `out (+)= the sum over the rows of g` (`g` holds images of `pixels` rows of `out.len()`
-/// channels): per-piece sums added pairwise ([`sum_partials`]).
-fn channel_sums<T: Float>(g: &[T], pixels: usize, out: &mut [T], acc: Accum) {
-    let c = out.len();
+/// Rows of a piece's block that [`act_grad_and_sums`] turns to the pre-activation gradient
+/// and adds while they are in L1.
+const BLOCK_ROWS: usize = 64;
+
+/// `g = g f'(y)` for the activation `f` (if any), and `out (+)=` the sum over the rows of
+/// the result (`g` holds images of `pixels` rows of `out.len()` channels) when `out` is
+/// given: both in one pass over `g`, per piece of whole images a block of rows at a time.
+/// Per-piece sums are added pairwise ([`sum_partials`]); each row is added in order, so the
+/// sum's bits are those of the gradient's rows added one after the other, at every thread
+/// count.
+fn act_grad_and_sums<T: Float>(
+    act: Option<Unary<T>>,
+    y: &[T],
+    g: &mut [T],
+    pixels: usize,
+    channels: usize,
+    out: Option<(&mut [T], Accum)>,
+) {
+    let Some((out, acc)) = out else {
+        if let Some(f) = act {
+            elementwise::unary_grad_from_output(f, y, g);
+        }
+        return;
+    };
+    let c = channels.max(1);
     let images = g.len() / (c * pixels).max(1);
     let (per, pieces) = image_pieces(images, pixels, SUM_ROWS);
+    // One piece's rows: the activation's derivative and the sums, block by block.
+    let piece = |g: &mut [T], y: &[T], dst: &mut [T], acc: Accum| {
+        let block = BLOCK_ROWS * c;
+        let mut acc = acc;
+        for (gb, yb) in g.chunks_mut(block).zip(y.chunks(block)) {
+            if let Some(f) = act {
+                dispatch(UnaryGradFromOutput { f, y: yb, g: gb });
+            }
+            dispatch(ColumnSums { src: gb, dst, acc });
+            acc = Accum::Add;
+        }
+        if acc == Accum::Overwrite {
+            dst.fill(T::zero());
+        }
+    };
     if pieces <= 1 {
-        return dispatch(ColumnSums { src: g, dst: out, acc });
+        return piece(g, y, out, acc);
     }
     with_partials(pieces * c, |parts: &mut [T]| {
         let at = SendPtr(parts.as_mut_ptr());
+        let gp = SendPtr(g.as_mut_ptr());
         for_parts(pieces, |i| {
-            let r = i * per * pixels..((i + 1) * per).min(images) * pixels;
-            // SAFETY: piece i alone writes partial row i.
-            let dst = unsafe { std::slice::from_raw_parts_mut(at.get().add(i * c), c) };
-            dispatch(ColumnSums {
-                src: &g[r.start * c..r.end * c],
-                dst,
-                acc: Accum::Overwrite,
-            });
+            let r = i * per * pixels * c..((i + 1) * per).min(images) * pixels * c;
+            // SAFETY: piece i alone writes partial row i and its own rows of g.
+            let (dst, gi) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(at.get().add(i * c), c),
+                    std::slice::from_raw_parts_mut(gp.get().add(r.start), r.len()),
+                )
+            };
+            piece(gi, &y[r], dst, Accum::Overwrite);
         });
         sum_partials(parts, c, pieces);
         for (o, &s) in out.iter_mut().zip(&parts[..c]) {
@@ -287,17 +325,16 @@ pub(super) fn conv_backward<T: Float>(
     vals: &Values<T>,
     grads: &mut Grads<T>,
 ) {
-    if let Some(f) = act {
-        elementwise::unary_grad_from_output(f, sl(y.view()), sl_mut(g));
-    }
+    let pixels = geom.output_len() / geom.out_channels.max(1);
+    let bias = vals
+        .wants_grad(b)
+        .then(|| grads.slot(b, (1, geom.out_channels)))
+        .map(|(gb, acc)| (sl_mut(gb), acc));
+    act_grad_and_sums(act, sl(y.view()), sl_mut(g), pixels, geom.out_channels, bias);
     let g = sl(g.view());
     let n = y.nrows();
     let wv = sl(vals.get(w));
     let xv = sl(vals.get(x));
-    if vals.wants_grad(b) {
-        let (gb, acc) = grads.slot(b, (1, geom.out_channels));
-        channel_sums(g, geom.output_len() / geom.out_channels.max(1), sl_mut(gb), acc);
-    }
     if vals.wants_grad(w) {
         let (gw, acc) = grads.slot(w, geom.weight_dim());
         geom.weight_grad_nhwc(xv, g, sl_mut(gw), acc);
@@ -305,5 +342,48 @@ pub(super) fn conv_backward<T: Float>(
     if vals.wants_grad(x) {
         let (gx, acc) = grads.slot(x, (n, geom.input_len()));
         geom.input_grad_nhwc(g, wv, sl_mut(gx), acc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused pass gives the activation's derivative bit for bit and the channel sums of
+    /// its result, over one piece and over many, overwriting or adding.
+    #[test]
+    fn act_grad_and_sums_match_the_plain_loops() {
+        let (pixels, c) = (49, 24);
+        for images in [1, 3, 300] {
+            let n = images * pixels * c;
+            let y: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin()).collect();
+            let g0: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.11 + 1.0).cos()).collect();
+            let want_g: Vec<f32> = g0
+                .iter()
+                .zip(&y)
+                .map(|(&g, &y)| if y > 0.0 { g } else { g * 0.1 })
+                .collect();
+            for acc in [Accum::Overwrite, Accum::Add] {
+                let mut g = g0.clone();
+                let mut out = vec![1.0f32; c];
+                act_grad_and_sums(
+                    Some(Unary::LeakyRelu(0.1)),
+                    &y,
+                    &mut g,
+                    pixels,
+                    c,
+                    Some((&mut out, acc)),
+                );
+                assert!(g == want_g, "{images} images: the derivative differs");
+                for (ch, &o) in out.iter().enumerate() {
+                    let sum: f64 = want_g.iter().skip(ch).step_by(c).map(|&v| f64::from(v)).sum();
+                    let want = sum + if acc == Accum::Add { 1.0 } else { 0.0 };
+                    assert!(
+                        (f64::from(o) - want).abs() < 1e-3,
+                        "{images} images, channel {ch}: {o} vs {want}"
+                    );
+                }
+            }
+        }
     }
 }

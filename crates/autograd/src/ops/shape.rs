@@ -143,18 +143,29 @@ fn transpose_each<T: Float>(src: &[T], rows: usize, cols: usize, out: &mut [T], 
     vae_linalg::team::for_chunks_mut(out, per, |start, o| {
         let s = &src[start..start + o.len()];
         for (si, oi) in s.chunks_exact(len).zip(o.chunks_exact_mut(len)) {
-            // 8 x 8 blocks: both sides stay in cache lines.
-            for r0 in (0..rows).step_by(8) {
-                for c0 in (0..cols).step_by(8) {
-                    for r in r0..(r0 + 8).min(rows) {
-                        for c in c0..(c0 + 8).min(cols) {
-                            put(&mut oi[c * rows + r], si[r * cols + c], acc);
-                        }
-                    }
-                }
+            match acc {
+                Accum::Overwrite => transpose_one::<T, false>(si, rows, cols, oi),
+                Accum::Add => transpose_one::<T, true>(si, rows, cols, oi),
             }
         }
     });
+}
+
+/// `out (+)=` the transpose of one `rows x cols` matrix, in 8 x 8 blocks (both sides stay
+/// in cache lines), each output row of a block written as one run.
+fn transpose_one<T: Float, const ADD: bool>(src: &[T], rows: usize, cols: usize, out: &mut [T]) {
+    for r0 in (0..rows).step_by(8) {
+        let r1 = (r0 + 8).min(rows);
+        let block = &src[r0 * cols..r1 * cols];
+        for c0 in (0..cols).step_by(8) {
+            for c in c0..(c0 + 8).min(cols) {
+                let run = &mut out[c * rows + r0..c * rows + r1];
+                for (d, &v) in run.iter_mut().zip(block[c..].iter().step_by(cols)) {
+                    *d = if ADD { *d + v } else { v };
+                }
+            }
+        }
+    }
 }
 
 pub(super) fn transpose_rows_backward<T: Float>(
