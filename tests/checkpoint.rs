@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use vae::model::checkpoint;
 use vae::model::{Bound, LevelConfig, Likelihood, Vae, VaeConfig};
 use vae::nn::Activation;
-use vae::train::cli::TrainArgs;
+use vae::train::cli::{DataArgs, TrainArgs};
 use vae::train::commands::train::train;
 use vae::train::report::{Progress, Verbosity};
 
@@ -22,7 +22,7 @@ fn tmp(name: &str) -> PathBuf {
 
 fn args(dir: &Path) -> TrainArgs {
     TrainArgs {
-        data: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist")),
+        source: DataArgs::at(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist")),
         subset: Some(1000),
         threads: Some(2),
         run_dir: Some(dir.to_path_buf()),

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use vae::data::Dataset;
 use vae::model::Vae;
 use vae::model::checkpoint;
-use vae::train::cli::TrainArgs;
+use vae::train::cli::{DataArgs, TrainArgs};
 use vae::train::commands::interpolate::{InterpolateArgs, interpolate};
 use vae::train::commands::manifold::{ManifoldArgs, grid_point, manifold};
 use vae::train::commands::reconstruct::{ReconstructArgs, reconstruct};
@@ -33,7 +33,7 @@ fn tiny(latent: usize) -> PathBuf {
             let dir = std::env::temp_dir().join(format!("vae-cmd-it-{}-{latent}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             let args = TrainArgs {
-                data: Some(data()),
+                source: DataArgs::at(data()),
                 epochs: Some(2),
                 subset: Some(500),
                 hidden: Some(vec![32]),
@@ -278,7 +278,7 @@ fn two_stochastic_layers_with_iwae_work_with_every_command() {
     let dir = std::env::temp_dir().join(format!("vae-cmd-it-{}-two-levels", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let args = TrainArgs {
-        data: Some(data()),
+        source: DataArgs::at(data()),
         epochs: Some(3),
         subset: Some(500),
         hidden: Some(vec![32]),

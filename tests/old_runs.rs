@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use vae::model::checkpoint;
-use vae::train::cli::TrainArgs;
+use vae::train::cli::{DataArgs, TrainArgs};
 use vae::train::commands::RunArgs;
 use vae::train::commands::eval::{EvalArgs, eval};
 use vae::train::commands::train::train;
@@ -81,7 +81,7 @@ fn an_old_run_resumes_to_bitwise_the_weights_the_old_version_reached() {
         &TrainArgs {
             resume: Some(dir.clone()),
             epochs: Some(3),
-            data: Some(root().join("data/mnist")),
+            source: DataArgs::at(root().join("data/mnist")),
             ..TrainArgs::default()
         },
         &mut Progress::new(Verbosity::Quiet),

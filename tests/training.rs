@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use vae::data::Dataset;
 use vae::model::Vae;
-use vae::train::cli::TrainArgs;
+use vae::train::cli::{DataArgs, TrainArgs};
 use vae::train::commands::train::train;
 use vae::train::report::{Progress, Verbosity};
 use vae::train::run::EpochMetrics;
@@ -25,7 +25,7 @@ fn run_dir(name: &str) -> PathBuf {
 /// Reference configuration on a 2,000-image subset.
 fn args(name: &str) -> TrainArgs {
     TrainArgs {
-        data: Some(data()),
+        source: DataArgs::at(data()),
         epochs: Some(1),
         subset: Some(2000),
         threads: Some(2),

@@ -163,7 +163,7 @@ fn absolute(p: &Path) -> PathBuf {
 /// any are given.
 fn plan(words: &[String], arrays: Option<Arrays>) -> PyResult<Plan> {
     let args = train_args(words)?;
-    if arrays.is_some() && args.data.is_some() {
+    if arrays.is_some() && args.source.data.is_some() {
         return Err(PyTypeError::new_err(
             "give the training data as arrays (x_train, ...) or as a path (data=...), not both",
         ));
@@ -186,7 +186,7 @@ fn plan(words: &[String], arrays: Option<Arrays>) -> PyResult<Plan> {
                 }
             })?;
             let mut requested = stored.clone();
-            if args.data.is_none() {
+            if args.source.data.is_none() {
                 requested.data.path = vae_train::data::locate(&stored.data.path);
             }
             args.apply(&mut requested);
@@ -199,7 +199,7 @@ fn plan(words: &[String], arrays: Option<Arrays>) -> PyResult<Plan> {
         }
         None => {
             let mut recipe = args.recipe();
-            if args.data.is_none() {
+            if args.source.data.is_none() {
                 recipe.data.path = vae_train::data::default_dir();
             }
             recipe.validate().map_err(recipe_error)?;

@@ -9,7 +9,7 @@ use vae_trainer::Collective;
 
 use crate::commands;
 use crate::flags::defaults;
-pub use crate::flags::{TrainArgs, flag};
+pub use crate::flags::{DataArgs, TrainArgs, flag};
 use crate::recipe::RunConfig;
 use crate::report::{Progress, Verbosity};
 use crate::session::SharedCollective;
@@ -61,12 +61,14 @@ pub enum Command {
 }
 
 /// The command line's parser, with each recipe flag's default (from [`RunConfig::default`])
-/// in its help.
+/// in its help (of `train` and of `inspect`'s data flags).
 pub fn command() -> clap::Command {
     let show = |cmd: clap::Command| {
+        let ids: Vec<String> = cmd.get_arguments().map(|a| a.get_id().to_string()).collect();
         defaults(&RunConfig::default())
             .into_iter()
             .filter_map(|(id, v)| v.map(|v| (id, v)))
+            .filter(|(id, _)| ids.iter().any(|a| a == id))
             .fold(cmd, |cmd, (id, v)| {
                 cmd.mut_arg(id, |a| {
                     let help = a.get_help().map(ToString::to_string).unwrap_or_default();
@@ -75,7 +77,7 @@ pub fn command() -> clap::Command {
             })
     };
     let cli = show(Cli::command());
-    cli.mut_subcommand("train", show)
+    cli.mut_subcommand("train", show).mut_subcommand("inspect", show)
 }
 
 /// Parses the process's arguments (with [`command`]'s help).

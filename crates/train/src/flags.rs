@@ -13,11 +13,10 @@ use vae_trainer::{LrSchedule, parse_duration};
 use crate::recipe::{ImageSize, RecipeError, RunConfig, SplitMethod};
 use crate::session::Launch;
 
-/// Flags of `vae-train train`: a view of the run recipe ([`RunConfig`]), which holds every
-/// default and rule; a flag not given leaves the recipe's value (the default, or on
-/// `--resume` the run's own).
+/// The flags that say where the data are and how to read them: `vae-train train` and
+/// `vae-train inspect` take them alike.
 #[derive(Args, Debug, Clone, Default)]
-pub struct TrainArgs {
+pub struct DataArgs {
     /// The data: a directory of MNIST IDX files, a folder of PNG/JPEG images
     /// (root/train/<class>/* with root/test/<class>/*, root/<class>/*, or a flat folder), a
     /// .npy array of images (N x H x W [x C], bytes or floats in [0, 1]), an .npz archive
@@ -26,6 +25,52 @@ pub struct TrainArgs {
     /// the repository's copy).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Image folders: 1 (grey) or 3 (RGB) channels [default: 3 if any image is in colour].
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Image folders: resize every image to HEIGHTxWIDTH (e.g. 64x64) [default: the images'
+    /// own size, which must be the same for all].
+    #[arg(long)]
+    pub image_size: Option<ImageSize>,
+    /// Data without a test part (image folders, arrays, tables): the share of the images set
+    /// aside (seeded) for testing.
+    #[arg(long)]
+    pub test_fraction: Option<f64>,
+    /// How that share is drawn: stratified takes it from each class in proportion (where
+    /// there are labels).
+    #[arg(long, value_enum)]
+    pub split: Option<SplitMethod>,
+    /// CSV tables: the column holding the labels (integers 0-255, or text classes).
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// .npz archives: the names of the train images, train labels, test images and test
+    /// labels, comma-separated [default: x_train,y_train,x_test,y_test].
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub npz_keys: Option<Vec<String>>,
+    /// Refuse any file whose header declares more data than this many bytes (checked
+    /// before its body is read, inflated or decoded).
+    #[arg(long)]
+    pub max_data_bytes: Option<u64>,
+}
+
+impl DataArgs {
+    /// The data at `path`, read with the defaults.
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        DataArgs {
+            data: Some(path.into()),
+            ..DataArgs::default()
+        }
+    }
+}
+
+/// Flags of `vae-train train`: a view of the run recipe ([`RunConfig`]), which holds every
+/// default and rule; a flag not given leaves the recipe's value (the default, or on
+/// `--resume` the run's own).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrainArgs {
+    /// Where the data are and how to read them.
+    #[command(flatten)]
+    pub source: DataArgs,
     /// Passes over the training set (with --resume: the total to reach, the run's own if not
     /// given).
     #[arg(long)]
@@ -128,32 +173,6 @@ pub struct TrainArgs {
     /// inspect` lists both).
     #[arg(long, visible_alias = "exclude-digit", value_name = "LABEL")]
     pub exclude_label: Option<ClassLabel>,
-    /// Image folders: 1 (grey) or 3 (RGB) channels [default: 3 if any image is in colour].
-    #[arg(long)]
-    pub channels: Option<usize>,
-    /// Image folders: resize every image to HEIGHTxWIDTH (e.g. 64x64) [default: the images'
-    /// own size, which must be the same for all].
-    #[arg(long)]
-    pub image_size: Option<ImageSize>,
-    /// Data without a test part (image folders, arrays, tables): the share of the images set
-    /// aside (seeded) for testing.
-    #[arg(long)]
-    pub test_fraction: Option<f64>,
-    /// How that share is drawn: stratified takes it from each class in proportion (where
-    /// there are labels) [default: stratified].
-    #[arg(long, value_enum)]
-    pub split: Option<SplitMethod>,
-    /// CSV tables: the column holding the labels (integers 0-255, or text classes).
-    #[arg(long)]
-    pub label_column: Option<String>,
-    /// .npz archives: the names of the train images, train labels, test images and test
-    /// labels, comma-separated [default: x_train,y_train,x_test,y_test].
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
-    pub npz_keys: Option<Vec<String>>,
-    /// Refuse any file whose header declares more data than this many bytes (checked
-    /// before its body is read, inflated or decoded).
-    #[arg(long)]
-    pub max_data_bytes: Option<u64>,
     /// Magnify the pictures of the run N times [default: enough for tiles of 28 pixels].
     #[arg(long)]
     pub scale: Option<usize>,
@@ -261,21 +280,31 @@ impl<T> AsFlag for Option<T> {
 /// Each recipe flag beside the setting it sets: the one line a new training flag adds here
 /// (its conversion, its `[default: ...]` in `--help`, and its name in error messages).
 macro_rules! recipe_flags {
-    ($($flag:ident => $section:ident . $field:ident,)*) => {
+    ($($($flag:ident).+ => $section:ident . $field:ident,)*) => {
         impl TrainArgs {
             /// Writes every flag given over `recipe`.
             pub fn apply(&self, recipe: &mut RunConfig) {
-                $(Given::put(&self.$flag, &mut recipe.$section.$field);)*
+                $(Given::put(&self.$($flag).+, &mut recipe.$section.$field);)*
             }
         }
 
         /// (flag, recipe field) of every recipe flag.
-        const FLAGS: &[(&str, &str)] = &[$((stringify!($flag), stringify!($field)),)*];
+        const FLAGS: &[(&str, &str)] = &[$((last!($($flag).+), stringify!($field)),)*];
 
         /// (flag, default as typed) of every recipe flag.
         pub(crate) fn defaults(r: &RunConfig) -> Vec<(&'static str, Option<String>)> {
-            vec![$((stringify!($flag), AsFlag::as_flag(&r.$section.$field)),)*]
+            vec![$((last!($($flag).+), AsFlag::as_flag(&r.$section.$field)),)*]
         }
+    };
+}
+
+/// The last name of a field path (`source.data` is `data`), as a string.
+macro_rules! last {
+    ($name:ident) => {
+        stringify!($name)
+    };
+    ($head:ident . $($rest:ident).+) => {
+        last!($($rest).+)
     };
 }
 
@@ -304,16 +333,16 @@ recipe_flags! {
     seed => training.seed,
     threads => training.threads,
     snapshot_every => training.snapshot_every,
-    data => data.path,
-    max_data_bytes => data.max_data_bytes,
+    source.data => data.path,
+    source.max_data_bytes => data.max_data_bytes,
     subset => data.subset,
     exclude_label => data.exclude_label,
-    channels => data.channels,
-    image_size => data.image_size,
-    test_fraction => data.test_fraction,
-    split => data.split,
-    npz_keys => data.npz_keys,
-    label_column => data.label_column,
+    source.channels => data.channels,
+    source.image_size => data.image_size,
+    source.test_fraction => data.test_fraction,
+    source.split => data.split,
+    source.npz_keys => data.npz_keys,
+    source.label_column => data.label_column,
     run_dir => output.run_dir,
     scale => output.scale,
     log_every => output.log_every,

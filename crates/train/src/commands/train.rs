@@ -31,7 +31,7 @@ pub fn train_with(args: &TrainArgs, progress: &mut Progress, collective: Option<
         Some(dir) => {
             let (stored, state) = read_resume_state(dir)?;
             let mut requested = stored.clone();
-            if args.data.is_none() {
+            if args.source.data.is_none() {
                 requested.data.path = crate::data::locate(&stored.data.path);
             }
             args.apply(&mut requested);
@@ -41,7 +41,7 @@ pub fn train_with(args: &TrainArgs, progress: &mut Progress, collective: Option<
         }
         None => {
             let mut recipe = args.recipe();
-            if args.data.is_none() {
+            if args.source.data.is_none() {
                 recipe.data.path = crate::data::default_dir();
             }
             recipe.validate().map_err(rendered)?;
