@@ -7,7 +7,7 @@
 //!   (`encoder.0.weight`), appending to a [`Named`] list in creation order.
 //! * [`Linear`]: a dense layer with PyTorch's `[out, in]` weight layout and default
 //!   initialisation; [`Activation`]; [`Mlp`], a stack of them.
-//! * [`Adam`] and [`Sgd`], updating parameters in place on the tape; Adam's update is one
+//! * [`Adam`], updating parameters in place on the tape; Adam's update is one
 //!   SIMD kernel of this crate's ([`adam_kernel`]).
 
 //!
@@ -52,4 +52,4 @@ pub use activation::{Activation, ParseActivationError};
 pub use conv::{Conv, ConvGeometry, Layout, Sequential};
 pub use layer::{Layer, Named, ParamScope};
 pub use layers::{Linear, Mlp};
-pub use optim::{Adam, AdamConfig, Optimizer, Sgd};
+pub use optim::{Adam, AdamConfig, Optimizer};

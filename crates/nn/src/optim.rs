@@ -1,6 +1,6 @@
-//! Optimizers: Adam (as PyTorch computes it) and plain SGD, updating parameters in place.
+//! The optimizer: Adam (as PyTorch computes it), updating parameters in place.
 
-use ndarray::{ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2};
 use vae_autograd::{Float, Tape, Var};
 
 use crate::adam_kernel::{AdamStep, adam};
@@ -130,25 +130,6 @@ impl<T: Float> Optimizer<T> for Adam<T> {
     }
 }
 
-/// Plain stochastic gradient descent: `param -= lr * grad`.
-#[derive(Clone, Copy, Debug)]
-pub struct Sgd {
-    /// Learning rate.
-    pub lr: f64,
-}
-
-impl<T: Float> Optimizer<T> for Sgd {
-    fn step(&mut self, tape: &mut Tape<T>, params: &[Var]) {
-        let lr = T::c(self.lr);
-        for &p in params {
-            let (value, grad) = tape.param_and_grad_mut(p);
-            if let Some(grad) = grad {
-                Zip::from(value).and(grad).for_each(|w, &g| *w = *w - lr * g);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use ndarray::array;
@@ -187,7 +168,7 @@ mod tests {
     }
 
     #[test]
-    fn adam_and_sgd_converge() {
+    fn adam_converges() {
         let mut t = Tape::<f64>::new();
         let w = t.param(array![[0.0]]);
         let mut adam = Adam::new(
@@ -199,9 +180,6 @@ mod tests {
             &[w],
         );
         assert!((minimise(&mut adam, &mut t, w, 500) - 3.0).abs() < 1e-3);
-        let mut t = Tape::<f64>::new();
-        let w = t.param(array![[0.0]]);
-        assert!((minimise(&mut Sgd { lr: 0.1 }, &mut t, w, 200) - 3.0).abs() < 1e-9);
     }
 
     #[test]
