@@ -53,45 +53,13 @@ pub enum IdxError {
         /// The declared dimensions.
         dims: Vec<usize>,
     },
-    /// The product of the dimensions overflows.
-    #[error("{path}: dimensions {dims:?} overflow when multiplied")]
-    Overflow {
+    /// The declared size does not fit the limit or the bytes the file holds.
+    #[error("{path}: {size}")]
+    Size {
         /// The file.
         path: PathBuf,
-        /// The declared dimensions.
-        dims: Vec<usize>,
-    },
-    /// The header declares more data than the reader may hold (see `idx::Limits`).
-    #[error(
-        "{path}: the header declares dimensions {dims:?}, {declared} bytes of data, more than the limit of {limit} bytes; refused before reading the body"
-    )]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-        /// The declared dimensions.
-        dims: Vec<usize>,
-        /// Declared data bytes.
-        declared: u64,
-        /// The limit in force.
-        limit: u64,
-    },
-    /// The body ends before the declared size.
-    #[error("{path}: truncated: the header declares {expected} data bytes, the file holds {found}")]
-    Truncated {
-        /// The file.
-        path: PathBuf,
-        /// Declared data bytes.
-        expected: u64,
-        /// Data bytes present.
-        found: u64,
-    },
-    /// Bytes follow the declared data.
-    #[error("{path}: trailing data after the {expected} bytes the header declares")]
-    TrailingData {
-        /// The file.
-        path: PathBuf,
-        /// Declared data bytes.
-        expected: u64,
+        /// What does not fit.
+        size: SizeError,
     },
     /// The data does not match the declared dimensions (writer only).
     #[error("{path}: {len} elements do not fill dimensions {dims:?}")]
@@ -102,6 +70,44 @@ pub enum IdxError {
         dims: Vec<usize>,
         /// Elements given.
         len: usize,
+    },
+}
+
+/// A header's declared size against the reader's limit and the bytes the file holds: the
+/// refusals the IDX and `.npy` readers share (each wraps it with the file's name).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// The product of the dimensions overflows.
+    #[error("dimensions {dims:?} overflow when multiplied")]
+    Overflow {
+        /// The declared dimensions.
+        dims: Vec<usize>,
+    },
+    /// The header declares more data than the reader may hold (see `idx::Limits`).
+    #[error(
+        "the header declares dimensions {dims:?}, {declared} bytes of data, more than the limit of {limit} bytes; refused before reading the body"
+    )]
+    TooLarge {
+        /// The declared dimensions.
+        dims: Vec<usize>,
+        /// Declared data bytes.
+        declared: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The data end before the declared size.
+    #[error("truncated: the header declares {expected} data bytes, the file holds {found}")]
+    Truncated {
+        /// Declared data bytes.
+        expected: u64,
+        /// Data bytes present.
+        found: u64,
+    },
+    /// Bytes follow the declared data.
+    #[error("trailing data after the {expected} bytes the header declares")]
+    TrailingData {
+        /// Declared data bytes.
+        expected: u64,
     },
 }
 
@@ -280,45 +286,13 @@ pub enum NpyError {
         /// Why, and what to do instead.
         reason: String,
     },
-    /// The product of the shape overflows.
-    #[error("{path}: shape {shape:?} overflows when multiplied")]
-    Overflow {
+    /// The declared size does not fit the limit or the bytes the file holds.
+    #[error("{path}: {size}")]
+    Size {
         /// The file.
         path: PathBuf,
-        /// The declared shape.
-        shape: Vec<usize>,
-    },
-    /// The header declares more data than the reader may hold (see `idx::Limits`).
-    #[error(
-        "{path}: the header declares shape {shape:?}, {declared} bytes of data, more than the limit of {limit} bytes; refused before reading the body"
-    )]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-        /// The declared shape.
-        shape: Vec<usize>,
-        /// Declared data bytes.
-        declared: u64,
-        /// The limit in force.
-        limit: u64,
-    },
-    /// The data ends before the declared size.
-    #[error("{path}: truncated: the header declares {expected} data bytes, the file holds {found}")]
-    Truncated {
-        /// The file.
-        path: PathBuf,
-        /// Declared data bytes.
-        expected: u64,
-        /// Data bytes present.
-        found: u64,
-    },
-    /// Bytes follow the declared data.
-    #[error("{path}: trailing data after the {expected} bytes the header declares")]
-    TrailingData {
-        /// The file.
-        path: PathBuf,
-        /// Declared data bytes.
-        expected: u64,
+        /// What does not fit.
+        size: SizeError,
     },
     /// An entry of an archive is damaged (bad deflate data or checksum).
     #[error("{path}: corrupt archive entry: {source}")]

@@ -11,7 +11,7 @@ use flate2::Compression;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 
-use crate::IdxError;
+use crate::{IdxError, SizeError};
 
 /// The element types IDX defines, with their type codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,9 +142,11 @@ impl Header {
             .iter()
             .try_fold(self.element_type.size() as u64, |acc, &d| acc.checked_mul(d as u64))
             .filter(|&b| usize::try_from(b).is_ok())
-            .ok_or_else(|| IdxError::Overflow {
+            .ok_or_else(|| IdxError::Size {
                 path: path.into(),
-                dims: self.dims.clone(),
+                size: SizeError::Overflow {
+                    dims: self.dims.clone(),
+                },
             })
     }
 }
@@ -278,11 +280,13 @@ fn decode_stream<R: Read>(
         Err(e) => return Err(blame_stream(&mut r, e, gzip, path)),
     };
     let expected = match header.data_bytes(path) {
-        Ok(n) if n > limits.max_data_bytes => Err(IdxError::TooLarge {
+        Ok(n) if n > limits.max_data_bytes => Err(IdxError::Size {
             path: path.into(),
-            dims: header.dims.clone(),
-            declared: n,
-            limit: limits.max_data_bytes,
+            size: SizeError::TooLarge {
+                dims: header.dims.clone(),
+                declared: n,
+                limit: limits.max_data_bytes,
+            },
         }),
         other => other,
     }
@@ -290,35 +294,34 @@ fn decode_stream<R: Read>(
     if let Some(len) = len {
         let found = len.saturating_sub(r.count);
         if found < expected {
-            return Err(IdxError::Truncated {
+            return Err(IdxError::Size {
                 path: path.into(),
-                expected,
-                found,
+                size: SizeError::Truncated { expected, found },
             });
         }
         if found > expected {
-            return Err(IdxError::TrailingData {
+            return Err(IdxError::Size {
                 path: path.into(),
-                expected,
+                size: SizeError::TrailingData { expected },
             });
         }
     }
     let mut body = Vec::new();
-    body.try_reserve_exact(expected as usize)
-        .map_err(|_| IdxError::TooLarge {
-            path: path.into(),
+    body.try_reserve_exact(expected as usize).map_err(|_| IdxError::Size {
+        path: path.into(),
+        size: SizeError::TooLarge {
             dims: header.dims.clone(),
             declared: expected,
             limit: limits.max_data_bytes,
-        })?;
+        },
+    })?;
     // The reserved capacity is only touched as data really arrives.
     (&mut r).take(expected).read_to_end(&mut body).map_err(read_err)?;
     let found = body.len() as u64;
     if found < expected {
-        return Err(IdxError::Truncated {
+        return Err(IdxError::Size {
             path: path.into(),
-            expected,
-            found,
+            size: SizeError::Truncated { expected, found },
         });
     }
     // One more byte, or the end of the stream (where gzip checks its CRC).
@@ -330,9 +333,9 @@ fn decode_stream<R: Read>(
         }
     };
     if more > 0 {
-        return Err(IdxError::TrailingData {
+        return Err(IdxError::Size {
             path: path.into(),
-            expected,
+            size: SizeError::TrailingData { expected },
         });
     }
     Ok(Idx {
@@ -430,9 +433,9 @@ pub fn encode(idx: &Idx, gzip: bool, path: &Path) -> Result<Vec<u8>, IdxError> {
     let mut out = Vec::with_capacity(4 + 4 * idx.dims.len() + idx.data.len() * idx.data.element_type().size());
     out.extend_from_slice(&[0, 0, idx.data.element_type().code(), idx.dims.len() as u8]);
     for &d in &idx.dims {
-        let d = u32::try_from(d).map_err(|_| IdxError::Overflow {
+        let d = u32::try_from(d).map_err(|_| IdxError::Size {
             path: path.into(),
-            dims: idx.dims.clone(),
+            size: SizeError::Overflow { dims: idx.dims.clone() },
         })?;
         out.write_u32::<BigEndian>(d).expect("writing to a Vec");
     }

@@ -54,7 +54,7 @@ mod values;
 pub use arrays::{Elements, NpzKeys};
 pub use batch::{Batch, BatchConfig, Batches, stream_seed};
 pub use dataset::{DEFAULT_DIR, Dataset, ImageShape, OpenOptions, Source, Split};
-pub use error::{DatasetError, IdxError, NpyError, StandardizeError, TableError};
+pub use error::{DatasetError, IdxError, NpyError, SizeError, StandardizeError, TableError};
 pub use folder::FolderOptions;
 pub use idx::Limits;
 pub use label::ClassLabel;

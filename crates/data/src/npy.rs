@@ -40,7 +40,7 @@ use zip::result::ZipError;
 use zip::write::{SimpleFileOptions, ZipWriter};
 
 use crate::atomic::write_atomic_with;
-use crate::{Limits, NpyError};
+use crate::{Limits, NpyError, SizeError};
 
 /// The magic string every `.npy` file starts with.
 pub const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -247,17 +247,19 @@ fn decode_stream(
         .and_then(|c| c.checked_mul(header.dtype.size()).map(|b| (c, b)))
         .filter(|&(_, b)| u64::try_from(b).is_ok());
     let Some((count, bytes)) = count else {
-        return Err(NpyError::Overflow {
+        return Err(NpyError::Size {
             path: path.into(),
-            shape: header.shape,
+            size: SizeError::Overflow { dims: header.shape },
         });
     };
     let expected = bytes as u64;
-    let too_large = || NpyError::TooLarge {
+    let too_large = || NpyError::Size {
         path: path.into(),
-        shape: header.shape.clone(),
-        declared: expected,
-        limit: limits.max_data_bytes,
+        size: SizeError::TooLarge {
+            dims: header.shape.clone(),
+            declared: expected,
+            limit: limits.max_data_bytes,
+        },
     };
     if expected > limits.max_data_bytes {
         return Err(too_large());
@@ -265,16 +267,15 @@ fn decode_stream(
     if let Some(len) = len {
         let found = len.saturating_sub(preamble + header_len);
         if found < expected {
-            return Err(NpyError::Truncated {
+            return Err(NpyError::Size {
                 path: path.into(),
-                expected,
-                found,
+                size: SizeError::Truncated { expected, found },
             });
         }
         if found > expected {
-            return Err(NpyError::TrailingData {
+            return Err(NpyError::Size {
                 path: path.into(),
-                expected,
+                size: SizeError::TrailingData { expected },
             });
         }
     }
@@ -309,10 +310,9 @@ fn decode_stream(
     let data = match body {
         Ok(d) => d,
         Err(BodyError::Short(found)) => {
-            return Err(NpyError::Truncated {
+            return Err(NpyError::Size {
                 path: path.into(),
-                expected,
-                found,
+                size: SizeError::Truncated { expected, found },
             });
         }
         Err(BodyError::Io(e)) => return Err(read_err(e)),
@@ -321,15 +321,17 @@ fn decode_stream(
     // One more byte, or the end of the stream (where an archive entry checks its CRC).
     let mut probe = [0u8; 1];
     if read_full(r, &mut probe).map_err(read_err)? > 0 {
-        return Err(NpyError::TrailingData {
+        return Err(NpyError::Size {
             path: path.into(),
-            expected,
+            size: SizeError::TrailingData { expected },
         });
     }
     let data = if header.fortran_order {
-        fortran_to_c(data, &header.shape).ok_or_else(|| NpyError::Overflow {
+        fortran_to_c(data, &header.shape).ok_or_else(|| NpyError::Size {
             path: path.into(),
-            shape: header.shape.clone(),
+            size: SizeError::Overflow {
+                dims: header.shape.clone(),
+            },
         })?
     } else {
         data
@@ -742,9 +744,9 @@ pub fn encode_npy(a: &NpyArray, path: &Path) -> Result<Vec<u8>, NpyError> {
     if version == 1 {
         out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     } else {
-        let n = u32::try_from(header.len()).map_err(|_| NpyError::Overflow {
+        let n = u32::try_from(header.len()).map_err(|_| NpyError::Size {
             path: path.into(),
-            shape: a.shape.clone(),
+            size: SizeError::Overflow { dims: a.shape.clone() },
         })?;
         out.extend_from_slice(&n.to_le_bytes());
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use vae_data::idx::{self, Idx, IdxData};
-use vae_data::{IdxError, Limits};
+use vae_data::{IdxError, Limits, SizeError};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vae-data-test-{}", std::process::id()));
@@ -112,9 +112,12 @@ fn absurd_dimensions_in_a_small_file() {
     assert!(
         matches!(
             e,
-            IdxError::TooLarge {
-                declared: 3_136_000_000_000,
-                limit: Limits::DEFAULT_MAX_DATA_BYTES,
+            IdxError::Size {
+                size: SizeError::TooLarge {
+                    declared: 3_136_000_000_000,
+                    limit: Limits::DEFAULT_MAX_DATA_BYTES,
+                    ..
+                },
                 ..
             }
         ),
@@ -124,8 +127,11 @@ fn absurd_dimensions_in_a_small_file() {
     let (_, r) = read_bytes("absurd", &body);
     assert!(matches!(
         r.unwrap_err(),
-        IdxError::TooLarge {
-            declared: 3_136_000_000_000,
+        IdxError::Size {
+            size: SizeError::TooLarge {
+                declared: 3_136_000_000_000,
+                ..
+            },
             ..
         }
     ));
@@ -142,9 +148,12 @@ fn a_declared_size_within_the_limit_but_not_present() {
         assert!(
             matches!(
                 r.unwrap_err(),
-                IdxError::Truncated {
-                    expected: 100_000_000,
-                    found: 1024,
+                IdxError::Size {
+                    size: SizeError::Truncated {
+                        expected: 100_000_000,
+                        found: 1024,
+                        ..
+                    },
                     ..
                 }
             ),
@@ -162,9 +171,12 @@ fn a_lower_limit_is_enforced() {
     assert!(
         matches!(
             e,
-            IdxError::TooLarge {
-                declared: 100,
-                limit: 99,
+            IdxError::Size {
+                size: SizeError::TooLarge {
+                    declared: 100,
+                    limit: 99,
+                    ..
+                },
                 ..
             }
         ),
@@ -177,7 +189,13 @@ fn a_lower_limit_is_enforced() {
 #[test]
 fn dimension_product_overflows() {
     let (_, r) = read_bytes("overflow", &header(0x0E, &[u32::MAX, u32::MAX, u32::MAX]));
-    assert!(matches!(r.unwrap_err(), IdxError::Overflow { .. }));
+    assert!(matches!(
+        r.unwrap_err(),
+        IdxError::Size {
+            size: SizeError::Overflow { .. },
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -187,18 +205,24 @@ fn truncated_body() {
     let (_, r) = read_bytes("trunc", &b);
     assert!(matches!(
         r.unwrap_err(),
-        IdxError::Truncated {
-            expected: 16,
-            found: 15,
+        IdxError::Size {
+            size: SizeError::Truncated {
+                expected: 16,
+                found: 15,
+                ..
+            },
             ..
         }
     ));
     let (_, r) = read_bytes("trunc.gz", &gz(&b));
     assert!(matches!(
         r.unwrap_err(),
-        IdxError::Truncated {
-            expected: 16,
-            found: 15,
+        IdxError::Size {
+            size: SizeError::Truncated {
+                expected: 16,
+                found: 15,
+                ..
+            },
             ..
         }
     ));
@@ -212,9 +236,21 @@ fn trailing_garbage() {
     let mut b = header(0x08, &[2]);
     b.extend_from_slice(&[1, 2, 3]);
     let (_, r) = read_bytes("trail", &b);
-    assert!(matches!(r.unwrap_err(), IdxError::TrailingData { expected: 2, .. }));
+    assert!(matches!(
+        r.unwrap_err(),
+        IdxError::Size {
+            size: SizeError::TrailingData { expected: 2, .. },
+            ..
+        }
+    ));
     let (_, r) = read_bytes("trail.gz", &gz(&b));
-    assert!(matches!(r.unwrap_err(), IdxError::TrailingData { expected: 2, .. }));
+    assert!(matches!(
+        r.unwrap_err(),
+        IdxError::Size {
+            size: SizeError::TrailingData { expected: 2, .. },
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use vae_data::npy;
-use vae_data::{Limits, NpyError};
+use vae_data::{Limits, NpyError, SizeError};
 use zip::write::{SimpleFileOptions, ZipWriter};
 
 /// Tracks live heap bytes and their peak.
@@ -104,9 +104,12 @@ fn an_entry_declaring_almost_the_limit_behind_a_small_body() {
         assert!(
             matches!(
                 e,
-                NpyError::Truncated {
-                    expected: 1_900_000_000,
-                    found: 1000,
+                NpyError::Size {
+                    size: SizeError::Truncated {
+                        expected: 1_900_000_000,
+                        found: 1000,
+                        ..
+                    },
                     ..
                 }
             ),
@@ -117,7 +120,13 @@ fn an_entry_declaring_almost_the_limit_behind_a_small_body() {
     // A plain file: refused from its length before any reservation.
     let mut result = None;
     let peak = peak_during(|| result = Some(npy::decode_npy(&b, Path::new("liar.npy"), &Limits::default())));
-    assert!(matches!(result.unwrap(), Err(NpyError::Truncated { .. })));
+    assert!(matches!(
+        result.unwrap(),
+        Err(NpyError::Size {
+            size: SizeError::Truncated { .. },
+            ..
+        })
+    ));
     assert!(peak < OVERHEAD, "peak {peak} bytes");
 }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use vae_data::npy::{self, NpyArray, NpyData};
-use vae_data::{Limits, NpyError};
+use vae_data::{Limits, NpyError, SizeError};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vae-data-npy-{}", std::process::id()));
@@ -155,8 +155,15 @@ fn fortran_order_is_transposed_to_row_major() {
 fn a_header_declaring_a_trillion_elements_is_refused_before_reading() {
     let e = err(&raw(1, &dict("|u1", false, "(1000000, 1000000)"), &[0; 64]), "huge.npy");
     match &e {
-        NpyError::TooLarge {
-            declared, limit, shape, ..
+        NpyError::Size {
+            size:
+                SizeError::TooLarge {
+                    declared,
+                    limit,
+                    dims: shape,
+                    ..
+                },
+            ..
         } => {
             assert_eq!(*declared, 1_000_000_000_000);
             assert_eq!(*limit, Limits::DEFAULT_MAX_DATA_BYTES);
@@ -176,9 +183,12 @@ fn a_header_declaring_a_trillion_elements_is_refused_before_reading() {
     assert!(
         matches!(
             e,
-            NpyError::TooLarge {
-                declared: 12,
-                limit: 10,
+            NpyError::Size {
+                size: SizeError::TooLarge {
+                    declared: 12,
+                    limit: 10,
+                    ..
+                },
                 ..
             }
         ),
@@ -188,7 +198,16 @@ fn a_header_declaring_a_trillion_elements_is_refused_before_reading() {
         &raw(1, &dict("<f8", false, "(4294967296, 4294967296)"), &[]),
         "over.npy",
     );
-    assert!(matches!(e, NpyError::Overflow { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            NpyError::Size {
+                size: SizeError::Overflow { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = err(
         &raw(1, &dict("<f8", false, "(99999999999999999999999,)"), &[]),
         "big.npy",
@@ -235,9 +254,12 @@ fn truncated_and_trailing_data_are_refused() {
     assert!(
         matches!(
             e,
-            NpyError::Truncated {
-                expected: 24,
-                found: 19,
+            NpyError::Size {
+                size: SizeError::Truncated {
+                    expected: 24,
+                    found: 19,
+                    ..
+                },
                 ..
             }
         ),
@@ -250,13 +272,31 @@ fn truncated_and_trailing_data_are_refused() {
     let mut long = good.clone();
     long.push(0);
     let e = err(&long, "long.npy");
-    assert!(matches!(e, NpyError::TrailingData { expected: 24, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            NpyError::Size {
+                size: SizeError::TrailingData { expected: 24, .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
     // The same through a file on disk.
     let path = tmp("cut.npy");
     std::fs::write(&path, &good[..good.len() - 1]).unwrap();
     let e = npy::read_npy(&path, &Limits::default()).unwrap_err();
     assert!(e.to_string().starts_with(&path.display().to_string()), "{e}");
-    assert!(matches!(e, NpyError::Truncated { found: 23, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            NpyError::Size {
+                size: SizeError::Truncated { found: 23, .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use vae_data::{DEFAULT_DIR, Dataset, DatasetError, IdxError, OpenOptions, Split, TableInfo, stream_seed};
+use vae_data::{DEFAULT_DIR, Dataset, DatasetError, IdxError, OpenOptions, SizeError, Split, TableInfo, stream_seed};
 use vae_trainer::{binarized, salt};
 
 use crate::recipe::RunConfig;
@@ -58,7 +58,7 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dataset> {
     let data = Dataset::open_with(path, opts, &|done, total| bar.set(done, total));
     bar.finish();
     data.map_err(|e| {
-        let hint = if matches!(e, DatasetError::Idx(IdxError::TooLarge { .. })) {
+        let hint = if matches!(e, DatasetError::Idx(IdxError::Size { size: SizeError::TooLarge { .. }, .. })) {
             "raise --max-data-bytes if the file is genuine".to_string()
         } else if !path.exists() {
             let cwd = std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string());
