@@ -10,16 +10,18 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use pyo3::exceptions::{PyFileExistsError, PyFileNotFoundError, PyKeyboardInterrupt, PyTypeError};
+use pyo3::exceptions::{
+    PyFileExistsError, PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict};
 use vae_data::arrays::split_off;
 use vae_data::atomic::write_atomic;
 use vae_data::npy::{NpyArray, write_npz};
 use vae_data::{Dataset, Source, Split};
-use vae_model::checkpoint;
+use vae_model::checkpoint::{self, CheckpointError};
 use vae_model::{LossSums, Vae};
-use vae_train::commands::train::{prepare_run_dir, read_resume_state};
+use vae_train::plan::{self as run_plan, PlanError, Setting};
 use vae_train::recipe::RunConfig;
 use vae_train::report::{Progress, Verbosity};
 use vae_train::run::{self, EpochMetrics};
@@ -155,12 +157,25 @@ fn fresh_run_dir() -> PathBuf {
     dir
 }
 
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+/// The Python exception of a planning error: a missing run or state `FileNotFoundError`, a
+/// run in the way `FileExistsError`, file errors `OSError` by their kind, settings
+/// `ValueError` with keyword names.
+fn plan_error(e: PlanError) -> PyErr {
+    let message = crate::errors::pythonic(&e.to_string());
+    match e {
+        PlanError::NoRunDir(_) | PlanError::NothingToResume(_) => PyFileNotFoundError::new_err(message),
+        PlanError::RunDirTaken(_) => PyFileExistsError::new_err(message),
+        PlanError::Io { source, .. } | PlanError::State(CheckpointError::Io { source, .. }) => {
+            os_error(source.kind(), message)
+        }
+        PlanError::State(_) => PyOSError::new_err(message),
+        PlanError::Recipe(e) => recipe_error(e),
+        PlanError::RunDirNeeded | PlanError::BadRecipe { .. } => PyValueError::new_err(message),
+    }
 }
 
 /// Makes the run as `vae-train train` would with these flags (`words`), from the arrays if
-/// any are given.
+/// any are given (kept in the run directory as [`DATA_FILE`]).
 fn plan(words: &[String], arrays: Option<Arrays>) -> PyResult<Plan> {
     let args = train_args(words)?;
     if arrays.is_some() && args.source.data.is_some() {
@@ -168,76 +183,22 @@ fn plan(words: &[String], arrays: Option<Arrays>) -> PyResult<Plan> {
             "give the training data as arrays (x_train, ...) or as a path (data=...), not both",
         ));
     }
-    let launch = args.launch();
-    let (recipe, run_dir, state) = match &launch.resume {
-        Some(dir) => {
-            if !dir.is_dir() {
-                return Err(PyFileNotFoundError::new_err(format!(
-                    "run directory {} does not exist",
-                    dir.display()
-                )));
-            }
-            let (stored, state) = read_resume_state(dir).map_err(|e| {
-                let message = crate::errors::pythonic(&format!("{e:#}"));
-                match e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
-                    Some(io) => os_error(io.kind(), message),
-                    None if !dir.join(run::STATE).is_file() => PyFileNotFoundError::new_err(message),
-                    None => to_py(e),
-                }
-            })?;
-            let mut requested = stored.clone();
-            if args.source.data.is_none() {
-                requested.data.path = vae_train::data::locate(&stored.data.path);
-            }
-            args.apply(&mut requested);
-            if arrays.is_some() {
-                requested.data.path = absolute(dir).join(DATA_FILE);
-            }
-            requested.output.run_dir = Some(dir.clone());
-            let recipe = stored.resumed(requested).map_err(recipe_error)?;
-            (recipe, dir.clone(), Some(state))
-        }
-        None => {
-            let mut recipe = args.recipe();
-            if args.source.data.is_none() {
-                recipe.data.path = vae_train::data::default_dir();
-            }
-            recipe.validate().map_err(recipe_error)?;
-            let dir = recipe.output.run_dir.clone().unwrap_or_else(fresh_run_dir);
-            prepare_run_dir(&dir, launch.overwrite).map_err(|e| {
-                let message = crate::errors::pythonic(&format!("{e:#}"));
-                match e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
-                    Some(io) => os_error(io.kind(), message),
-                    None => PyFileExistsError::new_err(message),
-                }
-            })?;
-            if arrays.is_some() {
-                recipe.data.path = absolute(&dir).join(DATA_FILE);
-            }
-            (recipe, dir, None)
-        }
+    let setting = Setting {
+        data_in_run_dir: arrays.is_some().then_some(DATA_FILE),
+        default_run_dir: fresh_run_dir,
+        ..Setting::default()
     };
-    let mut recipe = recipe;
-    recipe.validate().map_err(recipe_error)?;
+    let mut plan = run_plan::Plan::prepare(&args, &setting).map_err(plan_error)?;
     let data = match arrays {
-        Some(a) => a.dataset(&recipe, &recipe.data.path)?,
-        None => {
-            let mut opts = recipe.open_options();
-            opts.standardizer = match &state {
-                Some(s) => vae_train::data::stored_table(&s.metadata, &s.path)
-                    .map_err(to_py)?
-                    .map(|t| t.standardizer),
-                None => None,
-            };
-            vae_train::data::open(&recipe.data.path, &opts).map_err(to_py)?
-        }
+        Some(a) => a.dataset(&plan.recipe, &plan.recipe.data.path)?,
+        None => plan.open_data().map_err(to_py)?,
     };
-    recipe.settle_for(&data).map_err(recipe_error)?;
+    plan.settle(&data).map_err(plan_error)?;
     Ok(Plan {
-        recipe,
-        launch,
-        run_dir,
-        state,
+        recipe: plan.recipe,
+        launch: plan.launch,
+        run_dir: plan.run_dir,
+        state: plan.state,
         data,
     })
 }

@@ -118,6 +118,9 @@ def test_file_problems_are_os_errors(mnist, tmp_path):
         vae.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         vae.train(xtr, xte, resume=tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no training_state.safetensors: nothing to resume"):
+        vae.train(xtr, xte, resume=tmp_path / "empty")
     with pytest.raises(OSError, match="no such file or directory") as e:
         vae.train(data=tmp_path / "missing.npz", run_dir=tmp_path / "m", **SMALL)
     assert "give the data with data=DIR or set VAE_DATA=DIR" in str(e.value)

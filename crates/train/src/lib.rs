@@ -25,6 +25,7 @@ pub mod image;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod onnx;
+pub mod plan;
 pub mod recipe;
 pub mod report;
 pub mod run;
