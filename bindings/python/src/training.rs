@@ -161,7 +161,14 @@ fn fresh_run_dir() -> PathBuf {
 /// run in the way `FileExistsError`, file errors `OSError` by their kind, settings
 /// `ValueError` with keyword names.
 fn plan_error(e: PlanError) -> PyErr {
-    let message = crate::errors::pythonic(&e.to_string());
+    // The error and its causes, as the command line prints them.
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        message = format!("{message}: {c}");
+        cause = c.source();
+    }
+    let message = crate::errors::pythonic(&message);
     match e {
         PlanError::NoRunDir(_) | PlanError::NothingToResume(_) => PyFileNotFoundError::new_err(message),
         PlanError::RunDirTaken(_) => PyFileExistsError::new_err(message),

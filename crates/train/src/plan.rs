@@ -30,8 +30,9 @@ pub enum PlanError {
     /// Several ranks were given no run directory to agree on.
     #[error("give --run-dir when training on several ranks (they must agree on it)")]
     RunDirNeeded,
-    /// A file or directory could not be created, read or removed.
-    #[error("{what}: {source}")]
+    /// A file or directory could not be created, read or removed (the I/O error is its
+    /// source, which `{:#}` adds after a colon).
+    #[error("{what}")]
     Io {
         /// What was being done, naming the path.
         what: String,
@@ -291,6 +292,17 @@ mod tests {
         };
         let e = Plan::prepare(&new, &s).err().unwrap();
         assert!(matches!(e, PlanError::RunDirTaken(_)), "{e}");
+        let inside_a_file = TrainArgs {
+            run_dir: Some(d.join(run::STATE).join("run")),
+            ..TrainArgs::default()
+        };
+        let e = Plan::prepare(&inside_a_file, &s).err().unwrap();
+        assert!(matches!(e, PlanError::Io { .. }), "{e}");
+        let shown = format!("{:#}", e.for_cli());
+        assert!(
+            shown.starts_with("creating run directory") && shown.matches(": ").count() == 1,
+            "{shown}"
+        );
         let ranks = Setting { ranks: true, ..s };
         let e = Plan::prepare(&TrainArgs::default(), &ranks).err().unwrap();
         assert!(matches!(e, PlanError::RunDirNeeded), "{e}");
