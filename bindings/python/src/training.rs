@@ -161,6 +161,9 @@ fn fresh_run_dir() -> PathBuf {
 /// run in the way `FileExistsError`, file errors `OSError` by their kind, settings
 /// `ValueError` with keyword names.
 fn plan_error(e: PlanError) -> PyErr {
+    if let PlanError::Recipe(e) = e {
+        return recipe_error(e);
+    }
     // The error and its causes, as the command line prints them.
     let mut message = e.to_string();
     let mut cause = std::error::Error::source(&e);
@@ -176,8 +179,7 @@ fn plan_error(e: PlanError) -> PyErr {
             os_error(source.kind(), message)
         }
         PlanError::State(_) => PyOSError::new_err(message),
-        PlanError::Recipe(e) => recipe_error(e),
-        PlanError::RunDirNeeded | PlanError::BadRecipe { .. } => PyValueError::new_err(message),
+        PlanError::RunDirNeeded | PlanError::BadRecipe { .. } | PlanError::Recipe(_) => PyValueError::new_err(message),
     }
 }
 

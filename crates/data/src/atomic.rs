@@ -44,10 +44,17 @@ pub fn temp_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// A fresh directory for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vae-atomic-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
     fn a_write_replaces_the_file_and_leaves_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("vae-atomic-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("replace");
         let path = dir.join("a.bin");
         write_atomic(&path, b"first").unwrap();
         write_atomic(&path, b"second").unwrap();
@@ -58,8 +65,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_keeps_the_old_file_and_removes_the_temporary() {
-        let dir = std::env::temp_dir().join(format!("vae-atomic-fail-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("fail");
         let path = dir.join("a.bin");
         write_atomic(&path, b"kept").unwrap();
         let err = write_atomic_with(&path, |f| {

@@ -361,10 +361,14 @@ pub fn flag(field: &str) -> String {
 }
 
 impl TrainArgs {
-    /// The recipe of a new run: the defaults with the flags given written over them.
+    /// The recipe of a new run: the defaults with the flags given written over them, and
+    /// without `--data` the default data directory ([`crate::data::default_dir`]).
     pub fn recipe(&self) -> RunConfig {
         let mut r = RunConfig::default();
         self.apply(&mut r);
+        if self.source.data.is_none() {
+            r.data.path = crate::data::default_dir();
+        }
         // `cosine-time` anneals over this run's time budget unless given its own length.
         r.training.lr_schedule = r.training.lr_schedule.for_budget(self.time_budget);
         r

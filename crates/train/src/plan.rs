@@ -126,9 +126,6 @@ impl Plan {
             }
             None => {
                 let mut recipe = args.recipe();
-                if args.source.data.is_none() {
-                    recipe.data.path = crate::data::default_dir();
-                }
                 recipe.validate()?;
                 let dir = match (&recipe.output.run_dir, setting.ranks) {
                     (Some(d), _) => d.clone(),

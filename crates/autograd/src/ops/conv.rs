@@ -260,7 +260,6 @@ fn act_grad_and_sums<T: Float>(
     y: &[T],
     g: &mut [T],
     pixels: usize,
-    channels: usize,
     out: Option<(&mut [T], Accum)>,
 ) {
     let Some((out, acc)) = out else {
@@ -269,7 +268,7 @@ fn act_grad_and_sums<T: Float>(
         }
         return;
     };
-    let c = channels.max(1);
+    let c = out.len().max(1);
     let images = g.len() / (c * pixels).max(1);
     let (per, pieces) = image_pieces(images, pixels, SUM_ROWS);
     // One piece's rows: the activation's derivative and the sums, block by block.
@@ -330,7 +329,7 @@ pub(super) fn conv_backward<T: Float>(
         .wants_grad(b)
         .then(|| grads.slot(b, (1, geom.out_channels)))
         .map(|(gb, acc)| (sl_mut(gb), acc));
-    act_grad_and_sums(act, sl(y.view()), sl_mut(g), pixels, geom.out_channels, bias);
+    act_grad_and_sums(act, sl(y.view()), sl_mut(g), pixels, bias);
     let g = sl(g.view());
     let n = y.nrows();
     let wv = sl(vals.get(w));
@@ -366,14 +365,7 @@ mod tests {
             for acc in [Accum::Overwrite, Accum::Add] {
                 let mut g = g0.clone();
                 let mut out = vec![1.0f32; c];
-                act_grad_and_sums(
-                    Some(Unary::LeakyRelu(0.1)),
-                    &y,
-                    &mut g,
-                    pixels,
-                    c,
-                    Some((&mut out, acc)),
-                );
+                act_grad_and_sums(Some(Unary::LeakyRelu(0.1)), &y, &mut g, pixels, Some((&mut out, acc)));
                 assert!(g == want_g, "{images} images: the derivative differs");
                 for (ch, &o) in out.iter().enumerate() {
                     let sum: f64 = want_g.iter().skip(ch).step_by(c).map(|&v| f64::from(v)).sum();

@@ -18,14 +18,11 @@ pub struct InspectArgs {
 
 /// Opens the data and prints what it holds.
 pub fn inspect(a: &InspectArgs) -> Result<()> {
-    let mut recipe = TrainArgs {
+    let recipe = TrainArgs {
         source: a.source.clone(),
         ..TrainArgs::default()
     }
     .recipe();
-    if a.source.data.is_none() {
-        recipe.data.path = crate::data::default_dir();
-    }
     recipe.validate().map_err(rendered)?;
     let started = Instant::now();
     let data = crate::data::open(&recipe.data.path, &recipe.open_options())?;
