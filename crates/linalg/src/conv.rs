@@ -761,7 +761,12 @@ impl<T: Float> ConvTiles<'_, T> {
             }
             for panel in 0..panels {
                 let d0 = panel * nr;
-                for (b, &(rows, a)) in shape.iter().enumerate().take(end - tile) {
+                let n = end - tile;
+                for (b, &(rows, a)) in shape.iter().enumerate().take(n) {
+                    if b + 1 < n {
+                        // SAFETY: the next tile's rows, filled above.
+                        unsafe { prefetch_rows::<T>(lay.c_rows::<T>(buf, b + 1).cast_const(), shape[b + 1].0, d0) };
+                    }
                     let tile = Tile {
                         a,
                         rows,
@@ -961,6 +966,22 @@ impl<T: Float> ConvTiles<'_, T> {
                 seg_len: s_ch,
             },
         )
+    }
+}
+
+/// Asks for the lines of `rows` destination rows at column `col` ahead of their stores.
+///
+/// # Safety
+/// `c_rows` must hold `rows` pointers.
+#[inline(always)]
+unsafe fn prefetch_rows<T>(c_rows: *const *mut T, rows: usize, col: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for r in 0..rows {
+        // SAFETY: a prefetch reads nothing; the address is inside the destination.
+        unsafe {
+            let p = (*c_rows.add(r)).wrapping_add(col);
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p.cast());
+        }
     }
 }
 
