@@ -12,7 +12,7 @@
 //! level in force; `VAE_SIMD` forces one). Each figure is the median of timed runs inside a
 //! team (`team::with_team`), as a training step runs them. Run: `cargo bench --bench conv`
 //! (`cargo bench --bench conv -- conv64/dec2` for the layers whose `model/layer` contains the
-//! argument).
+//! argument, `-- --threads=1` at one thread count alone, `-- --batch=32` at another batch).
 
 use std::time::Instant;
 
@@ -26,6 +26,7 @@ use vae::model::{Arch, ConvPlan};
 #[global_allocator]
 static ALLOC: vae::linalg::CacheAligned = vae::linalg::CacheAligned;
 
+/// Images per pass unless `--batch=N` says otherwise.
 const BATCH: usize = 128;
 
 /// (model, layer name, geometry) of every layer of both models.
@@ -58,8 +59,8 @@ fn layers() -> Vec<(&'static str, String, ConvGeometry)> {
     out
 }
 
-/// Flops of one pass over the batch.
-fn flops(g: &ConvGeometry) -> f64 {
+/// Flops of one pass over `batch` images.
+fn flops(g: &ConvGeometry, batch: usize) -> f64 {
     let [a, b, kh, kw] = g.weight_shape();
     let (oh, ow) = g.out_size().unwrap();
     let positions = if g.transposed {
@@ -67,7 +68,7 @@ fn flops(g: &ConvGeometry) -> f64 {
     } else {
         oh * ow
     };
-    2.0 * (a * b * kh * kw * positions * BATCH) as f64
+    2.0 * (a * b * kh * kw * positions * batch) as f64
 }
 
 /// Median seconds of `f`, run until about 0.25 s have passed (at least 5 times).
@@ -97,8 +98,17 @@ fn values(n: usize, seed: f32) -> Vec<f32> {
 fn main() {
     let level = simd::level();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let counts = if cpus > 1 { vec![1, cpus] } else { vec![1] };
-    println!("conv layers at batch {BATCH}, SIMD level {level}");
+    // `--threads=N` measures at N threads alone.
+    let forced = std::env::args().find_map(|a| a.strip_prefix("--threads=").and_then(|n| n.parse().ok()));
+    let counts = match forced {
+        Some(n) => vec![n],
+        None if cpus > 1 => vec![1, cpus],
+        None => vec![1],
+    };
+    let batch = std::env::args()
+        .find_map(|a| a.strip_prefix("--batch=").and_then(|n| n.parse().ok()))
+        .unwrap_or(BATCH);
+    println!("conv layers at batch {batch}, SIMD level {level}");
     println!(
         "{:<11} {:<5} {:<26} {:>2} {:>16} {:>16} {:>16}",
         "model", "layer", "shape", "t", "forward", "back by input", "back by weights"
@@ -116,10 +126,10 @@ fn main() {
                 continue;
             }
             let (wr, wc) = g.weight_dim();
-            let x = values(BATCH * g.input_len(), 0.1);
+            let x = values(batch * g.input_len(), 0.1);
             let w = values(wr * wc, 0.2);
             let b = values(g.out_channels, 0.3);
-            let gy = values(BATCH * g.output_len(), 0.4);
+            let gy = values(batch * g.output_len(), 0.4);
             let mut y = vec![0f32; gy.len()];
             let mut gx = vec![0f32; x.len()];
             let mut gw = vec![0f32; w.len()];
@@ -133,7 +143,7 @@ fn main() {
                     ]
                 })
             });
-            let f = flops(&g);
+            let f = flops(&g, batch);
             let (oh, ow) = g.out_size().unwrap();
             let shape = format!(
                 "{}{}x{}x{}->{}x{}x{}",

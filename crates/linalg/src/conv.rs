@@ -969,12 +969,28 @@ impl<T: Float> ConvTiles<'_, T> {
     }
 }
 
+/// Asks for the `len` values from `p` (any address: a prefetch reads nothing).
+#[inline(always)]
+fn prefetch<T>(p: *const T, len: usize) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+    #[cfg(target_arch = "x86_64")]
+    for l in 0..(len * size_of::<T>()).div_ceil(64) {
+        // SAFETY: a prefetch reads nothing and faults on no address.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_byte_add(64 * l).cast())
+        };
+    }
+}
+
 /// Asks for the lines of `rows` destination rows at column `col` ahead of their stores.
 ///
 /// # Safety
 /// `c_rows` must hold `rows` pointers.
 #[inline(always)]
 unsafe fn prefetch_rows<T>(c_rows: *const *mut T, rows: usize, col: usize) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (c_rows, rows, col);
     #[cfg(target_arch = "x86_64")]
     for r in 0..rows {
         // SAFETY: a prefetch reads nothing; the address is inside the destination.

@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
-use super::{ConvMap, ConvStart, DOT_MAX, Lanes, PACKED, TILE, WeightLayout, with_buffer};
+use super::{ConvMap, ConvStart, DOT_MAX, Lanes, PACKED, TILE, WeightLayout, prefetch, with_buffer};
 use crate::Float;
 use ndarray::{ArrayView2, ShapeBuilder};
 
@@ -264,6 +264,9 @@ impl<T: Float> TapSums<'_, T> {
                         self.src[(j * pixels + j0) * s_ch..].as_ptr(),
                     )
                 };
+                // The next panel's pixels on their way while this one is multiplied.
+                let next = (j * pixels + j0 + nr) * s_ch;
+                prefetch(self.src.as_ptr().wrapping_add(next), nr * s_ch);
                 pack_b::<V>(x, T::one(), nr, panel);
                 let mut i0 = 0;
                 while i0 < n {
