@@ -983,21 +983,27 @@ fn prefetch<T>(p: *const T, len: usize) {
     }
 }
 
+/// Asks for the line at `p` ahead of a store to it (any address: a prefetch reads nothing).
+#[inline(always)]
+fn prefetch_write<T>(p: *const T) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+    // SAFETY: a prefetch reads nothing and faults on no address.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p.cast())
+    };
+}
+
 /// Asks for the lines of `rows` destination rows at column `col` ahead of their stores.
 ///
 /// # Safety
 /// `c_rows` must hold `rows` pointers.
 #[inline(always)]
 unsafe fn prefetch_rows<T>(c_rows: *const *mut T, rows: usize, col: usize) {
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (c_rows, rows, col);
-    #[cfg(target_arch = "x86_64")]
     for r in 0..rows {
-        // SAFETY: a prefetch reads nothing; the address is inside the destination.
-        unsafe {
-            let p = (*c_rows.add(r)).wrapping_add(col);
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p.cast());
-        }
+        // SAFETY: the table holds `rows` pointers.
+        prefetch_write(unsafe { *c_rows.add(r) }.wrapping_add(col));
     }
 }
 

@@ -21,7 +21,7 @@ use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use num_traits::{One, Zero};
 
 use crate::Float;
-use crate::simd::{Kernel, Level, Unary, Vector, unary_vector};
+use crate::simd::{Kernel, Level, Unary, Vector, unary_each_linear, unary_vector};
 use crate::team::for_blocks;
 
 /// Largest block of `k` packed at once (a panel of `B` is then at most `KC_MAX x NR`, 192 KiB
@@ -462,9 +462,10 @@ impl<T: Float> Tile<T> {
         unsafe { self.run_with::<V, NV, MR, false>() }
     }
 
-    /// [`Tile::run`] with the activation applied in the registers before the store: for
-    /// short chains (`kc` of a few taps), where reading the tile back costs as much as the
-    /// multiply-adds; a long chain would lose registers to the activation's code.
+    /// [`Tile::run`] with a piecewise linear activation applied in the registers before the
+    /// store (others after it, as [`Tile::run`] does): for short chains (`kc` of a few taps),
+    /// where reading the tile back costs as much as the multiply-adds; a long chain would
+    /// lose registers to the activation's code.
     ///
     /// # Safety
     /// As for [`Tile::run`].
@@ -569,11 +570,8 @@ impl<T: Float> Tile<T> {
                 }
             }
         }
-        if FUSE && let Some(f) = self.act {
-            for v in acc.iter_mut().flatten() {
-                *v = unary_vector(f, *v);
-            }
-        }
+        // Piecewise linear activations in the registers; the others after the store.
+        let fused = FUSE && self.act.is_some_and(|f| unary_each_linear(f, acc.as_flattened_mut()));
         // Store.
         for (r, acc_row) in acc.iter().enumerate().take(self.rows) {
             // SAFETY: row r < rows of the C block.
@@ -596,7 +594,7 @@ impl<T: Float> Tile<T> {
                 }
             }
         }
-        if !FUSE && let Some(f) = self.act {
+        if !fused && let Some(f) = self.act {
             // SAFETY: the tile just stored, read back from L1.
             unsafe { self.activate::<V, NV>(f) };
         }

@@ -371,6 +371,28 @@ pub fn unary_vector<V: Vector>(f: Unary<V::E>, x: V) -> V {
     }
 }
 
+/// [`unary_vector`] on every vector of `xs` if `f` is piecewise linear (a few instructions a
+/// vector, chosen once for all: values in registers stay there), else nothing; returns
+/// whether it applied `f`.
+#[inline(always)]
+pub fn unary_each_linear<V: Vector>(f: Unary<V::E>, xs: &mut [V]) -> bool {
+    #[inline(always)]
+    fn each<V: Vector>(g: &impl Lanewise<V, 1>, xs: &mut [V]) -> bool {
+        for x in xs {
+            *x = g.apply([*x]);
+        }
+        true
+    }
+    let zero = V::E::zero();
+    match f {
+        Unary::Relu => each(&ReluF(p0()), xs),
+        Unary::LeakyRelu(s) => each(&LeakyReluF(p(s, zero, zero)), xs),
+        Unary::ClampMin(m) => each(&ClampMinF(p(m, zero, zero)), xs),
+        Unary::Scale(s) => each(&ScaleF(p(s, zero, zero)), xs),
+        _ => false,
+    }
+}
+
 /// `out (+)= f(x)`.
 pub struct UnaryMap<'a, T> {
     /// The function.
