@@ -1476,10 +1476,18 @@ impl<T: Float> WeightGrad<'_, T> {
                             match (py.src(oy, ky, sh), px.src(ox, kx, sw)) {
                                 (Some(y), Some(x)) => {
                                     let at = ((src_img + y) * sw + x) * s_ch + s;
+                                    let from = &self.src_side[at..at + run];
                                     if run == 1 {
-                                        out[0] = self.src_side[at];
+                                        out[0] = from[0];
                                     } else {
-                                        out.copy_from_slice(&self.src_side[at..at + run]);
+                                        // Whole vectors in registers (a call to memmove
+                                        // per run of 16 values cost 2% of a conv64 step).
+                                        let whole = run - run % V::LANES;
+                                        for i in (0..whole).step_by(V::LANES) {
+                                            // SAFETY: i + LANES <= run: inside both.
+                                            unsafe { V::load(from.as_ptr().add(i)).store(out.as_mut_ptr().add(i)) };
+                                        }
+                                        out[whole..].copy_from_slice(&from[whole..]);
                                     }
                                 }
                                 _ => out.fill(T::zero()),
