@@ -1259,8 +1259,9 @@ impl<T: Float> ConvDot<'_, T> {
 
 /// Most tiles run as one block (see [`block_tiles`]).
 const BLOCK_TILES: usize = 32;
-/// The most rows of a tile of the backward by the weights (see `WeightGrad::run`).
-const MR_MAX: usize = 9;
+/// The most rows of a tile of the backward by the weights (see `WeightGrad::run`: 12 in
+/// place at 16 lanes).
+const MR_MAX: usize = 12;
 
 /// Tiles per block for tiles whose rows of A take `bytes` each: about 256 KiB of A (in L2
 /// beside a panel of the weight), at most [`BLOCK_TILES`].
@@ -1440,6 +1441,8 @@ impl<T: Float> Kernel<T> for WeightGrad<'_, T> {
 /// channels 67-72 -> 74-78 GFLOP/s at one thread).
 #[inline(always)]
 fn pack_a<T: Float, const MR: usize>(from: &[T], d_ch: usize, kc: usize, a_buf: &mut [T]) {
+    const { assert!(MR <= MR_MAX) };
+    assert!(a_buf.len() >= kc * MR * d_ch.div_ceil(MR), "pack_a: room for A");
     for p in 0..kc {
         for (t, rows) in from[p * d_ch..][..d_ch].chunks(MR).enumerate() {
             a_buf[(t * kc + p) * MR..][..rows.len()].copy_from_slice(rows);

@@ -43,6 +43,11 @@ fn cases() -> Vec<Case> {
         ((8, 7, 32), 40, (3, 3), 2, 1, 0, false),
         ((6, 7, 48), 20, (3, 3), 1, 1, 0, false),
         ((6, 6, 19), 1, (5, 5), 2, 2, 1, true),
+        // The backward by the weights with its destination side packed per tile (128 or
+        // more channels, 1 or 2 past a multiple of every tile's rows) and its panels read in
+        // place (32 source channels), over blocks of 128 pixels and more.
+        ((9, 9, 32), 134, (3, 3), 1, 1, 0, false),
+        ((5, 5, 145), 32, (3, 3), 2, 1, 1, true),
     ]
 }
 
