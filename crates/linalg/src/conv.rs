@@ -673,11 +673,10 @@ fn pack_weight<T: Float>(
         let cols = nr.min(d_ch - d0);
         // SAFETY: each job writes its own panel of the buffer (k x nr values at its offset).
         let out = unsafe { std::slice::from_raw_parts_mut(base.get().add(ph.at + panel * ph.k * nr), ph.k * nr) };
-        // Row (tap, s) of the panel. The source channel outermost: the weights of one `s`
-        // and the panel's `d` lie on a few lines that every tap reads while they are in L1
-        // (taps outermost re-read each line once per tap, from L3 for 512 x 512 x 3 x 3).
-        // A strided walk per row, no index arithmetic or bounds check per value (which cost
-        // a tenth of conv64 dec0's forward and input gradient).
+        // Row (tap, s) of the panel, the source channel outermost (the weights of one `s`
+        // and the panel's `d` lie on a few lines that every tap reads), each row a strided
+        // walk: no index arithmetic or bounds check per value, which cost a tenth of conv64
+        // dec0's forward and input gradient (the loop order alone measured the same).
         for s in 0..s_ch {
             let w = &weight[d0 * sd + s * ss..];
             for ty in 0..ph.y.taps {
@@ -1322,7 +1321,7 @@ pub fn conv_nhwc_weight_grad<T: Float>(map: &ConvMap, dst_side: &[T], src_side: 
                 let (ph, pw) = padded_dims(map);
                 per * ph * pw * s_ch
             } else if in_place {
-                s_ch + kc * (d_ch + MR_MAX)
+                s_ch + if packs_a::<T>(d_ch) { kc * (d_ch + MR_MAX) } else { 0 }
             } else {
                 kc * nr + kc * (d_ch + MR_MAX)
             };
@@ -1431,6 +1430,13 @@ impl<T: Float> Kernel<T> for WeightGrad<'_, T> {
             _ => self.drive::<V, 4, 4>(),
         }
     }
+}
+
+/// Whether the in-place backward by the weights packs its destination side ([`pack_a`]):
+/// pixels of at most 64 f32 channels share few enough of L1's sets (packed, keras-conv's
+/// 64-channel layers ran 0-10% slower on a Zen 3).
+fn packs_a<T>(d_ch: usize) -> bool {
+    d_ch * size_of::<T>() >= 512
 }
 
 /// Packs the destination side's `kc` pixels from `from` (`d_ch` values each) as A's rows
@@ -1625,9 +1631,7 @@ impl<T: Float> WeightGrad<'_, T> {
                     }
                 }
             }
-            // (Destination pixels of at most 64 f32 channels share few enough of L1's
-            // sets; packed, keras-conv's 64-channel layers ran 0-10% slower.)
-            let packed_a = d_ch * size_of::<T>() >= 512;
+            let packed_a = packs_a::<T>(d_ch);
             if packed_a {
                 pack_a::<T, MR>(&self.dst_side[o * d_ch..], d_ch, kc, a_buf);
             }
@@ -1637,21 +1641,17 @@ impl<T: Float> WeightGrad<'_, T> {
                 let mut d0 = 0;
                 while d0 < d_ch {
                     let rows = MR.min(d_ch - d0);
+                    let (a, csa, i0) = if packed_a {
+                        (a_buf[d0 / MR * kc * MR..].as_ptr(), MR, 0)
+                    } else {
+                        (self.dst_side[o * d_ch..].as_ptr(), d_ch, d0)
+                    };
                     let tile = Tile {
-                        a: if packed_a {
-                            RowsOf::Strided {
-                                a: a_buf[d0 / MR * kc * MR..].as_ptr(),
-                                rsa: 1,
-                                csa: MR as isize,
-                                i0: 0,
-                            }
-                        } else {
-                            RowsOf::Strided {
-                                a: self.dst_side[o * d_ch..].as_ptr(),
-                                rsa: 1,
-                                csa: d_ch as isize,
-                                i0: d0,
-                            }
+                        a: RowsOf::Strided {
+                            a,
+                            rsa: 1,
+                            csa: csa as isize,
+                            i0,
                         },
                         rows,
                         kc,
@@ -1671,10 +1671,10 @@ impl<T: Float> WeightGrad<'_, T> {
                         act: None,
                     };
                     // SAFETY: A's kc x MR values lie in a_buf (packed) or in dst_side (at
-                    // kc pixels d_ch apart); each table
-                    // row points at s_ch values (a source pixel or the zeros), columns s0 ..
-                    // s0 + nr <= s_ch of which are read; the tile lies in this piece's
-                    // partial, in columns of this group's panels only.
+                    // kc pixels d_ch apart); each table row points at s_ch values (a source
+                    // pixel or the zeros), columns s0 .. s0 + nr <= s_ch of which are read;
+                    // the tile lies in this piece's partial, in columns of this group's
+                    // panels only.
                     unsafe { tile.run::<V, NV, MR>() };
                     d0 += rows;
                 }
