@@ -797,8 +797,15 @@ impl<T: Float> ConvTiles<'_, T> {
                     };
                     // SAFETY: the rows of A hold k values each (through the table's
                     // pointers or the offsets), the panel k x nr, and the tile's rows are
-                    // destination pixels no other tile writes.
-                    unsafe { tile.run_any::<V, NV, MR>() };
+                    // destination pixels no other tile writes. A piecewise linear
+                    // activation in the registers (see `Tile::run_fused`).
+                    unsafe {
+                        if tile.cols == nr {
+                            tile.run_fused::<V, NV, MR>()
+                        } else {
+                            tile.run_any::<V, NV, MR>()
+                        }
+                    };
                 }
             }
             tile = end;

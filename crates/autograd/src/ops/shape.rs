@@ -215,3 +215,38 @@ pub(super) fn scale_grad_rows_backward<T: Float>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::transpose_one;
+
+    /// The blocked transpose against its definition, on whole blocks, edges of every width,
+    /// and both the overwrite and the add.
+    #[test]
+    fn transpose_one_is_the_transpose() {
+        for (rows, cols) in [
+            (1, 1),
+            (1, 9),
+            (9, 1),
+            (8, 8),
+            (16, 24),
+            (7, 13),
+            (64, 49),
+            (49, 64),
+            (17, 31),
+        ] {
+            let src: Vec<f64> = (0..rows * cols).map(|i| i as f64 * 0.5 - 3.0).collect();
+            let want = |r: usize, c: usize| src[r * cols + c];
+            let mut out = vec![f64::NAN; rows * cols];
+            transpose_one::<f64, false>(&src, rows, cols, &mut out);
+            let mut added: Vec<f64> = (0..rows * cols).map(|i| i as f64).collect();
+            transpose_one::<f64, true>(&src, rows, cols, &mut added);
+            for c in 0..cols {
+                for r in 0..rows {
+                    assert_eq!(out[c * rows + r], want(r, c), "{rows} x {cols} at ({r}, {c})");
+                    assert_eq!(added[c * rows + r], (c * rows + r) as f64 + want(r, c));
+                }
+            }
+        }
+    }
+}
