@@ -21,6 +21,7 @@ use vae_data::npy::{NpyArray, write_npz};
 use vae_data::{Dataset, Source, Split};
 use vae_model::checkpoint::{self, CheckpointError};
 use vae_model::{LossSums, Vae};
+use vae_train::observers::{Observer, OnEpoch};
 use vae_train::plan::{self as run_plan, PlanError, Setting};
 use vae_train::recipe::RunConfig;
 use vae_train::report::{Progress, Verbosity};
@@ -285,7 +286,7 @@ pub fn train(
         py.check_signals()?;
         let result = py.detach(|| {
             let _mode = KeepMode::new();
-            let mut hook = |m: &EpochMetrics, images: usize| -> anyhow::Result<Control> {
+            let hook = |m: &EpochMetrics, images: usize| -> anyhow::Result<Control> {
                 let Some(f) = &on_epoch else {
                     return Ok(Control::Continue);
                 };
@@ -303,7 +304,8 @@ pub fn train(
                 .map_err(anyhow::Error::new)
             };
             vae_train::threads::with_threads(threads, || {
-                session::run_observed(&recipe, &launch, &data, &run_dir, state, &mut progress, None, &mut hook)
+                let more: Vec<Box<dyn Observer + '_>> = vec![Box::new(OnEpoch(hook))];
+                session::run_observed(&recipe, &launch, &data, &run_dir, state, &mut progress, None, more)
             })
             .and_then(|r| r)
         });

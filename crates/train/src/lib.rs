@@ -24,6 +24,7 @@ pub mod flags;
 pub mod image;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod observers;
 pub mod onnx;
 pub mod plan;
 pub mod recipe;

@@ -1,6 +1,7 @@
-//! A training session: the loop over epochs and batches, per-epoch evaluation, checkpoints
-//! (with exact resume), snapshots, Ctrl-C and the time budget, divergence, and the pictures
-//! of a finished run.
+//! A training session: the loop over epochs and batches and per-epoch evaluation, with what
+//! watches it (progress, TensorBoard, checkpoints with exact resume, snapshots, Ctrl-C and
+//! the time budget, the ranks' agreement) as [`Observer`]s; divergence, and the pictures of
+//! a finished run.
 //!
 //! Every random draw is a pure function of (seed, epoch, batch): the shuffle of an epoch,
 //! the binarization and the reparameterisation noise of a batch each come from their own
@@ -12,20 +13,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use ndarray::{Array2, Axis, concatenate};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use vae_data::atomic::write_atomic;
 use vae_data::{Dataset, Split, stream_seed};
 use vae_model::Vae;
 use vae_model::checkpoint;
 use vae_trainer::{Collective, Control, EpochEnd, Position, Trainer, salt};
 
-use crate::image::{Picture, scale_for, tile, write_png};
+use crate::image::{Picture, scale_for, tile};
+use crate::observers::{Board, Checkpoints, EpochDone, FinalPictures, Lines, Observer, SameWeights, StopRequests};
 use crate::recipe::RunConfig;
 use crate::report::Progress;
 use crate::run::{self, EpochMetrics};
 use crate::signals::{self, Signal};
-use crate::tensorboard::RunLog;
 
 /// How a training session starts and stops (not part of the recipe: not saved).
 #[derive(Clone, Debug, Default)]
@@ -87,14 +87,13 @@ pub fn run(
     progress: &mut Progress,
     collective: Option<SharedCollective>,
 ) -> Result<Outcome> {
-    let mut go_on = |_: &EpochMetrics, _: usize| Ok(Control::Continue);
-    run_observed(recipe, launch, data, run_dir, state, progress, collective, &mut go_on)
+    run_observed(recipe, launch, data, run_dir, state, progress, collective, Vec::new())
 }
 
-/// [`run`], calling `on_epoch` with each epoch's metrics and its number of training images
-/// once its checkpoint is written (the Python bindings' `on_epoch`): [`Control::Stop`] ends
-/// the session there as a finished one, with its pictures; an error ends it with that error.
-#[allow(clippy::too_many_arguments, reason = "run's arguments and the hook")]
+/// [`run`] with `more` observers after the session's own (the Python package's `on_epoch`,
+/// [`OnEpoch`]): a [`Control::Stop`] from one after an epoch ends the session there as a
+/// finished one, with its pictures; an error ends it with that error.
+#[allow(clippy::too_many_arguments, reason = "run's arguments and the observers")]
 pub fn run_observed(
     recipe: &RunConfig,
     launch: &Launch,
@@ -103,17 +102,100 @@ pub fn run_observed(
     state: Option<checkpoint::Loaded>,
     progress: &mut Progress,
     collective: Option<SharedCollective>,
-    on_epoch: &mut dyn FnMut(&EpochMetrics, usize) -> Result<Control>,
+    more: Vec<Box<dyn Observer + '_>>,
 ) -> Result<Outcome> {
     let train_split = crate::data::training_split(recipe, data)?;
     let test_split = crate::data::test_split(recipe, data);
-    let mut trainer = Trainer::new(
-        recipe.model_config(train_split.shape),
-        recipe.train_config(),
-        &train_split,
-    )?;
-    trainer.poison_batch(launch.inject_nan_at);
+    let ranks = collective.as_ref().map_or(1, |c| c.size());
     let resuming = state.is_some();
+    let mut trainer = start_trainer(recipe, launch, &train_split, state, collective)?;
+    let writer = trainer.rank() == 0;
+    if writer {
+        let config_path = run_dir.join(run::CONFIG);
+        write_atomic(&config_path, recipe.to_json().as_bytes())
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        progress.line(&start_line(
+            &trainer,
+            resuming,
+            data,
+            &train_split,
+            test_split.len(),
+            ranks,
+            run_dir,
+        ));
+    }
+    let pictures_seed = stream_seed(recipe.training.seed, 0, salt::PICTURES);
+    // Rank 0 reports and writes; every rank agrees on the weights and on stopping.
+    let mut observers: Vec<Box<dyn Observer + '_>> = Vec::new();
+    if writer {
+        observers.push(Box::new(FinalPictures {
+            run_dir,
+            sources: (data, &*test_split),
+            scale: recipe.output.scale,
+            seed: pictures_seed,
+        }));
+        observers.push(Box::new(Lines {
+            progress,
+            recipe,
+            run_dir,
+        }));
+        let sources = (data, &*test_split);
+        observers.push(Box::new(Board::start(
+            run_dir,
+            recipe,
+            &trainer,
+            resuming,
+            sources,
+            pictures_seed,
+        )));
+    }
+    if trainer.collective_mut().is_some() {
+        observers.push(Box::new(SameWeights));
+    }
+    if writer {
+        observers.push(Box::new(Checkpoints::new(
+            run_dir,
+            recipe,
+            &trainer,
+            checkpoint_extra(recipe, data),
+        )));
+    }
+    observers.push(Box::new(StopRequests {
+        started: std::time::Instant::now(),
+        budget: launch.time_budget,
+        epochs: recipe.training.epochs,
+        run_dir,
+    }));
+    observers.extend(more.into_iter().map(|o| -> Box<dyn Observer + '_> { o }));
+    if let Some(stop) = train_loop(
+        &mut trainer,
+        &test_split,
+        recipe.training.epochs,
+        &mut observers,
+        run_dir,
+    )? {
+        return stop.outcome(&mut trainer, &mut observers, run_dir, launch.time_budget);
+    }
+    for o in observers.iter_mut() {
+        o.end_run(&mut trainer)?;
+    }
+    Ok(Outcome {
+        run_dir: run_dir.to_path_buf(),
+        metrics: trainer.metrics().to_vec(),
+    })
+}
+
+/// The trainer of `recipe` on `train`, restored from `state` (a resumed run), training
+/// data-parallel with `collective` if given.
+fn start_trainer<'d>(
+    recipe: &RunConfig,
+    launch: &Launch,
+    train: &'d Split,
+    state: Option<checkpoint::Loaded>,
+    collective: Option<SharedCollective>,
+) -> Result<Trainer<'d>> {
+    let mut trainer = Trainer::new(recipe.model_config(train.shape), recipe.train_config(), train)?;
+    trainer.poison_batch(launch.inject_nan_at);
     if let Some(state) = &state {
         trainer.restore(state)?;
     }
@@ -126,27 +208,140 @@ pub fn run_observed(
     if let Some(c) = collective {
         trainer.set_collective(c);
     }
-    let writer = trainer.rank() == 0;
-    let mut quiet = Progress::new(crate::report::Verbosity::Quiet);
-    let progress = if writer { progress } else { &mut quiet };
-    let config_path = run_dir.join(run::CONFIG);
-    if writer {
-        write_atomic(&config_path, recipe.to_json().as_bytes())
-            .with_context(|| format!("writing {}", config_path.display()))?;
+    Ok(trainer)
+}
+
+/// The epochs: each epoch's batches, then its evaluation, each step reported to the
+/// observers in order. Returns how the run stopped mid-epoch, if it did; a diverged loss
+/// or an observer's error ends it with an error.
+fn train_loop(
+    trainer: &mut Trainer,
+    test: &Split,
+    epochs: usize,
+    observers: &mut [Box<dyn Observer + '_>],
+    run_dir: &Path,
+) -> Result<Option<Stopped>> {
+    // A time-based schedule that has come down to 0 completes the run, whatever its epochs.
+    while trainer.position().epochs_done < epochs && !trainer.schedule_is_over() {
+        let last_good = trainer.position().clone();
+        observers.iter_mut().for_each(|o| o.start_epoch(trainer));
+        let mut step = last_good.epochs_done * trainer.batches_per_epoch() + last_good.batches_done;
+        let end = trainer.run_epoch(|running, images| {
+            step += 1;
+            let asks = observers.iter_mut().map(|o| o.batch(step, running, images));
+            asks.fold(Control::Continue, |c, a| if a == Control::Stop { a } else { c })
+        });
+        observers.iter_mut().for_each(|o| o.end_batches());
+        match end {
+            Err(d) => bail!(diverged_message(&d, run_dir, trainer.position())),
+            Ok(EpochEnd::Stopped) => {
+                for o in observers.iter_mut() {
+                    o.stopped(trainer)?;
+                }
+                return Ok(Some(Stopped {
+                    epoch: last_good.epochs_done + 1,
+                }));
+            }
+            Ok(EpochEnd::Complete) => {
+                let images = trainer.position().partial.images;
+                let lr = trainer.current_lr();
+                let metrics = trainer.end_epoch(test);
+                let mut done = EpochDone {
+                    trainer,
+                    metrics: &metrics,
+                    images,
+                    lr,
+                };
+                let mut control = Control::Continue;
+                for o in observers.iter_mut() {
+                    if o.end_epoch(&mut done)? == Control::Stop {
+                        control = Control::Stop;
+                    }
+                }
+                if control == Control::Stop {
+                    break;
+                }
+            }
+        }
     }
-    let epochs = recipe.training.epochs;
-    progress.line(&format!(
-        "{} {} ({} parameters) on {} {} from {}, testing on {}; {}{} threads, SIMD {}; run directory {}",
+    Ok(None)
+}
+
+/// A run stopped after a batch of epoch `epoch`, its checkpoint saved.
+struct Stopped {
+    epoch: usize,
+}
+
+impl Stopped {
+    /// Every rank stopped at this batch; a signal on any of them is the reason (an
+    /// [`Interrupted`] error), else the time budget (here or on another rank): a run that
+    /// ends as finished. Agreeing on it after the checkpoint also keeps the other ranks
+    /// from exiting (and mpirun from ending rank 0) before it is saved.
+    fn outcome(
+        self,
+        trainer: &mut Trainer,
+        observers: &mut [Box<dyn Observer + '_>],
+        run_dir: &Path,
+        budget: Option<f64>,
+    ) -> Result<Outcome> {
+        let signal = agreed_signal(trainer);
+        let mut say = |text: &str| observers.iter_mut().for_each(|o| o.line(text));
+        let batches = trainer.position().batches_done;
+        say(&format!("stopped after batch {batches} of epoch {}", self.epoch));
+        let Some(signal) = signal else {
+            say(&format!(
+                "time budget of {:.0} s reached: checkpoint saved in {}; continue with `vae-train train --resume {}`",
+                budget.unwrap_or(0.0),
+                run_dir.display(),
+                run_dir.display()
+            ));
+            return Ok(Outcome {
+                run_dir: run_dir.to_path_buf(),
+                metrics: trainer.metrics().to_vec(),
+            });
+        };
+        Err(Interrupted {
+            run_dir: run_dir.to_path_buf(),
+            signal,
+        }
+        .into())
+    }
+}
+
+/// The checkpoint's metadata: the recipe (what `--resume` reads, also in the shareable
+/// model) and a table's columns and standardisation, which every later command applies.
+fn checkpoint_extra(recipe: &RunConfig, data: &Dataset) -> HashMap<String, String> {
+    let mut extra = HashMap::from([(run::TRAIN_CONFIG_KEY.to_string(), recipe.to_json())]);
+    if let Some(t) = &data.table {
+        extra.insert(
+            run::TABLE_KEY.to_string(),
+            serde_json::to_string(t).expect("serialises"),
+        );
+    }
+    extra
+}
+
+/// The session's first line: the model, the data, the threads and the run directory.
+fn start_line(
+    trainer: &Trainer,
+    resuming: bool,
+    data: &Dataset,
+    train: &Split,
+    tests: usize,
+    ranks: usize,
+    run_dir: &Path,
+) -> String {
+    format!(
+        "{} {} ({} parameters) on {} {} from {}, testing on {tests}; {}{} threads, SIMD {}; run directory {}",
         if resuming { "resuming" } else { "training" },
         describe(trainer.model()),
         trainer.model().num_parameters(),
         trainer.images_per_epoch(),
         match &data.table {
             Some(t) => format!("rows of {} columns", t.columns.len()),
-            None => format!("images of {}", train_split.shape),
+            None => format!("images of {}", train.shape),
         },
         data.source,
-        test_split.len(),
         if ranks > 1 {
             format!("{ranks} ranks x ")
         } else {
@@ -155,192 +350,12 @@ pub fn run_observed(
         rayon::current_num_threads(),
         vae_linalg::simd::level(),
         run_dir.display()
-    ));
-    // The recipe, in the training state (what `--resume` reads) and in the shareable model.
-    let mut extra = HashMap::from([(run::TRAIN_CONFIG_KEY.to_string(), recipe.to_json())]);
-    // A table's columns and standardisation, which every later command applies.
-    if let Some(t) = &data.table {
-        extra.insert(
-            run::TABLE_KEY.to_string(),
-            serde_json::to_string(t).expect("serialises"),
-        );
-    }
-    let (started, budget) = (std::time::Instant::now(), launch.time_budget);
-    let snapshots = writer.then_some(recipe.training.snapshot_every).flatten();
-    let mut next_snapshot = snapshots.map(|every| ((trainer.trained_seconds() / every).floor() + 1.0) * every);
-    let per_epoch = trainer.batches_per_epoch();
-    let global_step = |p: &Position| p.epochs_done * per_epoch + p.batches_done;
-    // TensorBoard: rank 0 logs to a new event file per session; a failure to write it is
-    // reported once and ends the logging, never the training.
-    let mut board = None;
-    if writer {
-        let resumed_at = resuming.then(|| global_step(trainer.position()));
-        match RunLog::start(run_dir, recipe.output.log_every, resumed_at) {
-            Ok(b) => board = Some(b),
-            Err(e) => eprintln!("warning: no TensorBoard events for this session: {e:#}"),
-        }
-    }
-    let pictures_seed = stream_seed(recipe.training.seed, 0, salt::PICTURES);
-    // A time-based schedule that has come down to 0 completes the run, whatever its epochs.
-    while trainer.position().epochs_done < epochs && !trainer.schedule_is_over() {
-        let last_good = trainer.position().clone();
-        let epoch = last_good.epochs_done + 1;
-        progress.start_epoch(epoch, epochs, trainer.images_per_epoch());
-        progress.skip(last_good.partial.images);
-        if let Some(b) = &mut board {
-            b.start_epoch(&last_good.partial);
-        }
-        let mut step = global_step(&last_good);
-        let end = trainer.run_epoch(|running, images| {
-            progress.advance(images, running.neg_elbo());
-            step += 1;
-            if let Some(b) = &mut board
-                && let Err(e) = b.batch(step, running)
-            {
-                eprintln!("warning: TensorBoard logging stopped: {e:#}");
-                board = None;
-            }
-            let out_of_time = budget.is_some_and(|b| started.elapsed().as_secs_f64() >= b);
-            if signals::requested().is_some() || out_of_time {
-                Control::Stop
-            } else {
-                Control::Continue
-            }
-        });
-        progress.finish_epoch();
-        match end {
-            Err(d) => bail!(diverged_message(&d, run_dir, trainer.position())),
-            Ok(EpochEnd::Stopped) => {
-                if writer {
-                    save_checkpoint(run_dir, &trainer, &extra)?;
-                    if snapshots.is_some() {
-                        write_snapshot(run_dir, &trainer)?;
-                    }
-                }
-                // Every rank stopped at this batch; a signal on any of them is the reason.
-                // Agreeing on it after the checkpoint also keeps the other ranks from
-                // exiting (and mpirun from ending rank 0) before it is saved.
-                let signal = agreed_signal(&mut trainer);
-                progress.line(&format!(
-                    "stopped after batch {} of epoch {epoch}",
-                    trainer.position().batches_done
-                ));
-                // A stop without a signal is the time budget's (here or on another rank).
-                let Some(signal) = signal else {
-                    progress.line(&format!(
-                        "time budget of {:.0} s reached: checkpoint saved in {}; continue with `vae-train train --resume {}`",
-                        budget.unwrap_or(0.0),
-                        run_dir.display(),
-                        run_dir.display()
-                    ));
-                    return Ok(Outcome {
-                        run_dir: run_dir.to_path_buf(),
-                        metrics: trainer.metrics().to_vec(),
-                    });
-                };
-                return Err(Interrupted {
-                    run_dir: run_dir.to_path_buf(),
-                    signal,
-                }
-                .into());
-            }
-            Ok(EpochEnd::Complete) => {
-                let images = trainer.position().partial.images;
-                let lr = trainer.current_lr();
-                let m = trainer.end_epoch(&test_split);
-                progress.line(&epoch_line(&m, epochs, images, recipe));
-                if let Some(b) = &mut board {
-                    // The same prior draws every epoch (those of the final samples.png).
-                    let mut rng = StdRng::seed_from_u64(pictures_seed);
-                    let logged = pictures(trainer.model_mut(), data, &test_split, recipe.output.scale, &mut rng)
-                        .and_then(|pics| {
-                            let pics = pics.as_ref().map(|(s, r)| [s, r]);
-                            b.epoch(global_step(trainer.position()), &m, lr, images, pics)
-                        });
-                    if let Err(e) = logged {
-                        eprintln!("warning: TensorBoard logging stopped: {e:#}");
-                        board = None;
-                    }
-                }
-                let checksum = trainer.weights_checksum();
-                if let Some(c) = trainer.collective_mut()
-                    && !c.all_equal(checksum)
-                {
-                    bail!(
-                        "rank {}: the weights differ between ranks after epoch {epoch} (checksum {checksum:016x}); \
-                         the ranks must run the same binary on the same data",
-                        c.rank()
-                    );
-                }
-                if writer {
-                    save_checkpoint(run_dir, &trainer, &extra)?;
-                    let t = trainer.trained_seconds();
-                    if let (Some(every), Some(next)) = (snapshots, next_snapshot)
-                        && (t >= next || epoch == epochs || trainer.schedule_is_over())
-                    {
-                        write_snapshot(run_dir, &trainer)?;
-                        next_snapshot = Some(((t / every).floor() + 1.0) * every);
-                    }
-                }
-                // Every rank stops here, or none: a signal that reached some ranks only
-                // (or one just now) is agreed on, so that none waits for another.
-                if let Some(signal) = agreed_signal(&mut trainer)
-                    && epoch < epochs
-                {
-                    return Err(Interrupted {
-                        run_dir: run_dir.to_path_buf(),
-                        signal,
-                    }
-                    .into());
-                }
-                if on_epoch(&m, images)? == Control::Stop {
-                    break;
-                }
-            }
-        }
-    }
-    if let Some(c) = trainer.collective_mut() {
-        let (seconds, calls) = c.allreduce_stats();
-        let train_seconds: f64 = trainer.metrics().iter().map(|m| m.train_seconds).sum();
-        progress.line(&format!(
-            "allreduce: {:.3} ms per step ({calls} steps, {:.1}% of the training time)",
-            1e3 * seconds / calls.max(1) as f64,
-            100.0 * seconds / train_seconds.max(1e-9)
-        ));
-    }
-    if !writer {
-        return Ok(Outcome {
-            run_dir: run_dir.to_path_buf(),
-            metrics: trainer.metrics().to_vec(),
-        });
-    }
-    let mut pic_rng = StdRng::seed_from_u64(pictures_seed);
-    if let Some((samples, recon)) = pictures(
-        trainer.model_mut(),
-        data,
-        &test_split,
-        recipe.output.scale,
-        &mut pic_rng,
-    )? {
-        write_png(&run_dir.join(run::SAMPLES), &samples)?;
-        write_png(&run_dir.join(run::RECONSTRUCTIONS), &recon)?;
-    }
-    let metrics = trainer.metrics().to_vec();
-    progress.line(&format!(
-        "done: test -ELBO {:.2} nats after {} epochs; wrote {}",
-        metrics.last().map_or(f64::NAN, |m| m.test_loss),
-        metrics.last().map_or(0, |m| m.epoch),
-        run_dir.display()
-    ));
-    Ok(Outcome {
-        run_dir: run_dir.to_path_buf(),
-        metrics,
-    })
+    )
 }
 
 /// The signal that asked this run to stop: this rank's own, or (under MPI, where every rank
 /// takes part in one allreduce here) the first in [`Signal::ALL`] that reached any rank.
-fn agreed_signal(trainer: &mut Trainer) -> Option<Signal> {
+pub(crate) fn agreed_signal(trainer: &mut Trainer) -> Option<Signal> {
     let local = signals::requested();
     let Some(c) = trainer.collective_mut() else {
         return local;
@@ -354,37 +369,6 @@ fn agreed_signal(trainer: &mut Trainer) -> Option<Signal> {
             .find(|(_, n)| *n > 0.0)
             .map(|(s, _)| s)
     })
-}
-
-/// Copies the model just saved, and the run's flags, into `snapshots/eEEEEE[-bBBBBB]`: a
-/// run directory of its own for `vae-train eval`.
-fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
-    let p = trainer.position();
-    let name = match p.batches_done {
-        0 => format!("e{:06}", p.epochs_done),
-        b => format!("e{:06}-b{b:06}", p.epochs_done),
-    };
-    let dir = run_dir.join(run::SNAPSHOTS).join(name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for file in [run::MODEL, run::CONFIG] {
-        let from = run_dir.join(file);
-        let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-        write_atomic(&dir.join(file), &bytes).with_context(|| format!("writing {}", dir.join(file).display()))?;
-    }
-    let info = run::Snapshot {
-        epochs: p.epochs_done,
-        batches: p.batches_done,
-        train_seconds: trainer.trained_seconds(),
-    };
-    let json = serde_json::to_string_pretty(&info).expect("serialises");
-    write_atomic(&dir.join("snapshot.json"), json.as_bytes())
-        .with_context(|| format!("writing {}", dir.join("snapshot.json").display()))
-}
-
-/// Writes the checkpoint (training state, then model) and the metrics file.
-fn save_checkpoint(dir: &Path, trainer: &Trainer, extra: &HashMap<String, String>) -> Result<()> {
-    trainer.checkpoint(dir, extra)?;
-    run::write_metrics(dir, trainer.metrics())
 }
 
 fn describe(model: &Vae<f32>) -> String {
@@ -416,7 +400,7 @@ fn describe(model: &Vae<f32>) -> String {
     )
 }
 
-fn epoch_line(m: &EpochMetrics, epochs: usize, images: usize, recipe: &RunConfig) -> String {
+pub(crate) fn epoch_line(m: &EpochMetrics, epochs: usize, images: usize, recipe: &RunConfig) -> String {
     // The bound trained, when it is not the ELBO shown.
     let bound = match (recipe.training.objective, recipe.training.samples) {
         (vae_model::Bound::Iwae, k) if k > 1 => format!("  train -IWAE(k={k}) {:8.2}", m.train_objective),
@@ -456,7 +440,7 @@ fn diverged_message(d: &vae_trainer::Diverged, run_dir: &Path, last: &Position) 
 
 /// The pictures of a run: 8x8 prior samples, and 8 test images over their reconstructions
 /// (none for a table).
-fn pictures(
+pub(crate) fn pictures(
     model: &mut Vae<f32>,
     data: &Dataset,
     test: &Split,
