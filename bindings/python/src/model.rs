@@ -19,7 +19,7 @@ use vae_model::checkpoint;
 use vae_train::commands::score::{Method, block_scores};
 use vae_train::commands::{BLOCK, RunArgs, block_rows};
 use vae_train::recipe::RunConfig;
-use vae_train::run::{self, EpochMetrics};
+use vae_train::run::{self, EpochMetrics, RunDir};
 
 use crate::arrays::{to_channels_last, value_error, with_elements};
 use crate::errors::{guarded, to_py};
@@ -100,7 +100,9 @@ impl Model {
 
     /// Loads the run in `dir` as every `vae-train` command does.
     pub fn load(dir: &Path, threads: Option<usize>) -> PyResult<Self> {
-        run::require_run(dir).map_err(|e| PyFileNotFoundError::new_err(format!("{e:#}")))?;
+        RunDir(dir)
+            .require_run()
+            .map_err(|e| PyFileNotFoundError::new_err(format!("{e:#}")))?;
         let args = RunArgs {
             run_dir: dir.to_path_buf(),
             data: None,
@@ -108,8 +110,8 @@ impl Model {
             max_data_bytes: None,
         };
         let loaded = args.load().map_err(to_py)?;
-        let (_, meta) = checkpoint::load::<f32>(&dir.join(run::MODEL)).map_err(|e| to_py(e.into()))?;
-        let metrics_path = dir.join(run::METRICS);
+        let (_, meta) = checkpoint::load::<f32>(&RunDir(dir).model()).map_err(|e| to_py(e.into()))?;
+        let metrics_path = RunDir(dir).metrics();
         let metrics = if metrics_path.is_file() {
             run::read_metrics(&metrics_path).map_err(to_py)?
         } else {
@@ -481,8 +483,7 @@ impl Model {
     #[pyo3(signature = (run_dir, overwrite=false))]
     fn save(&self, py: Python<'_>, run_dir: PathBuf, overwrite: bool) -> PyResult<()> {
         guarded(|| {
-            let holds = run_dir.join(run::MODEL).exists() || run_dir.join(run::STATE).exists();
-            if holds && !overwrite {
+            if RunDir(&run_dir).holds_checkpoint() && !overwrite {
                 return Err(PyFileExistsError::new_err(format!(
                     "{} already holds a trained model; choose another run_dir, or pass overwrite=True (nothing was overwritten)",
                     run_dir.display()
@@ -513,12 +514,11 @@ impl Model {
             meta.retain(|k, _| k != checkpoint::CONFIG_KEY && k != checkpoint::CHECKSUM_KEY && k != "format");
             meta.insert(run::TRAIN_CONFIG_KEY.into(), recipe.to_json());
             py.detach(|| -> anyhow::Result<()> {
-                checkpoint::save(&self.engine().vae, &run_dir.join(run::MODEL), meta)?;
-                let config = run_dir.join(run::CONFIG);
-                vae_data::atomic::write_atomic(&config, recipe.to_json().as_bytes())
-                    .map_err(|e| anyhow::Error::new(e).context(format!("writing {}", config.display())))?;
+                let dir = RunDir(&run_dir);
+                checkpoint::save(&self.engine().vae, &dir.model(), meta)?;
+                dir.write_config(&recipe.to_json())?;
                 if !self.metrics.is_empty() {
-                    run::write_metrics(&run_dir, &self.metrics)?;
+                    dir.write_metrics(&self.metrics)?;
                 }
                 Ok(())
             })

@@ -25,7 +25,7 @@ use vae_train::observers::{Observer, OnEpoch};
 use vae_train::plan::{self as run_plan, PlanError, Setting};
 use vae_train::recipe::RunConfig;
 use vae_train::report::{Progress, Verbosity};
-use vae_train::run::{self, EpochMetrics};
+use vae_train::run::{self, EpochMetrics, RunDir};
 use vae_train::session::{self, Launch};
 use vae_train::signals::Signal;
 use vae_trainer::{Control, EpochEnd};
@@ -397,7 +397,7 @@ impl Trainer {
 /// Writes the checkpoint (training state and model) and the metrics file, as a session does.
 fn save(trainer: &EngineTrainer<'_>, dir: &Path, extra: &HashMap<String, String>) -> anyhow::Result<()> {
     trainer.checkpoint(dir, extra)?;
-    run::write_metrics(dir, trainer.metrics())
+    RunDir(dir).write_metrics(trainer.metrics())
 }
 
 fn sums_dict<'py>(py: Python<'py>, s: &LossSums) -> PyResult<Bound<'py, PyDict>> {
@@ -495,13 +495,7 @@ impl Trainer {
             let config_path = run_dir.join(run::CONFIG);
             write_atomic(&config_path, recipe.to_json().as_bytes())
                 .map_err(|e| os_error(e.kind(), format!("writing {}: {e}", config_path.display())))?;
-            let mut extra = HashMap::from([(run::TRAIN_CONFIG_KEY.to_string(), recipe.to_json())]);
-            if let Some(t) = &live.borrow_owner().dataset.table {
-                extra.insert(
-                    run::TABLE_KEY.to_string(),
-                    serde_json::to_string(t).expect("serialises"),
-                );
-            }
+            let extra = session::checkpoint_metadata(&recipe, &live.borrow_owner().dataset);
             let pool = vae_linalg::fpenv::thread_pool(recipe.training.threads)
                 .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("starting the thread pool: {e}")))?;
             Ok(Trainer {

@@ -1,6 +1,7 @@
 //! The dataset every command trains and evaluates on: train and test splits of images with
 //! their shape and, where the source has them, labels. [`Dataset::open`] finds the source a
-//! path holds; MNIST's IDX files are the one source today (a directory of the four files).
+//! path holds: a directory of MNIST-style IDX files, a folder of images, a NumPy `.npy` or
+//! `.npz`, or a CSV table ([`Source`]).
 
 use std::path::{Path, PathBuf};
 

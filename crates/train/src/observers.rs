@@ -20,7 +20,7 @@ use vae_trainer::{Control, Trainer};
 use crate::image::write_png;
 use crate::recipe::RunConfig;
 use crate::report::Progress;
-use crate::run::{self, EpochMetrics};
+use crate::run::{self, EpochMetrics, RunDir};
 use crate::session::{Interrupted, agreed_signal, epoch_line, pictures};
 use crate::signals;
 use crate::tensorboard::RunLog;
@@ -156,8 +156,9 @@ impl Observer for FinalPictures<'_> {
         let mut rng = StdRng::seed_from_u64(self.seed);
         let (data, test) = self.sources;
         if let Some((samples, recon)) = pictures(trainer.model_mut(), data, test, self.scale, &mut rng)? {
-            write_png(&self.run_dir.join(run::SAMPLES), &samples)?;
-            write_png(&self.run_dir.join(run::RECONSTRUCTIONS), &recon)?;
+            let (samples_png, recon_png) = RunDir(self.run_dir).pictures();
+            write_png(&samples_png, &samples)?;
+            write_png(&recon_png, &recon)?;
         }
         Ok(())
     }
@@ -284,7 +285,7 @@ impl<'a> Checkpoints<'a> {
     /// Writes the checkpoint (training state, then model) and the metrics file.
     fn save(&self, trainer: &Trainer) -> Result<()> {
         trainer.checkpoint(self.run_dir, &self.extra)?;
-        run::write_metrics(self.run_dir, trainer.metrics())
+        RunDir(self.run_dir).write_metrics(trainer.metrics())
     }
 }
 
@@ -314,11 +315,7 @@ impl Observer for Checkpoints<'_> {
 /// run directory of its own for `vae-train eval`.
 fn write_snapshot(run_dir: &Path, trainer: &Trainer) -> Result<()> {
     let p = trainer.position();
-    let name = match p.batches_done {
-        0 => format!("e{:06}", p.epochs_done),
-        b => format!("e{:06}-b{b:06}", p.epochs_done),
-    };
-    let dir = run_dir.join(run::SNAPSHOTS).join(name);
+    let dir = RunDir(run_dir).snapshot(p.epochs_done, p.batches_done);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for file in [run::MODEL, run::CONFIG] {
         let from = run_dir.join(file);

@@ -11,7 +11,7 @@ use vae_model::checkpoint::{self, CheckpointError};
 
 use crate::flags::{TrainArgs, rendered};
 use crate::recipe::{RecipeError, RunConfig};
-use crate::run::{self, TRAIN_CONFIG_KEY};
+use crate::run::{self, RunDir, TRAIN_CONFIG_KEY};
 use crate::session::Launch;
 
 /// Why a run could not be planned; each caller reports it in its own terms (the command
@@ -175,7 +175,8 @@ fn absolute(p: &Path) -> PathBuf {
 /// Creates the run directory, refusing to overwrite a finished or interrupted run. A run
 /// that never wrote its first checkpoint is started afresh only with `overwrite`.
 pub fn prepare_run_dir(dir: &Path, overwrite: bool) -> Result<(), PlanError> {
-    if dir.join(run::MODEL).exists() || dir.join(run::STATE).exists() {
+    let run = RunDir(dir);
+    if run.holds_checkpoint() {
         return Err(PlanError::RunDirTaken(format!(
             "{} already holds a trained model; choose another --run-dir, or continue it with --resume {} \
              (nothing was overwritten{})",
@@ -188,7 +189,7 @@ pub fn prepare_run_dir(dir: &Path, overwrite: bool) -> Result<(), PlanError> {
             }
         )));
     }
-    let leftovers = run::unfinished_files(dir);
+    let leftovers = run.unfinished_files();
     if !leftovers.is_empty() {
         if !overwrite {
             return Err(PlanError::RunDirTaken(format!(
@@ -223,7 +224,7 @@ pub fn read_resume_state(dir: &Path) -> Result<(RunConfig, checkpoint::Loaded), 
     if !dir.is_dir() {
         return Err(PlanError::NoRunDir(dir.to_path_buf()));
     }
-    let path = dir.join(run::STATE);
+    let path = RunDir(dir).state();
     if !path.is_file() {
         return Err(PlanError::NothingToResume(format!(
             "{} holds no {}: nothing to resume (the run never finished its first checkpoint); start it \
@@ -231,8 +232,8 @@ pub fn read_resume_state(dir: &Path) -> Result<(RunConfig, checkpoint::Loaded), 
             dir.display(),
             run::STATE,
             dir.display(),
-            if dir.join(run::CONFIG).is_file() {
-                format!(" (they are in {})", dir.join(run::CONFIG).display())
+            if RunDir(dir).config().is_file() {
+                format!(" (they are in {})", RunDir(dir).config().display())
             } else {
                 String::new()
             }

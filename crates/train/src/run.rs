@@ -1,4 +1,4 @@
-//! A run directory: what a training run writes and what later commands read.
+//! A run directory ([`RunDir`]): what a training run writes and what later commands read.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -72,12 +72,6 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         .collect()
 }
 
-/// Writes the metrics file atomically.
-pub fn write_metrics(dir: &Path, rows: &[EpochMetrics]) -> Result<()> {
-    let p = dir.join(METRICS);
-    write_atomic(&p, metrics_csv(rows).as_bytes()).with_context(|| format!("writing {}", p.display()))
-}
-
 /// `runs/<UTC time>` (e.g. `runs/20261123-153012`).
 pub fn default_run_dir() -> PathBuf {
     let secs = std::time::SystemTime::now()
@@ -108,25 +102,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// The files a run that never wrote its first checkpoint leaves in `dir` (its configuration,
-/// metrics, TensorBoard events, and temporary files of interrupted writes); empty if there
-/// are none.
-pub fn unfinished_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            p.is_file() && (name == CONFIG || name == METRICS || name.ends_with(".tmp") || is_event_file(name))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
 /// Warns (on stderr) that a checkpoint carries no checksums, so damage cannot be detected.
 pub fn warn_unverified(path: &Path) {
     eprintln!(
@@ -135,18 +110,107 @@ pub fn warn_unverified(path: &Path) {
     );
 }
 
-/// Checks that `dir` is a run directory (it holds a model), naming what is missing.
-pub fn require_run(dir: &Path) -> Result<()> {
-    anyhow::ensure!(dir.is_dir(), "run directory {} does not exist", dir.display());
-    anyhow::ensure!(
-        dir.join(MODEL).is_file(),
-        "{} holds no {MODEL}: not a run directory (train one with `vae-train train --run-dir {}`)",
-        dir.display(),
-        dir.display()
-    );
-    Ok(())
-}
+/// A run directory's layout: where each of a run's files lies, and the checks and writes
+/// that the commands and the Python package share. A view of a path, copied freely.
+#[derive(Clone, Copy, Debug)]
+pub struct RunDir<'a>(pub &'a Path);
 
+impl<'a> RunDir<'a> {
+    /// The directory.
+    pub fn path(self) -> &'a Path {
+        self.0
+    }
+
+    /// The shareable model ([`MODEL`]).
+    pub fn model(self) -> PathBuf {
+        self.0.join(MODEL)
+    }
+
+    /// The training state ([`STATE`]).
+    pub fn state(self) -> PathBuf {
+        self.0.join(STATE)
+    }
+
+    /// The recipe ([`CONFIG`]).
+    pub fn config(self) -> PathBuf {
+        self.0.join(CONFIG)
+    }
+
+    /// The metrics ([`METRICS`]).
+    pub fn metrics(self) -> PathBuf {
+        self.0.join(METRICS)
+    }
+
+    /// The final pictures: prior samples ([`SAMPLES`]) and reconstructions
+    /// ([`RECONSTRUCTIONS`]).
+    pub fn pictures(self) -> (PathBuf, PathBuf) {
+        (self.0.join(SAMPLES), self.0.join(RECONSTRUCTIONS))
+    }
+
+    /// The snapshot after `epochs` epochs and `batches` batches of the next:
+    /// `snapshots/eEEEEE[-bBBBBB]`, a run directory of its own.
+    pub fn snapshot(self, epochs: usize, batches: usize) -> PathBuf {
+        let name = match batches {
+            0 => format!("e{epochs:06}"),
+            b => format!("e{epochs:06}-b{b:06}"),
+        };
+        self.0.join(SNAPSHOTS).join(name)
+    }
+
+    /// Whether it holds a checkpoint (a model or a training state): never overwritten.
+    pub fn holds_checkpoint(self) -> bool {
+        self.model().exists() || self.state().exists()
+    }
+
+    /// Checks that it is a run directory (it holds a model), naming what is missing.
+    pub fn require_run(self) -> Result<()> {
+        let dir = self.0;
+        anyhow::ensure!(dir.is_dir(), "run directory {} does not exist", dir.display());
+        anyhow::ensure!(
+            self.model().is_file(),
+            "{} holds no {MODEL}: not a run directory (train one with `vae-train train --run-dir {}`)",
+            dir.display(),
+            dir.display()
+        );
+        Ok(())
+    }
+
+    /// Writes the recipe (JSON) atomically.
+    pub fn write_config(self, json: &str) -> Result<()> {
+        let p = self.config();
+        write_atomic(&p, json.as_bytes()).with_context(|| format!("writing {}", p.display()))
+    }
+
+    /// Writes the metrics file atomically.
+    pub fn write_metrics(self, rows: &[EpochMetrics]) -> Result<()> {
+        let p = self.metrics();
+        write_atomic(&p, metrics_csv(rows).as_bytes()).with_context(|| format!("writing {}", p.display()))
+    }
+
+    /// Reads the metrics file ([`read_metrics`]).
+    pub fn read_metrics(self) -> Result<Vec<EpochMetrics>> {
+        read_metrics(&self.metrics())
+    }
+
+    /// The files a run that never wrote its first checkpoint leaves here (its
+    /// configuration, metrics, TensorBoard events, and temporary files of interrupted
+    /// writes); empty if there are none.
+    pub fn unfinished_files(self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(self.0) else {
+            return Vec::new();
+        };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                p.is_file() && (name == CONFIG || name == METRICS || name.ends_with(".tmp") || is_event_file(name))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,7 +238,7 @@ mod tests {
         };
         let p = std::env::temp_dir().join(format!("vae-metrics-{}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
-        write_metrics(&p, &[m, m]).unwrap();
-        assert_eq!(read_metrics(&p.join(METRICS)).unwrap(), vec![m, m]);
+        RunDir(&p).write_metrics(&[m, m]).unwrap();
+        assert_eq!(RunDir(&p).read_metrics().unwrap(), vec![m, m]);
     }
 }

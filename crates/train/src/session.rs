@@ -11,10 +11,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use ndarray::{Array2, Axis, concatenate};
 use rand::Rng;
-use vae_data::atomic::write_atomic;
 use vae_data::{Dataset, Split, stream_seed};
 use vae_model::Vae;
 use vae_model::checkpoint;
@@ -24,7 +23,7 @@ use crate::image::{Picture, scale_for, tile};
 use crate::observers::{Board, Checkpoints, EpochDone, FinalPictures, Lines, Observer, SameWeights, StopRequests};
 use crate::recipe::RunConfig;
 use crate::report::Progress;
-use crate::run::{self, EpochMetrics};
+use crate::run::{self, EpochMetrics, RunDir};
 use crate::signals::{self, Signal};
 
 /// How a training session starts and stops (not part of the recipe: not saved).
@@ -111,9 +110,7 @@ pub fn run_observed(
     let mut trainer = start_trainer(recipe, launch, &train_split, state, collective)?;
     let writer = trainer.rank() == 0;
     if writer {
-        let config_path = run_dir.join(run::CONFIG);
-        write_atomic(&config_path, recipe.to_json().as_bytes())
-            .with_context(|| format!("writing {}", config_path.display()))?;
+        RunDir(run_dir).write_config(&recipe.to_json())?;
         progress.line(&start_line(
             &trainer,
             resuming,
@@ -157,7 +154,7 @@ pub fn run_observed(
             run_dir,
             recipe,
             &trainer,
-            checkpoint_extra(recipe, data),
+            checkpoint_metadata(recipe, data),
         )));
     }
     observers.push(Box::new(StopRequests {
@@ -310,7 +307,7 @@ impl Stopped {
 
 /// The checkpoint's metadata: the recipe (what `--resume` reads, also in the shareable
 /// model) and a table's columns and standardisation, which every later command applies.
-fn checkpoint_extra(recipe: &RunConfig, data: &Dataset) -> HashMap<String, String> {
+pub fn checkpoint_metadata(recipe: &RunConfig, data: &Dataset) -> HashMap<String, String> {
     let mut extra = HashMap::from([(run::TRAIN_CONFIG_KEY.to_string(), recipe.to_json())]);
     if let Some(t) = &data.table {
         extra.insert(

@@ -8,7 +8,7 @@ use vae_train::cli::{Cli, Command};
 use vae_train::observers::{EpochDone, Observer};
 use vae_train::plan::{Plan, Setting};
 use vae_train::report::{Progress, Verbosity};
-use vae_train::run;
+use vae_train::run::RunDir;
 use vae_train::session;
 use vae_trainer::{Control, Trainer};
 
@@ -94,8 +94,9 @@ fn an_observer_sees_every_batch_and_epoch_and_can_end_the_run() {
     want.push("end 2".to_string());
     assert_eq!(log.events, want);
     assert_eq!(outcome.metrics.len(), 2);
-    for file in [run::MODEL, run::STATE, run::CONFIG, run::METRICS, run::SAMPLES] {
-        assert!(run_dir.join(file).is_file(), "{file} written");
+    let dir = RunDir(&run_dir);
+    for file in [dir.model(), dir.state(), dir.config(), dir.metrics(), dir.pictures().0] {
+        assert!(file.is_file(), "{} written", file.display());
     }
-    assert_eq!(run::read_metrics(&run_dir.join(run::METRICS)).unwrap().len(), 2);
+    assert_eq!(dir.read_metrics().unwrap().len(), 2);
 }

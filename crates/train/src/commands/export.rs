@@ -9,7 +9,7 @@ use prost::Message;
 use vae_data::atomic::write_atomic;
 use vae_model::checkpoint;
 
-use crate::run;
+use crate::run::{self, RunDir};
 
 /// Flags of `vae-train export`.
 #[derive(Args, Debug, Clone)]
@@ -24,8 +24,8 @@ pub struct ExportArgs {
 
 /// Writes both files; returns their paths.
 pub fn export(a: &ExportArgs) -> Result<Vec<PathBuf>> {
-    run::require_run(&a.run_dir)?;
-    let model_path = a.run_dir.join(run::MODEL);
+    RunDir(&a.run_dir).require_run()?;
+    let model_path = RunDir(&a.run_dir).model();
     let (model, meta) = checkpoint::load::<f32>(&model_path)?;
     if !meta.contains_key(checkpoint::CHECKSUM_KEY) {
         run::warn_unverified(&model_path);

@@ -26,7 +26,7 @@ use vae_trainer::Collective;
 
 use crate::data::test_split;
 use crate::recipe::RunConfig;
-use crate::run;
+use crate::run::{self, RunDir};
 
 /// Flags every run command takes.
 #[derive(Args, Debug, Clone)]
@@ -65,13 +65,14 @@ impl RunArgs {
         if self.threads == Some(0) {
             bail!("--threads must be at least 1");
         }
-        run::require_run(&self.run_dir)?;
-        let model_path = self.run_dir.join(run::MODEL);
+        let dir = RunDir(&self.run_dir);
+        dir.require_run()?;
+        let model_path = dir.model();
         let (model, meta) = checkpoint::load::<f32>(&model_path)?;
         if !meta.contains_key(checkpoint::CHECKSUM_KEY) {
             run::warn_unverified(&model_path);
         }
-        let cfg_path = self.run_dir.join(run::CONFIG);
+        let cfg_path = dir.config();
         let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
         let config = RunConfig::from_json(&text)
             .with_context(|| format!("{}: not a valid run configuration", cfg_path.display()))?;

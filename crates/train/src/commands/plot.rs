@@ -8,7 +8,7 @@ use clap::Args;
 use vae_data::atomic::write_atomic;
 
 use super::output;
-use crate::run::{self, read_metrics};
+use crate::run::{self, RunDir};
 use crate::run::{SNAPSHOTS, Snapshot};
 use crate::svg::{Series, lines};
 
@@ -40,11 +40,11 @@ pub fn plot(a: &PlotArgs) -> Result<PathBuf> {
     if a.nll {
         return plot_nll(a);
     }
-    let m = read_metrics(&a.run_dir.join(run::METRICS))?;
+    let m = RunDir(&a.run_dir).read_metrics()?;
     ensure!(
         !m.is_empty(),
         "{}: no epochs recorded yet",
-        a.run_dir.join(run::METRICS).display()
+        RunDir(&a.run_dir).metrics().display()
     );
     let series = |name: &str, f: fn(&run::EpochMetrics) -> f64| Series {
         name: name.into(),
