@@ -582,16 +582,9 @@ impl Model {
 
     fn __repr__(&self) -> String {
         let c = self.vae_config();
-        let mut widths = vec![c.input.to_string()];
-        widths.extend(c.hidden.iter().map(ToString::to_string));
-        widths.push(c.latent.to_string());
-        for l in &c.upper {
-            widths.extend(l.hidden.iter().map(ToString::to_string));
-            widths.push(l.latent.to_string());
-        }
         format!(
             "<vae.Model {} {} {}{}>",
-            widths.join("-"),
+            c.widths(),
             c.activation,
             c.likelihood,
             self.run_dir

@@ -166,6 +166,42 @@ impl VaeConfig {
         self.upper.last().map_or(self.latent, |l| l.latent)
     }
 
+    /// The widths from the input to the top latent, dashed (`784-400-20`; a conv model's
+    /// stack after the input, `12288-conv:32k3s2,64k3s2-128`; each upper level's layers and
+    /// latent after the one below).
+    pub fn widths(&self) -> String {
+        let mut widths = vec![self.input.to_string()];
+        if !self.arch.is_mlp() {
+            widths.push(self.arch.to_string());
+        }
+        widths.extend(self.hidden.iter().map(ToString::to_string));
+        widths.push(self.latent.to_string());
+        for l in &self.upper {
+            widths.extend(l.hidden.iter().map(ToString::to_string));
+            widths.push(l.latent.to_string());
+        }
+        widths.join("-")
+    }
+
+    /// The model in a phrase: `a 784-400-20 VAE (relu, bernoulli decoder)`, with its
+    /// stochastic layers and its prior where they are not the default.
+    pub fn describe(&self) -> String {
+        let levels = match self.levels() {
+            1 => String::new(),
+            n => format!(", {n} stochastic layers"),
+        };
+        let prior = match self.prior {
+            Prior::Standard => String::new(),
+            Prior::Vamp { components } => format!(", VampPrior of {components} pseudo-inputs"),
+        };
+        format!(
+            "a {} VAE ({}, {} decoder{levels}{prior})",
+            self.widths(),
+            self.activation,
+            self.likelihood
+        )
+    }
+
     /// Checks every size and constant.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |field, message: String| Err(ConfigError { field, message });

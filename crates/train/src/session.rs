@@ -331,7 +331,7 @@ fn start_line(
     format!(
         "{} {} ({} parameters) on {} {} from {}, testing on {tests}; {}{} threads, SIMD {}; run directory {}",
         if resuming { "resuming" } else { "training" },
-        describe(trainer.model()),
+        trainer.model().config().describe(),
         trainer.model().num_parameters(),
         trainer.images_per_epoch(),
         match &data.table {
@@ -366,35 +366,6 @@ pub(crate) fn agreed_signal(trainer: &mut Trainer) -> Option<Signal> {
             .find(|(_, n)| *n > 0.0)
             .map(|(s, _)| s)
     })
-}
-
-fn describe(model: &Vae<f32>) -> String {
-    let c = model.config();
-    let mut widths = vec![c.input];
-    widths.extend(&c.hidden);
-    widths.push(c.latent);
-    for l in &c.upper {
-        widths.extend(&l.hidden);
-        widths.push(l.latent);
-    }
-    let mut widths: Vec<String> = widths.iter().map(|h| h.to_string()).collect();
-    if !c.arch.is_mlp() {
-        widths.insert(1, c.arch.to_string());
-    }
-    let levels = match c.levels() {
-        1 => String::new(),
-        n => format!(", {n} stochastic layers"),
-    };
-    let prior = match c.prior {
-        vae_model::Prior::Standard => String::new(),
-        vae_model::Prior::Vamp { components } => format!(", VampPrior of {components} pseudo-inputs"),
-    };
-    format!(
-        "a {} VAE ({}, {} decoder{levels}{prior})",
-        widths.join("-"),
-        c.activation,
-        c.likelihood
-    )
 }
 
 pub(crate) fn epoch_line(m: &EpochMetrics, epochs: usize, images: usize, recipe: &RunConfig) -> String {
