@@ -84,8 +84,6 @@ pub struct Lines<'a> {
     pub progress: &'a mut Progress,
     /// The run's recipe (the epochs and the bound trained, for the epoch lines).
     pub recipe: &'a RunConfig,
-    /// The run directory (named in the last line).
-    pub run_dir: &'a Path,
 }
 
 impl Observer for Lines<'_> {
@@ -127,13 +125,6 @@ impl Observer for Lines<'_> {
                 100.0 * seconds / train_seconds.max(1e-9)
             ));
         }
-        let last = trainer.metrics().last();
-        self.progress.line(&format!(
-            "done: test -ELBO {:.2} nats after {} epochs; wrote {}",
-            last.map_or(f64::NAN, |m| m.test_loss),
-            last.map_or(0, |m| m.epoch),
-            self.run_dir.display()
-        ));
         Ok(())
     }
 }

@@ -121,31 +121,13 @@ pub fn run_observed(
             run_dir,
         ));
     }
-    let pictures_seed = stream_seed(recipe.training.seed, 0, salt::PICTURES);
+    let started = std::time::Instant::now();
     // Rank 0 reports and writes; every rank agrees on the weights and on stopping.
-    let mut observers: Vec<Box<dyn Observer + '_>> = Vec::new();
-    if writer {
-        observers.push(Box::new(FinalPictures {
-            run_dir,
-            sources: (data, &*test_split),
-            scale: recipe.output.scale,
-            seed: pictures_seed,
-        }));
-        observers.push(Box::new(Lines {
-            progress,
-            recipe,
-            run_dir,
-        }));
-        let sources = (data, &*test_split);
-        observers.push(Box::new(Board::start(
-            run_dir,
-            recipe,
-            &trainer,
-            resuming,
-            sources,
-            pictures_seed,
-        )));
-    }
+    let sources = (data, &*test_split);
+    let mut observers = match writer {
+        true => reporters(progress, recipe, run_dir, sources, &trainer, resuming),
+        false => Vec::new(),
+    };
     if trainer.collective_mut().is_some() {
         observers.push(Box::new(SameWeights));
     }
@@ -158,7 +140,7 @@ pub fn run_observed(
         )));
     }
     observers.push(Box::new(StopRequests {
-        started: std::time::Instant::now(),
+        started,
         budget: launch.time_budget,
         epochs: recipe.training.epochs,
         run_dir,
@@ -176,10 +158,47 @@ pub fn run_observed(
     for o in observers.iter_mut() {
         o.end_run(&mut trainer)?;
     }
+    let done = done_line(trainer.metrics(), run_dir);
+    observers.iter_mut().for_each(|o| o.line(&done));
     Ok(Outcome {
         run_dir: run_dir.to_path_buf(),
         metrics: trainer.metrics().to_vec(),
     })
+}
+
+/// The last line of a finished run.
+fn done_line(metrics: &[EpochMetrics], run_dir: &Path) -> String {
+    let last = metrics.last();
+    format!(
+        "done: test -ELBO {:.2} nats after {} epochs; wrote {}",
+        last.map_or(f64::NAN, |m| m.test_loss),
+        last.map_or(0, |m| m.epoch),
+        run_dir.display()
+    )
+}
+
+/// Rank 0's observers that report (in this order: at the end, the allreduce's figures,
+/// then the pictures, then the last line): the lines, the final pictures, TensorBoard.
+fn reporters<'a>(
+    progress: &'a mut Progress,
+    recipe: &'a RunConfig,
+    run_dir: &'a Path,
+    sources: (&'a Dataset, &'a Split),
+    trainer: &Trainer,
+    resuming: bool,
+) -> Vec<Box<dyn Observer + 'a>> {
+    let seed = stream_seed(recipe.training.seed, 0, salt::PICTURES);
+    let scale = recipe.output.scale;
+    vec![
+        Box::new(Lines { progress, recipe }),
+        Box::new(FinalPictures {
+            run_dir,
+            sources,
+            scale,
+            seed,
+        }),
+        Box::new(Board::start(run_dir, recipe, trainer, resuming, sources, seed)),
+    ]
 }
 
 /// The trainer of `recipe` on `train`, restored from `state` (a resumed run), training
