@@ -100,8 +100,8 @@ impl Model {
 
     /// Loads the run in `dir` as every `vae-train` command does.
     pub fn load(dir: &Path, threads: Option<usize>) -> PyResult<Self> {
-        RunDir(dir)
-            .require_run()
+        let run = RunDir(dir);
+        run.require_run()
             .map_err(|e| PyFileNotFoundError::new_err(format!("{e:#}")))?;
         let args = RunArgs {
             run_dir: dir.to_path_buf(),
@@ -110,10 +110,9 @@ impl Model {
             max_data_bytes: None,
         };
         let loaded = args.load().map_err(to_py)?;
-        let (_, meta) = checkpoint::load::<f32>(&RunDir(dir).model()).map_err(|e| to_py(e.into()))?;
-        let metrics_path = RunDir(dir).metrics();
-        let metrics = if metrics_path.is_file() {
-            run::read_metrics(&metrics_path).map_err(to_py)?
+        let (_, meta) = checkpoint::load::<f32>(&run.model()).map_err(|e| to_py(e.into()))?;
+        let metrics = if run.metrics().is_file() {
+            run.read_metrics().map_err(to_py)?
         } else {
             Vec::new()
         };

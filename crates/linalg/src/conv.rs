@@ -799,13 +799,7 @@ impl<T: Float> ConvTiles<'_, T> {
                     // pointers or the offsets), the panel k x nr, and the tile's rows are
                     // destination pixels no other tile writes. A piecewise linear
                     // activation in the registers (see `Tile::run_fused`).
-                    unsafe {
-                        if tile.cols == nr {
-                            tile.run_fused::<V, NV, MR>()
-                        } else {
-                            tile.run_any::<V, NV, MR>()
-                        }
-                    };
+                    unsafe { tile.run_fused::<V, NV, MR>() };
                 }
             }
             tile = end;

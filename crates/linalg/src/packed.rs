@@ -466,14 +466,21 @@ impl<T: Float> Tile<T> {
     /// store (others after it, as [`Tile::run`] does): the convolutions' tiles, where reading
     /// the tile back cost more than the registers the activation takes (fastest of 7
     /// alternated runs on a Zen 3: conv64 dec4's forward 73 -> 77 GFLOP/s, keras-conv dec0's
-    /// 75 -> 82); the dense layers' long chains keep [`Tile::run`].
+    /// 75 -> 82); the dense layers' long chains keep [`Tile::run`]. A tile narrower than its
+    /// panel runs as [`Tile::run_any`] does (fewer vectors, the activation after the store).
     ///
     /// # Safety
-    /// As for [`Tile::run`].
+    /// As for [`Tile::run_any`].
     #[inline(always)]
     pub(crate) unsafe fn run_fused<V: Vector<E = T>, const NV: usize, const MR: usize>(&self) {
         // SAFETY: as the caller promises.
-        unsafe { self.run_with::<V, NV, MR, true>() }
+        unsafe {
+            if self.cols == self.nr {
+                self.run_with::<V, NV, MR, true>()
+            } else {
+                self.run_any::<V, NV, MR>()
+            }
+        }
     }
 
     /// # Safety

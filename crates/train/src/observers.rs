@@ -72,8 +72,8 @@ pub struct EpochDone<'a, 'd> {
     pub lr: f64,
 }
 
-/// The global batch number of a position.
-fn global_step(trainer: &Trainer) -> usize {
+/// The global batch number of the trainer's position.
+pub(crate) fn global_step(trainer: &Trainer) -> usize {
     let p = trainer.position();
     p.epochs_done * trainer.batches_per_epoch() + p.batches_done
 }
@@ -264,7 +264,7 @@ pub struct Checkpoints<'a> {
 impl<'a> Checkpoints<'a> {
     /// Checkpoints of `trainer`'s run in `run_dir`, with `extra` in their metadata.
     pub fn new(run_dir: &'a Path, recipe: &RunConfig, trainer: &Trainer, extra: HashMap<String, String>) -> Self {
-        let next = |every: f64| ((trainer.trained_seconds() / every).floor() + 1.0) * every;
+        let next = |every: f64| next_snapshot(trainer.trained_seconds(), every);
         Checkpoints {
             run_dir,
             extra,
@@ -288,7 +288,7 @@ impl Observer for Checkpoints<'_> {
             && (t >= *next || e.metrics.epoch == self.epochs || e.trainer.schedule_is_over())
         {
             write_snapshot(self.run_dir, e.trainer)?;
-            *next = ((t / *every).floor() + 1.0) * *every;
+            *next = next_snapshot(t, *every);
         }
         Ok(Control::Continue)
     }
@@ -300,6 +300,11 @@ impl Observer for Checkpoints<'_> {
         }
         Ok(())
     }
+}
+
+/// When the snapshot after `t` seconds of training is due, one every `every` seconds.
+fn next_snapshot(t: f64, every: f64) -> f64 {
+    ((t / every).floor() + 1.0) * every
 }
 
 /// Copies the model just saved, and the run's flags, into `snapshots/eEEEEE[-bBBBBB]`: a

@@ -20,7 +20,9 @@ use vae_model::checkpoint;
 use vae_trainer::{Collective, Control, EpochEnd, Position, Trainer, salt};
 
 use crate::image::{Picture, scale_for, tile};
-use crate::observers::{Board, Checkpoints, EpochDone, FinalPictures, Lines, Observer, SameWeights, StopRequests};
+use crate::observers::{
+    Board, Checkpoints, EpochDone, FinalPictures, Lines, Observer, SameWeights, StopRequests, global_step,
+};
 use crate::recipe::RunConfig;
 use crate::report::Progress;
 use crate::run::{self, EpochMetrics, RunDir};
@@ -241,7 +243,7 @@ fn train_loop(
     while trainer.position().epochs_done < epochs && !trainer.schedule_is_over() {
         let last_good = trainer.position().clone();
         observers.iter_mut().for_each(|o| o.start_epoch(trainer));
-        let mut step = last_good.epochs_done * trainer.batches_per_epoch() + last_good.batches_done;
+        let mut step = global_step(trainer);
         let end = trainer.run_epoch(|running, images| {
             step += 1;
             let asks = observers.iter_mut().map(|o| o.batch(step, running, images));

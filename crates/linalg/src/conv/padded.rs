@@ -201,14 +201,8 @@ impl<T: Float> PaddedTiles<'_, T> {
                     // SAFETY: the rows' windows (k values at the taps' offsets) lie in the
                     // padded image, the panel holds k x nr values, and the tile's rows are
                     // pixels of image j that this part alone writes.
-                    // The chain is a few taps long: the activation in the registers.
-                    unsafe {
-                        if tile.cols == nr {
-                            tile.run_fused::<V, NV, MR>()
-                        } else {
-                            tile.run_any::<V, NV, MR>()
-                        }
-                    };
+                    // The activation in the registers.
+                    unsafe { tile.run_fused::<V, NV, MR>() };
                     m0 += MR;
                 }
             }
