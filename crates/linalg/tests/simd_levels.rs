@@ -11,7 +11,8 @@ use ndarray_rand::rand::rngs::StdRng;
 use ndarray_rand::rand::{Rng, SeedableRng};
 use ndarray_rand::rand_distr::Uniform;
 use vae_linalg::simd::{
-    self, Accum, AddBias, Binary, BinaryMap, ColumnSums, Level, Unary, UnaryGrad, UnaryGradFromOutput, UnaryMap,
+    self, Accum, ActGradSums, AddBias, Binary, BinaryMap, ColumnSums, Level, Unary, UnaryGrad, UnaryGradFromOutput,
+    UnaryMap,
 };
 use vae_linalg::{Parallelism, gemm_with, naive_gemm};
 
@@ -163,6 +164,80 @@ fn every_level_gives_the_scalar_bits() {
                     same,
                     "{level}, n = {n}: {name} differs from scalar: {got:?} vs {want:?}"
                 );
+            }
+        }
+    }
+}
+
+/// The fused derivative and column sums give, at every level, the bits of the two kernels
+/// one after the other at the scalar level: columns in whole vectors of every level (its
+/// sums in registers, one to several groups of four vectors) and ragged ones.
+#[test]
+fn act_grad_sums_is_the_two_kernels() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let acts = [
+        None,
+        Some(Unary::Relu),
+        Some(Unary::LeakyRelu(0.2f32)),
+        Some(Unary::Sigmoid),
+        Some(Unary::Tanh),
+    ];
+    for (rows, cols) in [
+        (7, 16),
+        (5, 32),
+        (3, 48),
+        (9, 64),
+        (4, 80),
+        (6, 24),
+        (4, 40),
+        (3, 19),
+        (5, 5),
+        (1, 1),
+        (0, 8),
+    ] {
+        let n = rows * cols;
+        let y = f32s(&random(&mut rng, n, -1.0, 1.0));
+        let g0 = f32s(&random(&mut rng, n, -2.0, 2.0));
+        let start = f32s(&random(&mut rng, cols, -1.0, 1.0));
+        for act in acts {
+            for acc in [Accum::Overwrite, Accum::Add] {
+                let mut want_g = g0.clone();
+                if let Some(f) = act {
+                    simd::dispatch_at(
+                        Level::Scalar,
+                        UnaryGradFromOutput {
+                            f,
+                            y: &y,
+                            g: &mut want_g,
+                        },
+                    );
+                }
+                let mut want = start.clone();
+                simd::dispatch_at(
+                    Level::Scalar,
+                    ColumnSums {
+                        src: &want_g,
+                        dst: &mut want,
+                        acc,
+                    },
+                );
+                for level in simd::supported_levels() {
+                    let (mut g, mut sums) = (g0.clone(), start.clone());
+                    simd::dispatch_at(
+                        level,
+                        ActGradSums {
+                            f: act,
+                            y: &y,
+                            g: &mut g,
+                            dst: &mut sums,
+                            acc,
+                        },
+                    );
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let what = format!("{level}, {rows} x {cols}, {act:?}, {acc:?}");
+                    assert_eq!(bits(&g), bits(&want_g), "{what}: the derivative");
+                    assert_eq!(bits(&sums), bits(&want), "{what}: the sums");
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use vae_linalg::conv::{
     ConvMap, ConvStart, WeightLayout, conv_nhwc, conv_nhwc_weight_grad, image_pieces, sum_partials, with_partials,
 };
 use vae_linalg::elementwise;
-use vae_linalg::simd::{Accum, ColumnSums, Unary, UnaryGradFromOutput, dispatch};
+use vae_linalg::simd::{Accum, ActGradSums, Unary, dispatch};
 use vae_linalg::team::{SendPtr, for_parts};
 
 use super::Op;
@@ -276,10 +276,13 @@ fn act_grad_and_sums<T: Float>(
         let block = BLOCK_ROWS * c;
         let mut acc = acc;
         for (gb, yb) in g.chunks_mut(block).zip(y.chunks(block)) {
-            if let Some(f) = act {
-                dispatch(UnaryGradFromOutput { f, y: yb, g: gb });
-            }
-            dispatch(ColumnSums { src: gb, dst, acc });
+            dispatch(ActGradSums {
+                f: act,
+                y: yb,
+                g: gb,
+                dst,
+                acc,
+            });
             acc = Accum::Add;
         }
         if acc == Accum::Overwrite {

@@ -74,8 +74,12 @@ impl<T: Float> Tape<T> {
         self.transpose_rows(x, width / channels, channels)
     }
 
-    /// Each row, a `rows x cols` matrix, transposed.
+    /// Each row, a `rows x cols` matrix, transposed: `x` itself for one row or one column
+    /// (a grey image), whose transpose is the same values in the same order.
     fn transpose_rows(&mut self, x: Var, rows: usize, cols: usize) -> Var {
+        if rows == 1 || cols == 1 {
+            return x;
+        }
         let dim = self.dim(x);
         self.record(Op::TransposeRows { x, rows, cols }, dim, false, |out, v| {
             transpose_each(sl(v.get(x)), rows, cols, sl_mut(out), Accum::Overwrite)
