@@ -169,11 +169,12 @@ fn every_level_gives_the_scalar_bits() {
     }
 }
 
-/// The fused derivative and column sums give, at every level, the bits of the two kernels
-/// one after the other at the scalar level: columns in whole vectors of every level (its
-/// sums in registers, one to several groups of four vectors) and ragged ones.
+/// The fused derivative and column sums give, at every level, the bits of the derivative
+/// kernel at the scalar level and of each column's rows added in order: columns in whole
+/// vectors of every level (sums in registers, one to several groups of four vectors) and
+/// ragged ones.
 #[test]
-fn act_grad_sums_is_the_two_kernels() {
+fn act_grad_sums_and_column_sums_are_the_plain_loops() {
     let mut rng = StdRng::seed_from_u64(6);
     let acts = [
         None,
@@ -212,15 +213,13 @@ fn act_grad_sums_is_the_two_kernels() {
                         },
                     );
                 }
-                let mut want = start.clone();
-                simd::dispatch_at(
-                    Level::Scalar,
-                    ColumnSums {
-                        src: &want_g,
-                        dst: &mut want,
-                        acc,
-                    },
-                );
+                // Each column's rows added in order, from zero or from `start`.
+                let want: Vec<f32> = (0..cols)
+                    .map(|j| {
+                        let first = if acc == Accum::Add { start[j] } else { 0.0 };
+                        (0..rows).fold(first, |s, r| s + want_g[r * cols + j])
+                    })
+                    .collect();
                 for level in simd::supported_levels() {
                     let (mut g, mut sums) = (g0.clone(), start.clone());
                     simd::dispatch_at(
@@ -237,6 +236,18 @@ fn act_grad_sums_is_the_two_kernels() {
                     let what = format!("{level}, {rows} x {cols}, {act:?}, {acc:?}");
                     assert_eq!(bits(&g), bits(&want_g), "{what}: the derivative");
                     assert_eq!(bits(&sums), bits(&want), "{what}: the sums");
+                    if act.is_none() {
+                        let mut plain = start.clone();
+                        simd::dispatch_at(
+                            level,
+                            ColumnSums {
+                                src: &g0,
+                                dst: &mut plain,
+                                acc,
+                            },
+                        );
+                        assert_eq!(bits(&plain), bits(&want), "{what}: ColumnSums");
+                    }
                 }
             }
         }

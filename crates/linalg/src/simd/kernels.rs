@@ -627,49 +627,42 @@ impl<T: Float> ActGradSums<'_, T> {
     #[inline(always)]
     fn with<V: Vector<E = T>, const ACT: bool>(self, f: &impl Lanewise<V, 3>) {
         let ActGradSums { y, g, dst, acc, .. } = self;
-        let c = dst.len().max(1);
+        let c = dst.len();
         assert_eq!(y.len(), g.len(), "kernel operands differ in length");
-        assert_eq!(g.len() % c, 0, "ActGradSums: whole rows of {c} columns");
+        assert!(
+            g.len().is_multiple_of(c.max(1)),
+            "ActGradSums: whole rows of {c} columns"
+        );
         if acc == Accum::Overwrite {
             dst.fill(T::zero());
         }
         // Columns in whole vectors: the derivative and the sums in one pass. Ragged ones
-        // (an image's last layer, one channel): the derivative first, the last columns'
-        // sums one value at a time (a call to `zip` per row of one value cost 0.9% of a
-        // keras-conv step).
-        let whole = c - c % V::LANES;
-        if ACT && whole < c {
+        // (an image's last layer, one channel): the derivative, then the sums.
+        if ACT && c > 0 && c.is_multiple_of(V::LANES) {
+            let mut c0 = 0;
+            while c0 < c {
+                let nv = ((c - c0) / V::LANES).min(4);
+                match nv {
+                    4 => act_sums_columns::<V, 4>(f, y, g, dst, c0),
+                    3 => act_sums_columns::<V, 3>(f, y, g, dst, c0),
+                    2 => act_sums_columns::<V, 2>(f, y, g, dst, c0),
+                    _ => act_sums_columns::<V, 1>(f, y, g, dst, c0),
+                }
+                c0 += nv * V::LANES;
+            }
+            return;
+        }
+        if ACT {
             in_place::<V>(y, g, f);
         }
-        let mut c0 = 0;
-        while c0 < whole {
-            let fused = ACT && whole == c;
-            let nv = match ((whole - c0) / V::LANES).min(4) {
-                n if fused || n == 4 => n,
-                _ => 1,
-            };
-            match (nv, fused) {
-                (4, true) => act_sums_columns::<V, 4, true>(f, y, g, dst, c0),
-                (3, true) => act_sums_columns::<V, 3, true>(f, y, g, dst, c0),
-                (2, true) => act_sums_columns::<V, 2, true>(f, y, g, dst, c0),
-                (_, true) => act_sums_columns::<V, 1, true>(f, y, g, dst, c0),
-                (4, false) => act_sums_columns::<V, 4, false>(f, y, g, dst, c0),
-                (_, false) => act_sums_columns::<V, 1, false>(f, y, g, dst, c0),
-            }
-            c0 += nv * V::LANES;
-        }
-        for (j, sum) in dst.iter_mut().enumerate().skip(whole) {
-            for row in g.chunks_exact(c) {
-                *sum = *sum + row[j];
-            }
-        }
+        add_column_sums::<V>(g, dst);
     }
 }
 
 /// Columns `c0 .. c0 + NV LANES` of [`ActGradSums`], every row in order, the sums in
 /// registers.
 #[inline(always)]
-fn act_sums_columns<V: Vector, const NV: usize, const ACT: bool>(
+fn act_sums_columns<V: Vector, const NV: usize>(
     f: &impl Lanewise<V, 3>,
     y: &[V::E],
     g: &mut [V::E],
@@ -685,14 +678,61 @@ fn act_sums_columns<V: Vector, const NV: usize, const ACT: bool>(
             let i = at + q * V::LANES;
             // SAFETY: i + LANES <= the row's end <= g.len() = y.len().
             unsafe {
-                let mut gv = V::load(g.as_ptr().add(i));
-                if ACT {
-                    let yv = V::load(y.as_ptr().add(i));
-                    gv = f.apply([gv, yv, yv]);
-                    gv.store(g.as_mut_ptr().add(i));
-                }
+                let yv = V::load(y.as_ptr().add(i));
+                let gv = f.apply([V::load(g.as_ptr().add(i)), yv, yv]);
+                gv.store(g.as_mut_ptr().add(i));
                 *sum = sum.add(gv);
             }
+        }
+    }
+    for (q, sum) in sums.iter().enumerate() {
+        // SAFETY: as for the load.
+        unsafe { sum.store(dst.as_mut_ptr().add(c0 + q * V::LANES)) };
+    }
+}
+
+/// `dst += sum over rows of src` (row-major, `dst.len()` columns), each column's rows added
+/// in order: whole vectors of columns with their sums in registers, up to four at a time,
+/// the last ragged columns one value at a time (a call to `zip` per row cost 0.9% of a
+/// keras-conv step for its one-channel last layer, and the dense layers' bias sums ran on
+/// one thread at a tenth of its speed).
+#[inline(always)]
+fn add_column_sums<V: Vector>(src: &[V::E], dst: &mut [V::E]) {
+    let c = dst.len();
+    if c == 0 {
+        return;
+    }
+    assert!(src.len().is_multiple_of(c), "column sums: whole rows of {c} columns");
+    let whole = c - c % V::LANES;
+    let mut c0 = 0;
+    while c0 < whole {
+        let nv = ((whole - c0) / V::LANES).min(4);
+        match nv {
+            4 => sum_columns::<V, 4>(src, dst, c0),
+            3 => sum_columns::<V, 3>(src, dst, c0),
+            2 => sum_columns::<V, 2>(src, dst, c0),
+            _ => sum_columns::<V, 1>(src, dst, c0),
+        }
+        c0 += nv * V::LANES;
+    }
+    for (j, sum) in dst.iter_mut().enumerate().skip(whole) {
+        for row in src.chunks_exact(c) {
+            *sum = *sum + row[j];
+        }
+    }
+}
+
+/// Columns `c0 .. c0 + NV LANES` of [`add_column_sums`].
+#[inline(always)]
+fn sum_columns<V: Vector, const NV: usize>(src: &[V::E], dst: &mut [V::E], c0: usize) {
+    let c = dst.len();
+    assert!(c0 + NV * V::LANES <= c && src.len().is_multiple_of(c));
+    // SAFETY: columns c0 .. c0 + NV LANES <= c of dst.
+    let mut sums: [V; NV] = core::array::from_fn(|q| unsafe { V::load(dst.as_ptr().add(c0 + q * V::LANES)) });
+    for at in (c0..src.len()).step_by(c) {
+        for (q, sum) in sums.iter_mut().enumerate() {
+            // SAFETY: at + q LANES + LANES <= the row's end <= src.len().
+            *sum = sum.add(unsafe { V::load(src.as_ptr().add(at + q * V::LANES)) });
         }
     }
     for (q, sum) in sums.iter().enumerate() {
@@ -715,12 +755,9 @@ impl<T: Float> Kernel<T> for ColumnSums<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run<V: Vector<E = T>>(self) {
-        let n = self.dst.len().max(1);
         if self.acc == Accum::Overwrite {
             self.dst.fill(T::zero());
         }
-        for row in self.src.chunks_exact(n) {
-            zip::<V, _>([row], self.dst, Accum::Add, &CopyF(p0()));
-        }
+        add_column_sums::<V>(self.src, self.dst);
     }
 }
