@@ -694,8 +694,7 @@ fn act_sums_columns<V: Vector, const NV: usize>(
 /// `dst += sum over rows of src` (row-major, `dst.len()` columns), each column's rows added
 /// in order: whole vectors of columns with their sums in registers, up to four at a time,
 /// the last ragged columns one value at a time (a call to `zip` per row cost 0.9% of a
-/// keras-conv step for its one-channel last layer, and the dense layers' bias sums ran on
-/// one thread at a tenth of its speed).
+/// keras-conv step for its one-channel last layer).
 #[inline(always)]
 fn add_column_sums<V: Vector>(src: &[V::E], dst: &mut [V::E]) {
     let c = dst.len();
