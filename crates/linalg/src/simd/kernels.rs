@@ -639,55 +639,20 @@ impl<T: Float> ActGradSums<'_, T> {
         // Columns in whole vectors: the derivative and the sums in one pass. Ragged ones
         // (an image's last layer, one channel): the derivative, then the sums.
         if ACT && c > 0 && c.is_multiple_of(V::LANES) {
-            let mut c0 = 0;
-            while c0 < c {
-                let nv = ((c - c0) / V::LANES).min(4);
-                match nv {
-                    4 => act_sums_columns::<V, 4>(f, y, g, dst, c0),
-                    3 => act_sums_columns::<V, 3>(f, y, g, dst, c0),
-                    2 => act_sums_columns::<V, 2>(f, y, g, dst, c0),
-                    _ => act_sums_columns::<V, 1>(f, y, g, dst, c0),
-                }
-                c0 += nv * V::LANES;
-            }
+            let out = g.as_mut_ptr();
+            // SAFETY: i + LANES <= g.len() = y.len() (see `sum_columns`).
+            add_vector_sums::<V>(c, y.len(), dst, |i| unsafe {
+                let yv = V::load(y.as_ptr().add(i));
+                let gv = f.apply([V::load(out.add(i)), yv, yv]);
+                gv.store(out.add(i));
+                gv
+            });
             return;
         }
         if ACT {
             in_place::<V>(y, g, f);
         }
         add_column_sums::<V>(g, dst);
-    }
-}
-
-/// Columns `c0 .. c0 + NV LANES` of [`ActGradSums`], every row in order, the sums in
-/// registers.
-#[inline(always)]
-fn act_sums_columns<V: Vector, const NV: usize>(
-    f: &impl Lanewise<V, 3>,
-    y: &[V::E],
-    g: &mut [V::E],
-    dst: &mut [V::E],
-    c0: usize,
-) {
-    let c = dst.len();
-    assert!(c0 + NV * V::LANES <= c && g.len() == y.len() && g.len().is_multiple_of(c));
-    // SAFETY: columns c0 .. c0 + NV LANES <= c of dst.
-    let mut sums: [V; NV] = core::array::from_fn(|q| unsafe { V::load(dst.as_ptr().add(c0 + q * V::LANES)) });
-    for at in (c0..g.len()).step_by(c) {
-        for (q, sum) in sums.iter_mut().enumerate() {
-            let i = at + q * V::LANES;
-            // SAFETY: i + LANES <= the row's end <= g.len() = y.len().
-            unsafe {
-                let yv = V::load(y.as_ptr().add(i));
-                let gv = f.apply([V::load(g.as_ptr().add(i)), yv, yv]);
-                gv.store(g.as_mut_ptr().add(i));
-                *sum = sum.add(gv);
-            }
-        }
-    }
-    for (q, sum) in sums.iter().enumerate() {
-        // SAFETY: as for the load.
-        unsafe { sum.store(dst.as_mut_ptr().add(c0 + q * V::LANES)) };
     }
 }
 
@@ -703,17 +668,8 @@ fn add_column_sums<V: Vector>(src: &[V::E], dst: &mut [V::E]) {
     }
     assert!(src.len().is_multiple_of(c), "column sums: whole rows of {c} columns");
     let whole = c - c % V::LANES;
-    let mut c0 = 0;
-    while c0 < whole {
-        let nv = ((whole - c0) / V::LANES).min(4);
-        match nv {
-            4 => sum_columns::<V, 4>(src, dst, c0),
-            3 => sum_columns::<V, 3>(src, dst, c0),
-            2 => sum_columns::<V, 2>(src, dst, c0),
-            _ => sum_columns::<V, 1>(src, dst, c0),
-        }
-        c0 += nv * V::LANES;
-    }
+    // SAFETY: i + LANES <= src.len() (see `sum_columns`).
+    add_vector_sums::<V>(whole, src.len(), dst, |i| unsafe { V::load(src.as_ptr().add(i)) });
     for (j, sum) in dst.iter_mut().enumerate().skip(whole) {
         for row in src.chunks_exact(c) {
             *sum = *sum + row[j];
@@ -721,17 +677,41 @@ fn add_column_sums<V: Vector>(src: &[V::E], dst: &mut [V::E]) {
     }
 }
 
-/// Columns `c0 .. c0 + NV LANES` of [`add_column_sums`].
+/// `dst[j] +=` the sum over the rows of `value`'s vectors, for the first `whole` columns (a
+/// multiple of the lanes) of rows of `dst.len()` columns, `len` values in all: `value(i)` is
+/// the vector at element `i` of the rows, read once; each column's rows are added in order,
+/// up to four vectors of columns at a time with their sums in registers.
 #[inline(always)]
-fn sum_columns<V: Vector, const NV: usize>(src: &[V::E], dst: &mut [V::E], c0: usize) {
+fn add_vector_sums<V: Vector>(whole: usize, len: usize, dst: &mut [V::E], mut value: impl FnMut(usize) -> V) {
+    let mut c0 = 0;
+    while c0 < whole {
+        let nv = ((whole - c0) / V::LANES).min(4);
+        match nv {
+            4 => sum_columns::<V, 4>(len, dst, c0, &mut value),
+            3 => sum_columns::<V, 3>(len, dst, c0, &mut value),
+            2 => sum_columns::<V, 2>(len, dst, c0, &mut value),
+            _ => sum_columns::<V, 1>(len, dst, c0, &mut value),
+        }
+        c0 += nv * V::LANES;
+    }
+}
+
+/// Columns `c0 .. c0 + NV LANES` of [`add_vector_sums`]: `value` is asked only for elements
+/// `i` whose vector `i .. i + LANES` lies inside its row, and so inside `0 .. len`.
+#[inline(always)]
+fn sum_columns<V: Vector, const NV: usize>(
+    len: usize,
+    dst: &mut [V::E],
+    c0: usize,
+    value: &mut impl FnMut(usize) -> V,
+) {
     let c = dst.len();
-    assert!(c0 + NV * V::LANES <= c && src.len().is_multiple_of(c));
+    assert!(c0 + NV * V::LANES <= c && len.is_multiple_of(c));
     // SAFETY: columns c0 .. c0 + NV LANES <= c of dst.
     let mut sums: [V; NV] = core::array::from_fn(|q| unsafe { V::load(dst.as_ptr().add(c0 + q * V::LANES)) });
-    for at in (c0..src.len()).step_by(c) {
+    for at in (c0..len).step_by(c) {
         for (q, sum) in sums.iter_mut().enumerate() {
-            // SAFETY: at + q LANES + LANES <= the row's end <= src.len().
-            *sum = sum.add(unsafe { V::load(src.as_ptr().add(at + q * V::LANES)) });
+            *sum = sum.add(value(at + q * V::LANES));
         }
     }
     for (q, sum) in sums.iter().enumerate() {
